@@ -90,12 +90,19 @@ impl FrameError {
 }
 
 /// Decodes one payload (the bytes after the header).
+///
+/// Decoding uses `serde_json`, not `sonic-rs`: serde_json bounds nesting depth (128), so a
+/// hostile `[[[[...` costs an error rather than the process's stack.
 fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
     serde_json::from_slice(payload).map_err(|err| FrameError::from_payload(payload, err))
 }
 
 /// Appends `message` as one frame to `dst`, refusing payloads above `max_frame_len`.
 /// On error `dst` is left as it was.
+///
+/// Serializes with `sonic-rs`, whose SIMD string escaping writes a 64 KiB result about
+/// 3x faster than `serde_json` (see the codec benchmark). The JSON is the same: both
+/// write fields in declaration order, with the same escapes.
 fn encode_into(
     message: &Message,
     dst: &mut BytesMut,
@@ -103,7 +110,8 @@ fn encode_into(
 ) -> Result<(), FrameError> {
     let start = dst.len();
     dst.put_u32(0);
-    let result = serde_json::to_writer(dst.writer_ref(), message);
+    let result = sonic_rs::to_writer((&mut *dst).writer(), message)
+        .map_err(|e| serde_json::Error::io(io::Error::other(e)));
     let len = dst.len() - start - FRAME_HEADER_LEN;
     let checked = match result {
         Err(err) => Err(FrameError::Json(err)),
@@ -125,35 +133,6 @@ fn encode_into(
             dst.truncate(start);
             Err(err)
         }
-    }
-}
-
-/// `BytesMut::writer` takes the buffer by value; this writes through a borrow.
-trait WriterRef {
-    fn writer_ref(&mut self) -> BorrowedWriter<'_>;
-}
-
-impl WriterRef for BytesMut {
-    fn writer_ref(&mut self) -> BorrowedWriter<'_> {
-        BorrowedWriter(self)
-    }
-}
-
-struct BorrowedWriter<'a>(&'a mut BytesMut);
-
-impl Write for BorrowedWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
