@@ -1,0 +1,108 @@
+-- common.lua: helpers prepended to every other script (not a script of its own).
+-- Keys computed here (<prefix>:job:<id>, its :dependents, the ready queues) are not
+-- declared in KEYS: fine on a single Redis, not supported on Redis Cluster.
+-- Times are epoch milliseconds passed in ARGV by the caller (never Redis' clock).
+
+local function jkey(prefix, id)
+  return prefix .. ':job:' .. id
+end
+
+local function qkey(prefix, script_type)
+  return prefix .. ':q:work:type:' .. script_type
+end
+
+local function publish(prefix, event)
+  redis.call('PUBLISH', prefix .. ':events', cjson.encode(event))
+end
+
+local function changed(prefix, id, status)
+  publish(prefix, { k = 'job', id = id, status = status })
+end
+
+-- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
+local function push_ready(prefix, id, script_type, front)
+  if front then
+    redis.call('LPUSH', qkey(prefix, script_type), id)
+  else
+    redis.call('RPUSH', qkey(prefix, script_type), id)
+  end
+  publish(prefix, { k = 'work', script_type = script_type })
+end
+
+-- Ends job `id` in Error (lease and schedule cleared) and announces it.
+local function end_error(prefix, id, error_json, now)
+  local k = jkey(prefix, id)
+  redis.call('HSET', k, 'status', 'Error', 'error', error_json, 'finished_at', now, 'updated_at', now)
+  redis.call('HDEL', k, 'lease_owner', 'lease_until', 'not_before')
+  redis.call('ZREM', prefix .. ':leases', id)
+  changed(prefix, id, 'Error')
+end
+
+local function prerequisite_failed(message)
+  return cjson.encode({ type = 'prerequisite_failed', message = message })
+end
+
+-- Every job waiting on `root`, transitively, ends in Error(prerequisite_failed).
+local function fail_dependents(prefix, root, now)
+  local todo = { root }
+  while #todo > 0 do
+    local failed = table.remove(todo)
+    local dkey = jkey(prefix, failed) .. ':dependents'
+    local deps = redis.call('SMEMBERS', dkey)
+    redis.call('DEL', dkey)
+    for _, d in ipairs(deps) do
+      if redis.call('HGET', jkey(prefix, d), 'status') == 'WaitingForPrerequisites' then
+        end_error(prefix, d, prerequisite_failed('prerequisite ' .. failed .. ' failed'), now)
+        table.insert(todo, d)
+      end
+    end
+  end
+end
+
+-- Jobs waiting on `done` whose prerequisites are now all Finished become Dispatched.
+local function release_dependents(prefix, done, now)
+  local dkey = jkey(prefix, done) .. ':dependents'
+  local deps = redis.call('SMEMBERS', dkey)
+  redis.call('DEL', dkey)
+  for _, d in ipairs(deps) do
+    local dk = jkey(prefix, d)
+    local f = redis.call('HMGET', dk, 'status', 'prerequisites', 'script_type')
+    if f[1] == 'WaitingForPrerequisites' then
+      local ready = true
+      for _, p in ipairs(cjson.decode(f[2])) do
+        if redis.call('HGET', jkey(prefix, p), 'status') ~= 'Finished' then
+          ready = false
+          break
+        end
+      end
+      if ready then
+        redis.call('HSET', dk, 'status', 'Dispatched', 'updated_at', now)
+        changed(prefix, d, 'Dispatched')
+        push_ready(prefix, d, f[3], false)
+      end
+    end
+  end
+end
+
+-- The compare-and-set of finish/fail/retry_later/release: nil when job hash `k` is
+-- Started on `attempt`, else the reply to return.
+local function check_started(k, attempt)
+  local f = redis.call('HMGET', k, 'status', 'attempt')
+  if not f[1] then
+    return { 'NOT_FOUND' }
+  end
+  if f[1] ~= 'Started' then
+    return { 'BAD_STATE', f[1] }
+  end
+  if f[2] ~= attempt then
+    return { 'CONFLICT', f[2] }
+  end
+  return nil
+end
+
+-- Clears the lease of job `id` (hash `k`).
+local function clear_lease(prefix, k, id)
+  redis.call('HDEL', k, 'lease_owner', 'lease_until')
+  redis.call('ZREM', prefix .. ':leases', id)
+end
+

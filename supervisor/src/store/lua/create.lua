@@ -1,0 +1,20 @@
+-- create.lua: store a new job as Created and index it.
+-- KEYS[1]: <prefix>:job:<id> (HASH)   KEYS[2]: <prefix>:jobs (ZSET index)
+-- ARGV[1]: prefix   ARGV[2]: id   ARGV[3]: created_at ms   ARGV[4]: n prerequisites
+-- ARGV[5 .. 4+n]: prerequisite ids   ARGV[5+n ..]: hash field/value pairs
+-- Returns: {'OK'} | {'EXISTS'} | {'PREREQ_MISSING', id}
+local prefix, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return { 'EXISTS' }
+end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do
+  if redis.call('EXISTS', jkey(prefix, ARGV[i])) == 0 then
+    return { 'PREREQ_MISSING', ARGV[i] }
+  end
+end
+for i = 5 + n, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('ZADD', KEYS[2], ARGV[3], id)
+return { 'OK' }

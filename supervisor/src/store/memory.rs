@@ -1,0 +1,630 @@
+//! The in-memory store: the embedded default, so the server runs with no Redis at all.
+//!
+//! Plain maps behind one `std::sync::Mutex` (not a tokio one: nothing awaits while it is
+//! held, so every operation is atomic for free). It mirrors the Redis layout: a ready
+//! queue per script type, a delayed set, a lease set ordered by deadline, dependents.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use super::{
+    CancelOutcome, EVENT_CHANNEL_CAPACITY, JobStore, StoreConfig, StoreError, StoreEvent, deadline,
+    to_ms, trunc_ms, truncate_line,
+};
+use crate::clock::Clock;
+use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
+
+/// The in-memory [`JobStore`].
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    config: StoreConfig,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<JobId, Job>,
+    /// `(created ms, id)`: the list_ids index.
+    index: BTreeSet<(i64, JobId)>,
+    /// Ready ids per script type; the front is the head (claimed first).
+    queues: HashMap<ScriptType, VecDeque<JobId>>,
+    /// `(not_before ms, id)`.
+    delayed: BTreeSet<(i64, JobId)>,
+    /// `(lease_until ms, id)`.
+    leases: BTreeSet<(i64, JobId)>,
+    /// prerequisite -> jobs waiting on it.
+    dependents: HashMap<JobId, HashSet<JobId>>,
+    logs: HashMap<JobId, VecDeque<String>>,
+}
+
+/// Events produced under the lock, sent after it is released.
+type Events = Vec<StoreEvent>;
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            config,
+            clock,
+            events,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every operation checks before it mutates, so a panic mid-way can't leave a
+        // half-applied change behind; the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        trunc_ms(self.clock.now())
+    }
+
+    fn emit(&self, events: Events) {
+        for e in events {
+            // No receiver is fine: nobody is waiting.
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+fn changed(ev: &mut Events, job: &Job) {
+    ev.push(StoreEvent::JobChanged {
+        id: job.id,
+        status: job.status,
+    });
+}
+
+impl State {
+    fn job(&self, id: JobId) -> Result<&Job, StoreError> {
+        self.jobs.get(&id).ok_or(StoreError::NotFound(id))
+    }
+
+    /// The CAS check shared by finish/fail/retry_later/release.
+    fn started_on(&self, id: JobId, attempt: u32, op: &'static str) -> Result<(), StoreError> {
+        let job = self.job(id)?;
+        if job.status != JobStatus::Started {
+            return Err(StoreError::InvalidTransition {
+                id,
+                from: job.status,
+                op,
+            });
+        }
+        if job.attempt != attempt {
+            return Err(StoreError::Conflict {
+                id,
+                expected: attempt,
+                current: job.attempt,
+            });
+        }
+        Ok(())
+    }
+
+    fn job_mut(&mut self, id: JobId) -> &mut Job {
+        // Callers checked existence under the same lock.
+        self.jobs.get_mut(&id).expect("job checked under the lock")
+    }
+
+    fn clear_lease(&mut self, id: JobId) {
+        let job = self.job_mut(id);
+        if let Some(until) = job.lease_until.take() {
+            self.leases.remove(&(to_ms(until), id));
+        }
+        let job = self.job_mut(id);
+        job.lease_owner = None;
+    }
+
+    fn push_ready(&mut self, id: JobId, front: bool, ev: &mut Events) {
+        let script_type = self.job_mut(id).script_type;
+        let q = self.queues.entry(script_type).or_default();
+        if front {
+            q.push_front(id);
+        } else {
+            q.push_back(id);
+        }
+        ev.push(StoreEvent::WorkAvailable { script_type });
+    }
+
+    fn remove_from_queues(&mut self, job_id: JobId, script_type: ScriptType) {
+        if let Some(q) = self.queues.get_mut(&script_type) {
+            q.retain(|&i| i != job_id);
+        }
+        self.delayed.retain(|&(_, i)| i != job_id);
+    }
+
+    /// Ends `id` in Error with `error` and fails its dependents, transitively.
+    fn end_in_error(&mut self, id: JobId, error: JobError, now: DateTime<Utc>, ev: &mut Events) {
+        self.clear_lease(id);
+        let job = self.job_mut(id);
+        job.status = JobStatus::Error;
+        job.error = Some(error);
+        job.finished_at = Some(now);
+        job.updated_at = now;
+        changed(ev, job);
+        self.fail_dependents(id, now, ev);
+    }
+
+    fn fail_dependents(&mut self, root: JobId, now: DateTime<Utc>, ev: &mut Events) {
+        let mut todo = vec![root];
+        while let Some(failed) = todo.pop() {
+            let Some(deps) = self.dependents.remove(&failed) else {
+                continue;
+            };
+            for d in deps {
+                let Some(job) = self.jobs.get_mut(&d) else {
+                    continue;
+                };
+                if job.status != JobStatus::WaitingForPrerequisites {
+                    continue;
+                }
+                job.status = JobStatus::Error;
+                job.error = Some(JobError::prerequisite_failed(format!(
+                    "prerequisite {failed} failed"
+                )));
+                job.finished_at = Some(now);
+                job.updated_at = now;
+                changed(ev, job);
+                todo.push(d);
+            }
+        }
+    }
+
+    fn release_dependents(&mut self, done: JobId, now: DateTime<Utc>, ev: &mut Events) {
+        let Some(deps) = self.dependents.remove(&done) else {
+            return;
+        };
+        for d in deps {
+            let Some(job) = self.jobs.get(&d) else {
+                continue;
+            };
+            if job.status != JobStatus::WaitingForPrerequisites {
+                continue;
+            }
+            let ready = job.prerequisites.iter().all(|p| {
+                self.jobs
+                    .get(p)
+                    .is_some_and(|p| p.status == JobStatus::Finished)
+            });
+            if ready {
+                let job = self.job_mut(d);
+                job.status = JobStatus::Dispatched;
+                job.updated_at = now;
+                changed(ev, job);
+                self.push_ready(d, false, ev);
+            }
+        }
+    }
+
+    fn remove_job(&mut self, id: JobId, now: DateTime<Utc>, ev: &mut Events) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        self.index.remove(&(to_ms(job.created_at), id));
+        if let Some(until) = job.lease_until {
+            self.leases.remove(&(to_ms(until), id));
+        }
+        if job.status == JobStatus::Dispatched {
+            self.remove_from_queues(id, job.script_type);
+        }
+        for p in &job.prerequisites {
+            if let Some(set) = self.dependents.get_mut(p) {
+                set.remove(&id);
+            }
+        }
+        self.logs.remove(&id);
+        // Jobs waiting on it can never run now.
+        if let Some(deps) = self.dependents.remove(&id) {
+            for d in deps {
+                let Some(dep) = self.jobs.get_mut(&d) else {
+                    continue;
+                };
+                if dep.status != JobStatus::WaitingForPrerequisites {
+                    continue;
+                }
+                dep.status = JobStatus::Error;
+                dep.error = Some(JobError::prerequisite_failed(format!(
+                    "prerequisite {id} was deleted"
+                )));
+                dep.finished_at = Some(now);
+                dep.updated_at = now;
+                changed(ev, dep);
+                self.fail_dependents(d, now, ev);
+            }
+        }
+        Some(job)
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.jobs.contains_key(&job.id) {
+            return Err(StoreError::AlreadyExists(job.id));
+        }
+        if let Some(p) = job.prerequisites.iter().find(|p| !st.jobs.contains_key(p)) {
+            return Err(StoreError::PrerequisiteNotFound(*p));
+        }
+        let mut job = job.clone();
+        // Same resolution as Redis, so both stores return identical jobs.
+        job.created_at = trunc_ms(job.created_at);
+        job.updated_at = trunc_ms(job.updated_at);
+        job.status = JobStatus::Created;
+        st.index.insert((to_ms(job.created_at), job.id));
+        st.jobs.insert(job.id, job);
+        Ok(())
+    }
+
+    async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        let status = {
+            let mut st = self.lock();
+            let job = st.job(id)?;
+            if job.status != JobStatus::Created {
+                return Err(StoreError::InvalidTransition {
+                    id,
+                    from: job.status,
+                    op: "start",
+                });
+            }
+            let mut failed = None;
+            let mut waiting = Vec::new();
+            for p in &job.prerequisites {
+                match st.jobs.get(p).map(|j| j.status) {
+                    None => {
+                        failed = Some(format!("prerequisite {p} no longer exists"));
+                        break;
+                    }
+                    Some(JobStatus::Error) => {
+                        failed = Some(format!("prerequisite {p} failed"));
+                        break;
+                    }
+                    Some(JobStatus::Finished) => {}
+                    Some(_) => waiting.push(*p),
+                }
+            }
+            if let Some(msg) = failed {
+                st.end_in_error(id, JobError::prerequisite_failed(msg), now, &mut ev);
+                JobStatus::Error
+            } else if !waiting.is_empty() {
+                for p in waiting {
+                    st.dependents.entry(p).or_default().insert(id);
+                }
+                let job = st.job_mut(id);
+                job.status = JobStatus::WaitingForPrerequisites;
+                job.updated_at = now;
+                changed(&mut ev, job);
+                JobStatus::WaitingForPrerequisites
+            } else {
+                let job = st.job_mut(id);
+                job.status = JobStatus::Dispatched;
+                job.updated_at = now;
+                changed(&mut ev, job);
+                st.push_ready(id, false, &mut ev);
+                JobStatus::Dispatched
+            }
+        };
+        self.emit(ev);
+        Ok(status)
+    }
+
+    async fn claim(
+        &self,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let now = self.now();
+        let until = trunc_ms(deadline(now, lease));
+        let mut ev = Events::new();
+        let mut claimed = Vec::new();
+        {
+            let mut st = self.lock();
+            while claimed.len() < max {
+                let Some(id) = st.queues.get_mut(&script_type).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                let Some(job) = st.jobs.get_mut(&id) else {
+                    continue; // deleted: stale entry
+                };
+                if job.status != JobStatus::Dispatched {
+                    continue; // stale entry
+                }
+                job.status = JobStatus::Started;
+                job.attempt = job.attempt.saturating_add(1);
+                job.started_at = Some(now);
+                job.updated_at = now;
+                job.lease_owner = Some(owner.to_owned());
+                job.lease_until = Some(until);
+                job.not_before = None;
+                let job = job.clone();
+                st.leases.insert((to_ms(until), id));
+                changed(&mut ev, &job);
+                claimed.push(job);
+            }
+        }
+        self.emit(ev);
+        Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let until = trunc_ms(deadline(self.now(), lease));
+        let mut st = self.lock();
+        let mut lost = Vec::new();
+        for &id in ids {
+            let held = st.jobs.get(&id).is_some_and(|j| {
+                j.status == JobStatus::Started && j.lease_owner.as_deref() == Some(owner)
+            });
+            if !held {
+                lost.push(id);
+                continue;
+            }
+            let job = st.job_mut(id);
+            let old = job.lease_until.replace(until);
+            if let Some(old) = old {
+                st.leases.remove(&(to_ms(old), id));
+            }
+            st.leases.insert((to_ms(until), id));
+        }
+        Ok(lost)
+    }
+
+    async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        {
+            let mut st = self.lock();
+            st.started_on(id, attempt, "finish")?;
+            st.clear_lease(id);
+            let job = st.job_mut(id);
+            job.status = JobStatus::Finished;
+            job.output = Some(output);
+            job.finished_at = Some(now);
+            job.updated_at = now;
+            changed(&mut ev, job);
+            st.release_dependents(id, now, &mut ev);
+        }
+        self.emit(ev);
+        Ok(())
+    }
+
+    async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        {
+            let mut st = self.lock();
+            st.started_on(id, attempt, "fail")?;
+            st.end_in_error(id, error, now, &mut ev);
+        }
+        self.emit(ev);
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        id: JobId,
+        attempt: u32,
+        not_before: DateTime<Utc>,
+        last_error: Option<JobError>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let not_before = trunc_ms(not_before);
+        let mut ev = Events::new();
+        {
+            let mut st = self.lock();
+            st.started_on(id, attempt, "retry_later")?;
+            st.clear_lease(id);
+            let job = st.job_mut(id);
+            job.status = JobStatus::Dispatched;
+            job.not_before = Some(not_before);
+            if last_error.is_some() {
+                job.error = last_error;
+            }
+            job.updated_at = now;
+            changed(&mut ev, job);
+            st.delayed.insert((to_ms(not_before), id));
+        }
+        self.emit(ev);
+        Ok(())
+    }
+
+    async fn release(&self, id: JobId, attempt: u32) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        {
+            let mut st = self.lock();
+            st.started_on(id, attempt, "release")?;
+            st.clear_lease(id);
+            let job = st.job_mut(id);
+            job.status = JobStatus::Dispatched;
+            job.attempt = job.attempt.saturating_sub(1);
+            job.updated_at = now;
+            changed(&mut ev, job);
+            st.push_ready(id, true, &mut ev);
+        }
+        self.emit(ev);
+        Ok(())
+    }
+
+    async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {
+        let now_ms = to_ms(self.now());
+        let mut ev = Events::new();
+        let mut moved = 0;
+        {
+            let mut st = self.lock();
+            let due: Vec<(i64, JobId)> = st
+                .delayed
+                .iter()
+                .take_while(|(at, _)| *at <= now_ms)
+                .take(max)
+                .copied()
+                .collect();
+            for entry in due {
+                st.delayed.remove(&entry);
+                let id = entry.1;
+                let Some(job) = st.jobs.get_mut(&id) else {
+                    continue;
+                };
+                if job.status != JobStatus::Dispatched {
+                    continue;
+                }
+                job.not_before = None;
+                st.push_ready(id, false, &mut ev);
+                moved += 1;
+            }
+        }
+        self.emit(ev);
+        Ok(moved)
+    }
+
+    async fn reclaim_expired(&self, max: usize) -> Result<Vec<JobId>, StoreError> {
+        let now = self.now();
+        let now_ms = to_ms(now);
+        let mut ev = Events::new();
+        let mut handled = Vec::new();
+        {
+            let mut st = self.lock();
+            let expired: Vec<(i64, JobId)> = st
+                .leases
+                .iter()
+                .take_while(|(at, _)| *at < now_ms)
+                .take(max)
+                .copied()
+                .collect();
+            for entry in expired {
+                st.leases.remove(&entry);
+                let id = entry.1;
+                let Some(job) = st.jobs.get(&id) else {
+                    continue;
+                };
+                if job.status != JobStatus::Started {
+                    continue;
+                }
+                handled.push(id);
+                if job.attempt >= job.max_attempts() {
+                    let msg = format!(
+                        "lease of {} expired on attempt {} of {}",
+                        job.lease_owner.as_deref().unwrap_or("?"),
+                        job.attempt,
+                        job.max_attempts()
+                    );
+                    st.end_in_error(id, JobError::runner_lost(msg), now, &mut ev);
+                } else {
+                    st.clear_lease(id);
+                    let job = st.job_mut(id);
+                    job.status = JobStatus::Dispatched;
+                    job.updated_at = now;
+                    changed(&mut ev, job);
+                    st.push_ready(id, false, &mut ev);
+                }
+            }
+        }
+        self.emit(ev);
+        Ok(handled)
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        let outcome = {
+            let mut st = self.lock();
+            let job = st.job(id)?;
+            match job.status {
+                s if s.is_terminal() => CancelOutcome::AlreadyTerminal(s),
+                JobStatus::Started => {
+                    let outcome = CancelOutcome::Running {
+                        owner: job.lease_owner.clone().unwrap_or_default(),
+                        attempt: job.attempt,
+                    };
+                    let job = st.job_mut(id);
+                    job.cancel_requested = true;
+                    job.updated_at = now;
+                    outcome
+                }
+                status => {
+                    let script_type = job.script_type;
+                    if status == JobStatus::Dispatched {
+                        st.remove_from_queues(id, script_type);
+                    }
+                    for p in st.job(id)?.prerequisites.clone() {
+                        if let Some(set) = st.dependents.get_mut(&p) {
+                            set.remove(&id);
+                        }
+                    }
+                    st.job_mut(id).not_before = None;
+                    let error = JobError::cancelled(format!("cancelled while {status}"));
+                    st.end_in_error(id, error, now, &mut ev);
+                    CancelOutcome::Cancelled
+                }
+            }
+        };
+        self.emit(ev);
+        Ok(outcome)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job, StoreError> {
+        self.lock().job(id).cloned()
+    }
+
+    async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
+        Ok(self.lock().index.iter().map(|&(_, id)| id).collect())
+    }
+
+    async fn delete(&self, id: JobId) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        let removed = self.lock().remove_job(id, now, &mut ev);
+        self.emit(ev);
+        removed.map(|_| ()).ok_or(StoreError::NotFound(id))
+    }
+
+    async fn clear_all(&self) -> Result<(), StoreError> {
+        *self.lock() = State::default();
+        Ok(())
+    }
+
+    async fn append_logs(&self, id: JobId, lines: &[String]) -> Result<(), StoreError> {
+        {
+            let mut st = self.lock();
+            st.job(id)?;
+            let max = self.config.max_log_lines;
+            let logs = st.logs.entry(id).or_default();
+            for line in lines {
+                logs.push_back(truncate_line(line, self.config.max_log_line_len));
+            }
+            while logs.len() > max {
+                logs.pop_front();
+            }
+        }
+        self.emit(vec![StoreEvent::LogAppended { id }]);
+        Ok(())
+    }
+
+    async fn logs(&self, id: JobId) -> Result<Vec<String>, StoreError> {
+        let st = self.lock();
+        st.job(id)?;
+        Ok(st
+            .logs
+            .get(&id)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}

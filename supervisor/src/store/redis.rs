@@ -1,0 +1,798 @@
+//! The Redis store: the shared store several supervisor instances can use at once.
+//!
+//! # Key layout
+//! Every key lives under a configurable prefix (default `hero`):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `<prefix>:job:<id>` | HASH | every job field; `prerequisites`, `env_vars`, `error` as JSON strings, times as epoch ms, absent `Option`s as absent fields |
+//! | `<prefix>:job:<id>:dependents` | SET | ids of jobs waiting on this one (deleted once it ends) |
+//! | `<prefix>:job:<id>:logs` | LIST | log lines, oldest first, capped at `max_log_lines` |
+//! | `<prefix>:q:work:type:<ScriptType>` | LIST | ready job ids; RPUSH at the tail, LPOP from the head (the left end is the head) |
+//! | `<prefix>:delayed` | ZSET | jobs scheduled for a later attempt, score `not_before` ms |
+//! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
+//! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
+//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}` |
+//!
+//! # Atomicity
+//! Every change that touches more than one key is one Lua script
+//! (`src/store/lua/*.lua`, each headed by its KEYS, ARGV and Returns; `common.lua` is
+//! prepended to each). Scripts publish their events themselves, so an event is never
+//! sent for a change that did not happen. "Now" is the store's [`Clock`], passed in ARGV.
+//! Scripts compute the keys of other jobs (dependents, prerequisites) themselves: fine on
+//! one Redis (or a primary with replicas); Redis Cluster is not supported.
+//!
+//! # Connections
+//! Commands go through a [`ConnectionManager`] (multiplexed, reconnects after errors)
+//! with connection and response timeouts, so a dead Redis gives
+//! [`StoreError::Unavailable`] within seconds rather than a hang. Pub/sub runs on a
+//! connection of its own, in one background task that forwards events to the in-process
+//! broadcast channel and resubscribes after Redis comes back (it sends nothing for the
+//! outage itself: waiters re-read the state they care about).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script};
+use serde::Deserialize;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::AbortHandle;
+
+use super::{
+    CancelOutcome, EVENT_CHANNEL_CAPACITY, JobStore, StoreConfig, StoreError, StoreEvent, deadline,
+    from_ms, to_ms, truncate_line,
+};
+use crate::clock::Clock;
+use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
+
+/// Time allowed to open a connection to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for one command or script. Scripts are short (batches are bounded), so
+/// a Redis that doesn't answer within this is treated as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Jobs removed per `clear_all` step (one script call each).
+const CLEAR_BATCH: usize = 500;
+/// Bounds of the event listener's reconnect backoff.
+const LISTENER_MIN_BACKOFF: Duration = Duration::from_millis(50);
+const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+macro_rules! lua {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+struct Scripts {
+    create: Script,
+    start: Script,
+    claim: Script,
+    renew: Script,
+    finish: Script,
+    fail: Script,
+    retry_later: Script,
+    release: Script,
+    promote_due: Script,
+    reclaim_expired: Script,
+    cancel: Script,
+    delete: Script,
+    clear_batch: Script,
+    append_logs: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    create: lua!("create.lua"),
+    start: lua!("start.lua"),
+    claim: lua!("claim.lua"),
+    renew: lua!("renew.lua"),
+    finish: lua!("finish.lua"),
+    fail: lua!("fail.lua"),
+    retry_later: lua!("retry_later.lua"),
+    release: lua!("release.lua"),
+    promote_due: lua!("promote_due.lua"),
+    reclaim_expired: lua!("reclaim_expired.lua"),
+    cancel: lua!("cancel.lua"),
+    delete: lua!("delete.lua"),
+    clear_batch: lua!("clear_batch.lua"),
+    append_logs: lua!("append_logs.lua"),
+});
+
+/// The Redis-backed [`JobStore`]. See the module docs for the key layout.
+#[derive(Debug)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    config: StoreConfig,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<StoreEvent>,
+    _listener: ListenerGuard,
+}
+
+/// Aborts the event listener task when the store is dropped.
+#[derive(Debug)]
+struct ListenerGuard(AbortHandle);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A Redis error as a [`StoreError::Unavailable`]. The redis crate's messages name the
+/// failure, never the URL or its password.
+fn unavailable(e: RedisError) -> StoreError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connection_refusal() {
+        "connection refused"
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection lost"
+    } else {
+        "command failed"
+    };
+    let detail = truncate_line(&e.to_string(), 200);
+    StoreError::Unavailable(format!("redis {what}: {detail}"))
+}
+
+fn corrupt(id: JobId, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        id,
+        reason: reason.into(),
+    }
+}
+
+/// An event as published by the Lua scripts.
+#[derive(Deserialize)]
+#[serde(tag = "k")]
+enum WireEvent {
+    #[serde(rename = "job")]
+    Job { id: JobId, status: JobStatus },
+    #[serde(rename = "work")]
+    Work { script_type: ScriptType },
+    #[serde(rename = "log")]
+    Log { id: JobId },
+}
+
+impl From<WireEvent> for StoreEvent {
+    fn from(e: WireEvent) -> Self {
+        match e {
+            WireEvent::Job { id, status } => StoreEvent::JobChanged { id, status },
+            WireEvent::Work { script_type } => StoreEvent::WorkAvailable { script_type },
+            WireEvent::Log { id } => StoreEvent::LogAppended { id },
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port[/db]`, `redis+unix:///path/to/sock` or
+    /// `unix:///path/to/sock`) and starts the event listener. Returns once both the
+    /// command connection and the event subscription are up.
+    pub async fn connect(
+        url: &str,
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        // Don't echo the URL: it may carry a password.
+        let client = Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {:?}", e.kind())))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(unavailable)?;
+
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let channel = format!("{}:events", config.prefix);
+        let task = tokio::spawn(listen(client, channel, events.clone(), ready_tx));
+        let listener = ListenerGuard(task.abort_handle());
+        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "redis event subscription failed".to_owned(),
+                ));
+            }
+        }
+        Ok(RedisStore {
+            conn,
+            config,
+            clock,
+            events,
+            _listener: listener,
+        })
+    }
+
+    fn job_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}", self.config.prefix)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.config.prefix)
+    }
+
+    fn queue_key(&self, script_type: ScriptType) -> String {
+        format!("{}:q:work:type:{script_type}", self.config.prefix)
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_ms(self.clock.now())
+    }
+
+    /// Runs a status-style script (`{'OK', ...}` or an error code) for job `id`.
+    async fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Maps the reply of a CAS script (finish, fail, retry_later, release).
+    fn cas_reply(
+        id: JobId,
+        attempt: u32,
+        op: &'static str,
+        reply: &[String],
+    ) -> Result<(), StoreError> {
+        match reply {
+            [ok] if ok == "OK" => Ok(()),
+            [code] if code == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [code, status] if code == "BAD_STATE" => Err(StoreError::InvalidTransition {
+                id,
+                from: parse_status(id, status)?,
+                op,
+            }),
+            [code, current] if code == "CONFLICT" => Err(StoreError::Conflict {
+                id,
+                expected: attempt,
+                current: current
+                    .parse()
+                    .map_err(|_| corrupt(id, format!("bad attempt {current:?}")))?,
+            }),
+            other => Err(unexpected(op, other)),
+        }
+    }
+}
+
+fn parse_status(id: JobId, s: &str) -> Result<JobStatus, StoreError> {
+    s.parse().map_err(|e| corrupt(id, format!("{e}")))
+}
+
+fn unexpected(op: &str, reply: &[String]) -> StoreError {
+    let s = truncate_line(&format!("{reply:?}"), 100);
+    StoreError::Unavailable(format!("redis {op}: unexpected script reply {s}"))
+}
+
+/// The job as HASH field/value pairs (absent `Option`s are left out).
+fn encode_job(job: &Job) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("id", job.id.to_string()),
+        ("caller_id", job.caller_id.clone()),
+        ("context_id", job.context_id.clone()),
+        ("script", job.script.clone()),
+        ("script_type", job.script_type.to_string()),
+        ("timeout_secs", job.timeout_secs.to_string()),
+        ("retries", job.retries.to_string()),
+        ("prerequisites", to_json(&job.prerequisites)),
+        ("env_vars", to_json(&job.env_vars)),
+        ("status", job.status.to_string()),
+        ("attempt", job.attempt.to_string()),
+        ("created_at", to_ms(job.created_at).to_string()),
+        ("updated_at", to_ms(job.updated_at).to_string()),
+        (
+            "cancel_requested",
+            if job.cancel_requested { "1" } else { "0" }.to_owned(),
+        ),
+    ];
+    let times = [
+        ("started_at", job.started_at),
+        ("finished_at", job.finished_at),
+        ("lease_until", job.lease_until),
+        ("not_before", job.not_before),
+    ];
+    for (name, t) in times {
+        if let Some(t) = t {
+            f.push((name, to_ms(t).to_string()));
+        }
+    }
+    let strings = [
+        ("output", &job.output),
+        ("runner", &job.runner),
+        ("lease_owner", &job.lease_owner),
+    ];
+    for (name, s) in strings {
+        if let Some(s) = s {
+            f.push((name, s.clone()));
+        }
+    }
+    if let Some(e) = &job.error {
+        f.push(("error", to_json(e)));
+    }
+    f
+}
+
+/// JSON text of a plain value (strings, string maps, ids): serializing them can't fail.
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Decodes a job HASH (as field -> value).
+fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreError> {
+    let mut take = |name: &str| h.remove(name);
+    fn req(id: JobId, name: &str, v: Option<String>) -> Result<String, StoreError> {
+        v.ok_or_else(|| corrupt(id, format!("missing field {name}")))
+    }
+    fn num<T: std::str::FromStr>(id: JobId, name: &str, v: String) -> Result<T, StoreError> {
+        v.parse()
+            .map_err(|_| corrupt(id, format!("bad {name} {v:?}")))
+    }
+    fn time(id: JobId, name: &str, v: String) -> Result<DateTime<Utc>, StoreError> {
+        from_ms(num(id, name, v)?).ok_or_else(|| corrupt(id, format!("bad {name}")))
+    }
+    fn opt_time(
+        id: JobId,
+        name: &str,
+        v: Option<String>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        v.map(|v| time(id, name, v)).transpose()
+    }
+    fn json<T: serde::de::DeserializeOwned>(
+        id: JobId,
+        name: &str,
+        v: String,
+    ) -> Result<T, StoreError> {
+        serde_json::from_str(&v).map_err(|e| corrupt(id, format!("bad {name}: {e}")))
+    }
+
+    let stored_id = req(id, "id", take("id"))?;
+    if stored_id != id.to_string() {
+        return Err(corrupt(id, "id field does not match the key"));
+    }
+    let script_type = req(id, "script_type", take("script_type"))?;
+    let status = req(id, "status", take("status"))?;
+    Ok(Job {
+        id,
+        caller_id: req(id, "caller_id", take("caller_id"))?,
+        context_id: req(id, "context_id", take("context_id"))?,
+        script: req(id, "script", take("script"))?,
+        script_type: script_type
+            .parse()
+            .map_err(|e| corrupt(id, format!("{e}")))?,
+        timeout_secs: num(
+            id,
+            "timeout_secs",
+            req(id, "timeout_secs", take("timeout_secs"))?,
+        )?,
+        retries: num(id, "retries", req(id, "retries", take("retries"))?)?,
+        prerequisites: json(
+            id,
+            "prerequisites",
+            req(id, "prerequisites", take("prerequisites"))?,
+        )?,
+        env_vars: json::<BTreeMap<String, String>>(
+            id,
+            "env_vars",
+            req(id, "env_vars", take("env_vars"))?,
+        )?,
+        status: parse_status(id, &status)?,
+        attempt: num(id, "attempt", req(id, "attempt", take("attempt"))?)?,
+        created_at: time(id, "created_at", req(id, "created_at", take("created_at"))?)?,
+        updated_at: time(id, "updated_at", req(id, "updated_at", take("updated_at"))?)?,
+        started_at: opt_time(id, "started_at", take("started_at"))?,
+        finished_at: opt_time(id, "finished_at", take("finished_at"))?,
+        output: take("output"),
+        error: take("error")
+            .map(|e| json::<JobError>(id, "error", e))
+            .transpose()?,
+        runner: take("runner"),
+        lease_owner: take("lease_owner"),
+        lease_until: opt_time(id, "lease_until", take("lease_until"))?,
+        not_before: opt_time(id, "not_before", take("not_before"))?,
+        cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
+    })
+}
+
+/// Decodes a flat HGETALL reply (`[field, value, field, value, ...]`).
+fn decode_flat(flat: Vec<String>) -> Result<Job, StoreError> {
+    let mut map = HashMap::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        map.insert(k, v);
+    }
+    let raw_id = map.get("id").cloned().unwrap_or_default();
+    let id = JobId::parse(&raw_id).map_err(|e| {
+        StoreError::Unavailable(format!("redis claim: job hash with a bad id field: {e}"))
+    })?;
+    decode_job(id, map)
+}
+
+/// The event listener: one dedicated pub/sub connection, resubscribing after failures.
+async fn listen(
+    client: Client,
+    channel: String,
+    events: broadcast::Sender<StoreEvent>,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = LISTENER_MIN_BACKOFF;
+    loop {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                .await
+                .ok()?
+                .ok()?;
+            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.subscribe(&channel))
+                .await
+                .ok()?
+                .ok()?;
+            Some(pubsub)
+        }
+        .await;
+        if let Some(pubsub) = subscribed {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+            tracing::debug!(%channel, "store event listener subscribed");
+            backoff = LISTENER_MIN_BACKOFF;
+            let mut stream = pubsub.into_on_message();
+            while let Some(msg) = stream.next().await {
+                match serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) {
+                    Ok(e) => {
+                        let _ = events.send(e.into());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "undecodable store event"),
+                }
+            }
+            tracing::warn!(%channel, "store event listener lost redis, resubscribing");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTENER_MAX_BACKOFF);
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisStore {
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        let mut job = job.clone();
+        job.status = JobStatus::Created;
+        let mut args = vec![
+            self.config.prefix.clone(),
+            job.id.to_string(),
+            to_ms(job.created_at).to_string(),
+            job.prerequisites.len().to_string(),
+        ];
+        args.extend(job.prerequisites.iter().map(JobId::to_string));
+        for (k, v) in encode_job(&job) {
+            args.push(k.to_owned());
+            args.push(v);
+        }
+        let keys = [self.job_key(job.id), self.key("jobs")];
+        let reply = self.run(&SCRIPTS.create, &keys, args).await?;
+        match reply.as_slice() {
+            [ok] if ok == "OK" => Ok(()),
+            [code] if code == "EXISTS" => Err(StoreError::AlreadyExists(job.id)),
+            [code, p] if code == "PREREQ_MISSING" => Err(StoreError::PrerequisiteNotFound(
+                JobId::parse(p).map_err(|_| unexpected("create", &reply))?,
+            )),
+            other => Err(unexpected("create", other)),
+        }
+    }
+
+    async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.now_ms().to_string(),
+        ];
+        let reply = self.run(&SCRIPTS.start, &[self.job_key(id)], args).await?;
+        match reply.as_slice() {
+            [ok, status] if ok == "OK" => parse_status(id, status),
+            [code] if code == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [code, status] if code == "BAD_STATE" => Err(StoreError::InvalidTransition {
+                id,
+                from: parse_status(id, status)?,
+                op: "start",
+            }),
+            other => Err(unexpected("start", other)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        let mut inv = SCRIPTS.claim.prepare_invoke();
+        inv.key(self.queue_key(script_type))
+            .key(self.key("leases"))
+            .arg(&self.config.prefix)
+            .arg(max)
+            .arg(owner)
+            .arg(to_ms(deadline(now, lease)))
+            .arg(to_ms(now));
+        let hashes: Vec<Vec<String>> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        hashes.into_iter().map(decode_flat).collect()
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![
+            self.config.prefix.clone(),
+            owner.to_owned(),
+            to_ms(deadline(self.clock.now(), lease)).to_string(),
+        ];
+        args.extend(ids.iter().map(JobId::to_string));
+        let lost = self
+            .run(&SCRIPTS.renew, &[self.key("leases")], args)
+            .await?;
+        lost.iter()
+            .map(|s| JobId::parse(s).map_err(|_| unexpected("renew", &lost)))
+            .collect()
+    }
+
+    async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            attempt.to_string(),
+            output,
+            self.now_ms().to_string(),
+        ];
+        let reply = self.run(&SCRIPTS.finish, &[self.job_key(id)], args).await?;
+        Self::cas_reply(id, attempt, "finish", &reply)
+    }
+
+    async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            attempt.to_string(),
+            to_json(&error),
+            self.now_ms().to_string(),
+        ];
+        let reply = self.run(&SCRIPTS.fail, &[self.job_key(id)], args).await?;
+        Self::cas_reply(id, attempt, "fail", &reply)
+    }
+
+    async fn retry_later(
+        &self,
+        id: JobId,
+        attempt: u32,
+        not_before: DateTime<Utc>,
+        last_error: Option<JobError>,
+    ) -> Result<(), StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            attempt.to_string(),
+            to_ms(not_before).to_string(),
+            last_error.map(|e| to_json(&e)).unwrap_or_default(),
+            self.now_ms().to_string(),
+        ];
+        let keys = [self.job_key(id), self.key("delayed")];
+        let reply = self.run(&SCRIPTS.retry_later, &keys, args).await?;
+        Self::cas_reply(id, attempt, "retry_later", &reply)
+    }
+
+    async fn release(&self, id: JobId, attempt: u32) -> Result<(), StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            attempt.to_string(),
+            self.now_ms().to_string(),
+        ];
+        let reply = self
+            .run(&SCRIPTS.release, &[self.job_key(id)], args)
+            .await?;
+        Self::cas_reply(id, attempt, "release", &reply)
+    }
+
+    async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = SCRIPTS.promote_due.prepare_invoke();
+        inv.key(self.key("delayed"))
+            .arg(&self.config.prefix)
+            .arg(self.now_ms())
+            .arg(max);
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn reclaim_expired(&self, max: usize) -> Result<Vec<JobId>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            self.config.prefix.clone(),
+            self.now_ms().to_string(),
+            max.to_string(),
+        ];
+        let ids = self
+            .run(&SCRIPTS.reclaim_expired, &[self.key("leases")], args)
+            .await?;
+        ids.iter()
+            .map(|s| JobId::parse(s).map_err(|_| unexpected("reclaim_expired", &ids)))
+            .collect()
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.now_ms().to_string(),
+            // The status in the message is the one before cancelling; Lua doesn't know
+            // it in advance, so the message stays generic.
+            to_json(&JobError::cancelled("cancelled before it ran")),
+        ];
+        let keys = [self.job_key(id), self.key("delayed")];
+        let reply = self.run(&SCRIPTS.cancel, &keys, args).await?;
+        match reply.as_slice() {
+            [c] if c == "CANCELLED" => Ok(CancelOutcome::Cancelled),
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [c, status] if c == "TERMINAL" => {
+                Ok(CancelOutcome::AlreadyTerminal(parse_status(id, status)?))
+            }
+            [c, owner, attempt] if c == "RUNNING" => Ok(CancelOutcome::Running {
+                owner: owner.clone(),
+                attempt: attempt
+                    .parse()
+                    .map_err(|_| corrupt(id, format!("bad attempt {attempt:?}")))?,
+            }),
+            other => Err(unexpected("cancel", other)),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job, StoreError> {
+        let h: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.job_key(id))
+            .await
+            .map_err(unavailable)?;
+        if h.is_empty() {
+            return Err(StoreError::NotFound(id));
+        }
+        decode_job(id, h)
+    }
+
+    async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
+        let raw: Vec<String> = self
+            .conn
+            .clone()
+            .zrange(self.key("jobs"), 0, -1)
+            .await
+            .map_err(unavailable)?;
+        Ok(raw
+            .iter()
+            .filter_map(|s| match JobId::parse(s) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a bad id in the job index");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn delete(&self, id: JobId) -> Result<(), StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.now_ms().to_string(),
+        ];
+        let keys = [
+            self.job_key(id),
+            self.key("leases"),
+            self.key("delayed"),
+            self.key("jobs"),
+        ];
+        let reply = self.run(&SCRIPTS.delete, &keys, args).await?;
+        match reply.as_slice() {
+            [ok] if ok == "OK" => Ok(()),
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            other => Err(unexpected("delete", other)),
+        }
+    }
+
+    async fn clear_all(&self) -> Result<(), StoreError> {
+        loop {
+            let mut inv = SCRIPTS.clear_batch.prepare_invoke();
+            inv.key(self.key("jobs"))
+                .arg(&self.config.prefix)
+                .arg(CLEAR_BATCH);
+            let removed: usize = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            if removed == 0 {
+                break;
+            }
+        }
+        let mut keys: Vec<String> = ScriptType::ALL.iter().map(|&t| self.queue_key(t)).collect();
+        keys.push(self.key("delayed"));
+        keys.push(self.key("leases"));
+        let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn append_logs(&self, id: JobId, lines: &[String]) -> Result<(), StoreError> {
+        let mut args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.config.max_log_lines.max(1).to_string(),
+        ];
+        // Only the newest max_log_lines can survive the trim: don't ship the rest.
+        let skip = lines.len().saturating_sub(self.config.max_log_lines.max(1));
+        args.extend(
+            lines[skip..]
+                .iter()
+                .map(|l| truncate_line(l, self.config.max_log_line_len)),
+        );
+        let keys = [self.job_key(id), format!("{}:logs", self.job_key(id))];
+        let reply = self.run(&SCRIPTS.append_logs, &keys, args).await?;
+        match reply.as_slice() {
+            [ok] if ok == "OK" => Ok(()),
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            other => Err(unexpected("append_logs", other)),
+        }
+    }
+
+    async fn logs(&self, id: JobId) -> Result<Vec<String>, StoreError> {
+        let key = self.job_key(id);
+        let (exists, lines): (bool, Vec<String>) = redis::pipe()
+            .atomic()
+            .exists(&key)
+            .lrange(format!("{key}:logs"), 0, -1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if !exists {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(lines)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,992 @@
+//! One conformance suite for every `JobStore`: each test is an async fn over a
+//! [`Harness`], instantiated once per backend by `conformance!` (each Redis test gets
+//! its own `redis-server`). Time is a `ManualClock`: no test sleeps to make time pass.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use hero_supervisor::clock::{Clock, ManualClock};
+use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
+use hero_supervisor::store::{
+    CancelOutcome, JobStore, MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent,
+};
+use hero_testkit::RedisServer;
+use tokio::sync::broadcast;
+
+const LEASE: Duration = Duration::from_secs(10);
+const OWNER: &str = "sup-a";
+
+struct Harness {
+    store: Arc<dyn JobStore>,
+    clock: Arc<ManualClock>,
+    redis: Option<RedisServer>,
+}
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        max_log_lines: 5,
+        max_log_line_len: 16,
+        ..StoreConfig::default()
+    }
+}
+
+async fn memory() -> Harness {
+    let clock = Arc::new(ManualClock::default());
+    let store = MemoryStore::new(config(), clock.clone());
+    Harness {
+        store: Arc::new(store),
+        clock,
+        redis: None,
+    }
+}
+
+async fn redis() -> Harness {
+    let server = RedisServer::start();
+    let clock = Arc::new(ManualClock::default());
+    let store = RedisStore::connect(&server.url(), config(), clock.clone())
+        .await
+        .expect("connect to the test redis");
+    Harness {
+        store: Arc::new(store),
+        clock,
+        redis: Some(server),
+    }
+}
+
+impl Harness {
+    fn params(&self, script_type: ScriptType, prerequisites: Vec<JobId>) -> JobParams {
+        JobParams {
+            script: "print(1)".into(),
+            script_type,
+            caller_id: "caller".into(),
+            context_id: "ctx".into(),
+            timeout: Some(30),
+            prerequisites,
+            retries: None,
+            env_vars: [("K".to_owned(), "v".to_owned())].into(),
+        }
+    }
+
+    async fn create_with(&self, params: JobParams) -> Job {
+        let job = Job::new(JobId::new(), params, self.clock.now());
+        self.store.create(&job).await.expect("create");
+        job
+    }
+
+    async fn create(&self) -> JobId {
+        self.create_with(self.params(ScriptType::Sal, vec![]))
+            .await
+            .id
+    }
+
+    async fn create_after(&self, prerequisites: Vec<JobId>) -> JobId {
+        self.create_with(self.params(ScriptType::Sal, prerequisites))
+            .await
+            .id
+    }
+
+    /// Created + started: Dispatched on the SAL queue.
+    async fn queued(&self) -> JobId {
+        let id = self.create().await;
+        assert_eq!(self.store.start(id).await, Ok(JobStatus::Dispatched));
+        id
+    }
+
+    /// Queued and claimed by OWNER: Started on attempt 1.
+    async fn running(&self) -> Job {
+        let id = self.queued().await;
+        let mut got = self.claim(1).await;
+        assert_eq!(got.len(), 1);
+        let job = got.remove(0);
+        assert_eq!(job.id, id);
+        job
+    }
+
+    async fn claim(&self, max: usize) -> Vec<Job> {
+        self.store
+            .claim(ScriptType::Sal, max, OWNER, LEASE)
+            .await
+            .expect("claim")
+    }
+
+    async fn get(&self, id: JobId) -> Job {
+        self.store.get(id).await.expect("get")
+    }
+
+    async fn status(&self, id: JobId) -> JobStatus {
+        self.get(id).await.status
+    }
+
+    /// Every Redis key under the prefix (SCAN: test only); empty for the memory store.
+    async fn keys(&self) -> Vec<String> {
+        let Some(server) = &self.redis else {
+            return Vec::new();
+        };
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("hero:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys
+    }
+}
+
+fn invalid(id: JobId, from: JobStatus, op: &'static str) -> StoreError {
+    StoreError::InvalidTransition { id, from, op }
+}
+
+/// Applies every CAS operation with `attempt` and checks each is rejected with `want`
+/// and leaves the job exactly as it was.
+async fn cas_ops_rejected(
+    h: &Harness,
+    id: JobId,
+    attempt: u32,
+    want: impl Fn(&'static str) -> StoreError,
+) {
+    let before = h.get(id).await;
+    let later = h.clock.now() + Span::seconds(5);
+    assert_eq!(
+        h.store.finish(id, attempt, "out".into()).await,
+        Err(want("finish"))
+    );
+    assert_eq!(
+        h.store.fail(id, attempt, JobError::timeout("t")).await,
+        Err(want("fail"))
+    );
+    assert_eq!(
+        h.store.retry_later(id, attempt, later, None).await,
+        Err(want("retry_later"))
+    );
+    assert_eq!(h.store.release(id, attempt).await, Err(want("release")));
+    assert_eq!(h.get(id).await, before, "a rejected op changed the job");
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<StoreEvent>) -> StoreEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event within 5s")
+        .expect("event channel open")
+}
+
+// ---------------------------------------------------------------------------------------
+
+async fn create_then_get_round_trips(h: Harness) {
+    let mut params = h.params(ScriptType::Python, vec![]);
+    params.env_vars.insert("B".into(), "two words".into());
+    params.retries = Some(4);
+    let job = h.create_with(params).await;
+    let got = h.get(job.id).await;
+    assert_eq!(got, job);
+    assert_eq!(got.status, JobStatus::Created);
+    assert_eq!(got.max_attempts(), 5);
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![job.id]);
+    assert_eq!(
+        h.store.create(&job).await,
+        Err(StoreError::AlreadyExists(job.id))
+    );
+    let unknown = JobId::new();
+    assert_eq!(
+        h.store.get(unknown).await,
+        Err(StoreError::NotFound(unknown))
+    );
+}
+
+async fn list_ids_oldest_first(h: Harness) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(h.create().await);
+        h.clock.advance(Span::milliseconds(1));
+    }
+    assert_eq!(h.store.list_ids().await.unwrap(), ids);
+}
+
+async fn create_with_missing_prerequisite_fails(h: Harness) {
+    let existing = h.create().await;
+    let missing = JobId::new();
+    let job = Job::new(
+        JobId::new(),
+        h.params(ScriptType::Sal, vec![existing, missing]),
+        h.clock.now(),
+    );
+    assert_eq!(
+        h.store.create(&job).await,
+        Err(StoreError::PrerequisiteNotFound(missing))
+    );
+    assert_eq!(h.store.get(job.id).await, Err(StoreError::NotFound(job.id)));
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![existing]);
+}
+
+async fn happy_path_created_to_finished(h: Harness) {
+    let id = h.create().await;
+    assert_eq!(h.store.start(id).await, Ok(JobStatus::Dispatched));
+    let t_claim = h.clock.advance(Span::seconds(1));
+    let claimed = h.claim(10).await;
+    assert_eq!(claimed.len(), 1);
+    let job = &claimed[0];
+    assert_eq!(job.id, id);
+    assert_eq!(job.status, JobStatus::Started);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.started_at, Some(t_claim));
+    assert_eq!(job.lease_owner.as_deref(), Some(OWNER));
+    assert_eq!(job.lease_until, Some(t_claim + Span::seconds(10)));
+    assert_eq!(h.get(id).await, *job);
+
+    let t_end = h.clock.advance(Span::seconds(2));
+    h.store.finish(id, 1, "42".into()).await.unwrap();
+    let done = h.get(id).await;
+    assert_eq!(done.status, JobStatus::Finished);
+    assert_eq!(done.output.as_deref(), Some("42"));
+    assert_eq!(done.finished_at, Some(t_end));
+    assert_eq!(done.updated_at, t_end);
+    assert_eq!(done.lease_owner, None);
+    assert_eq!(done.lease_until, None);
+    assert!(h.claim(10).await.is_empty());
+    // A finished job's lease is gone: nothing to reclaim later.
+    h.clock.advance(Span::hours(1));
+    assert!(h.store.reclaim_expired(100).await.unwrap().is_empty());
+}
+
+async fn fail_ends_in_error_with_typed_error(h: Harness) {
+    let job = h.running().await;
+    let err = JobError::new("script_error", "line 3: boom");
+    h.store.fail(job.id, 1, err.clone()).await.unwrap();
+    let got = h.get(job.id).await;
+    assert_eq!(got.status, JobStatus::Error);
+    assert_eq!(got.error, Some(err));
+    assert!(got.finished_at.is_some());
+    assert_eq!(got.lease_owner, None);
+}
+
+async fn illegal_transitions_are_rejected_and_change_nothing(h: Harness) {
+    // Created
+    let created = h.create().await;
+    cas_ops_rejected(&h, created, 0, |op| {
+        invalid(created, JobStatus::Created, op)
+    })
+    .await;
+    assert!(
+        h.claim(10).await.is_empty(),
+        "a Created job is not claimable"
+    );
+
+    // Dispatched
+    let queued = h.queued().await;
+    let before = h.get(queued).await;
+    assert_eq!(
+        h.store.start(queued).await,
+        Err(invalid(queued, JobStatus::Dispatched, "start"))
+    );
+    assert_eq!(h.get(queued).await, before);
+    cas_ops_rejected(&h, queued, 0, |op| {
+        invalid(queued, JobStatus::Dispatched, op)
+    })
+    .await;
+
+    // WaitingForPrerequisites
+    let waiting = h.create_after(vec![created]).await;
+    assert_eq!(
+        h.store.start(waiting).await,
+        Ok(JobStatus::WaitingForPrerequisites)
+    );
+    cas_ops_rejected(&h, waiting, 0, |op| {
+        invalid(waiting, JobStatus::WaitingForPrerequisites, op)
+    })
+    .await;
+
+    // Started: wrong attempt is a conflict, start is invalid
+    let claimed = h.claim(10).await;
+    assert_eq!(claimed.len(), 1);
+    let running = claimed[0].id;
+    assert_eq!(running, queued);
+    cas_ops_rejected(&h, running, 7, |_| StoreError::Conflict {
+        id: running,
+        expected: 7,
+        current: 1,
+    })
+    .await;
+    assert_eq!(
+        h.store.start(running).await,
+        Err(invalid(running, JobStatus::Started, "start"))
+    );
+
+    // Finished
+    h.store.finish(running, 1, "ok".into()).await.unwrap();
+    cas_ops_rejected(&h, running, 1, |op| {
+        invalid(running, JobStatus::Finished, op)
+    })
+    .await;
+    assert_eq!(
+        h.store.start(running).await,
+        Err(invalid(running, JobStatus::Finished, "start"))
+    );
+    assert_eq!(
+        h.store.cancel(running).await,
+        Ok(CancelOutcome::AlreadyTerminal(JobStatus::Finished))
+    );
+
+    // Error
+    let failed = h.running().await.id;
+    h.store
+        .fail(failed, 1, JobError::timeout("too slow"))
+        .await
+        .unwrap();
+    cas_ops_rejected(&h, failed, 1, |op| invalid(failed, JobStatus::Error, op)).await;
+    assert_eq!(
+        h.store.cancel(failed).await,
+        Ok(CancelOutcome::AlreadyTerminal(JobStatus::Error))
+    );
+
+    // Unknown id
+    let unknown = JobId::new();
+    cas_ops_rejected_unknown(&h, unknown).await;
+}
+
+async fn cas_ops_rejected_unknown(h: &Harness, id: JobId) {
+    let nf = StoreError::NotFound(id);
+    assert_eq!(h.store.start(id).await, Err(nf.clone()));
+    assert_eq!(h.store.finish(id, 1, "x".into()).await, Err(nf.clone()));
+    assert_eq!(
+        h.store.fail(id, 1, JobError::timeout("t")).await,
+        Err(nf.clone())
+    );
+    assert_eq!(
+        h.store.retry_later(id, 1, h.clock.now(), None).await,
+        Err(nf.clone())
+    );
+    assert_eq!(h.store.release(id, 1).await, Err(nf.clone()));
+    assert_eq!(h.store.cancel(id).await, Err(nf.clone()));
+    assert_eq!(h.store.delete(id).await, Err(nf.clone()));
+    assert_eq!(h.store.logs(id).await, Err(nf.clone()));
+    assert_eq!(
+        h.store.append_logs(id, &["x".to_owned()]).await,
+        Err(nf.clone())
+    );
+}
+
+async fn claim_is_fifo_per_script_type(h: Harness) {
+    let a = h.queued().await;
+    let py = h.create_with(h.params(ScriptType::Python, vec![])).await.id;
+    h.store.start(py).await.unwrap();
+    let b = h.queued().await;
+    let c = h.queued().await;
+    let got: Vec<JobId> = h.claim(2).await.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![a, b]);
+    let got: Vec<JobId> = h.claim(5).await.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![c]);
+    let other = h
+        .store
+        .claim(ScriptType::Python, 5, OWNER, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].id, py);
+    assert!(
+        h.store
+            .claim(ScriptType::V, 5, OWNER, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(h.claim(0).await.is_empty());
+}
+
+async fn racing_claimers_never_share_a_job(h: Harness) {
+    const N: usize = 200;
+    let mut all = HashSet::new();
+    for _ in 0..N {
+        all.insert(h.queued().await);
+    }
+    let claimers: Vec<_> = ["sup-a", "sup-b"]
+        .into_iter()
+        .map(|owner| {
+            let store = h.store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim(ScriptType::Sal, 7, owner, LEASE).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    for j in got {
+                        assert_eq!(j.lease_owner.as_deref(), Some(owner));
+                        mine.push(j.id);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut counts = Vec::new();
+    for c in claimers {
+        let mine = c.await.unwrap();
+        counts.push(mine.len());
+        for id in mine {
+            assert!(seen.insert(id), "job {id} claimed twice");
+        }
+    }
+    assert_eq!(
+        seen, all,
+        "every job claimed exactly once (split {counts:?})"
+    );
+    for id in all {
+        let job = h.get(id).await;
+        assert_eq!((job.status, job.attempt), (JobStatus::Started, 1));
+    }
+}
+
+async fn expired_lease_is_reclaimed_exactly_once(h: Harness) {
+    const N: usize = 50;
+    let mut ids = HashSet::new();
+    for _ in 0..N {
+        ids.insert(h.queued().await);
+    }
+    assert_eq!(h.claim(N).await.len(), N);
+    // At the deadline the lease still holds (expired means lease_until < now).
+    h.clock.advance(Span::seconds(10));
+    assert!(h.store.reclaim_expired(1000).await.unwrap().is_empty());
+    h.clock.advance(Span::milliseconds(1));
+    let reclaimers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = h.store.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = store.reclaim_expired(5).await.unwrap();
+                    if batch.is_empty() {
+                        return got;
+                    }
+                    got.extend(batch);
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for r in reclaimers {
+        for id in r.await.unwrap() {
+            assert!(seen.insert(id), "lease of {id} reclaimed twice");
+        }
+    }
+    assert_eq!(seen, ids);
+    for id in ids {
+        let job = h.get(id).await;
+        assert_eq!(job.status, JobStatus::Dispatched);
+        assert_eq!(job.attempt, 1, "the lost attempt counts");
+        assert_eq!(job.lease_owner, None);
+        assert_eq!(job.lease_until, None);
+    }
+    // Re-queued: claimable again, as attempt 2.
+    let again = h.claim(N).await;
+    assert_eq!(again.len(), N);
+    assert!(again.iter().all(|j| j.attempt == 2));
+}
+
+async fn last_attempt_lost_ends_in_runner_lost(h: Harness) {
+    let mut params = h.params(ScriptType::Sal, vec![]);
+    params.retries = Some(1);
+    let job = h.create_with(params).await;
+    let dependent = h.create_after(vec![job.id]).await;
+    h.store.start(job.id).await.unwrap();
+    h.store.start(dependent).await.unwrap();
+    for attempt in 1..=2 {
+        let got = h.claim(1).await;
+        assert_eq!(got[0].attempt, attempt);
+        h.clock.advance(Span::seconds(11));
+        assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![job.id]);
+    }
+    let lost = h.get(job.id).await;
+    assert_eq!(lost.status, JobStatus::Error);
+    assert_eq!(lost.attempt, 2);
+    let err = lost.error.unwrap();
+    assert_eq!(err.error_type, JobError::RUNNER_LOST);
+    assert!(err.message.contains(OWNER), "{}", err.message);
+    let dep = h.get(dependent).await;
+    assert_eq!(dep.status, JobStatus::Error);
+    assert_eq!(dep.error.unwrap().error_type, JobError::PREREQUISITE_FAILED);
+    assert!(h.claim(10).await.is_empty());
+}
+
+async fn renew_extends_only_held_leases(h: Harness) {
+    let job = h.running().await;
+    let done = h.running().await;
+    h.store.finish(done.id, 1, String::new()).await.unwrap();
+    let t = h.clock.advance(Span::seconds(8));
+    let unknown = JobId::new();
+    let lost = h
+        .store
+        .renew(OWNER, &[job.id, done.id, unknown], LEASE)
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![done.id, unknown]);
+    assert_eq!(h.get(job.id).await.lease_until, Some(t + Span::seconds(10)));
+    // Past the original deadline, before the renewed one: nothing to reclaim.
+    h.clock.advance(Span::seconds(5));
+    assert!(h.store.reclaim_expired(10).await.unwrap().is_empty());
+    // Another owner doesn't hold it and can't extend it.
+    let before = h.get(job.id).await;
+    assert_eq!(
+        h.store.renew("sup-b", &[job.id], LEASE).await.unwrap(),
+        vec![job.id]
+    );
+    assert_eq!(h.get(job.id).await, before);
+    assert!(h.store.renew(OWNER, &[], LEASE).await.unwrap().is_empty());
+}
+
+async fn late_finish_of_an_old_attempt_is_rejected(h: Harness) {
+    let job = h.running().await;
+    h.clock.advance(Span::seconds(11));
+    assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![job.id]);
+    // The old attempt answers while the job waits in the queue.
+    assert_eq!(
+        h.store.finish(job.id, 1, "late".into()).await,
+        Err(invalid(job.id, JobStatus::Dispatched, "finish"))
+    );
+    let second = h.claim(1).await;
+    assert_eq!(second[0].attempt, 2);
+    let before = h.get(job.id).await;
+    assert_eq!(
+        h.store.finish(job.id, 1, "late".into()).await,
+        Err(StoreError::Conflict {
+            id: job.id,
+            expected: 1,
+            current: 2
+        })
+    );
+    assert_eq!(h.get(job.id).await, before);
+    h.store.finish(job.id, 2, "fresh".into()).await.unwrap();
+    assert_eq!(h.get(job.id).await.output.as_deref(), Some("fresh"));
+}
+
+async fn delayed_jobs_promote_on_time(h: Harness) {
+    let job = h.running().await;
+    let not_before = h.clock.now() + Span::seconds(30);
+    let err = JobError::new("script_error", "flaky");
+    h.store
+        .retry_later(job.id, 1, not_before, Some(err.clone()))
+        .await
+        .unwrap();
+    let got = h.get(job.id).await;
+    assert_eq!(got.status, JobStatus::Dispatched);
+    assert_eq!(got.not_before, Some(not_before));
+    assert_eq!(got.error, Some(err.clone()));
+    assert_eq!(got.lease_owner, None);
+    assert!(h.claim(10).await.is_empty(), "not ready before not_before");
+
+    h.clock.advance(Span::milliseconds(29_999));
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 0);
+    assert!(h.claim(10).await.is_empty());
+    h.clock.advance(Span::milliseconds(1));
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 1);
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 0, "promoted once");
+    let again = h.claim(10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].not_before, None);
+    assert_eq!(again[0].error, Some(err));
+}
+
+async fn promote_due_respects_max(h: Harness) {
+    let now = h.clock.now();
+    for _ in 0..5 {
+        let job = h.running().await;
+        h.store.retry_later(job.id, 1, now, None).await.unwrap();
+    }
+    assert_eq!(h.store.promote_due(3).await.unwrap(), 3);
+    assert_eq!(h.store.promote_due(3).await.unwrap(), 2);
+    assert_eq!(h.claim(10).await.len(), 5);
+}
+
+async fn dependents_released_when_all_prerequisites_finish(h: Harness) {
+    let a = h.create().await;
+    let b = h.create().await;
+    let c = h.create_after(vec![a, b]).await;
+    assert_eq!(
+        h.store.start(c).await,
+        Ok(JobStatus::WaitingForPrerequisites)
+    );
+    h.store.start(a).await.unwrap();
+    h.store.start(b).await.unwrap();
+    let claimed = h.claim(2).await;
+    assert_eq!(claimed.len(), 2);
+    h.store.finish(a, 1, "a".into()).await.unwrap();
+    assert_eq!(h.status(c).await, JobStatus::WaitingForPrerequisites);
+    assert!(h.claim(10).await.is_empty());
+    h.store.finish(b, 1, "b".into()).await.unwrap();
+    assert_eq!(h.status(c).await, JobStatus::Dispatched);
+    let got = h.claim(10).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, c);
+    // Starting after the prerequisites finished queues at once.
+    let d = h.create_after(vec![a, b]).await;
+    assert_eq!(h.store.start(d).await, Ok(JobStatus::Dispatched));
+}
+
+async fn dependents_fail_transitively(h: Harness) {
+    let a = h.create().await;
+    let b = h.create_after(vec![a]).await;
+    let c = h.create_after(vec![b]).await;
+    let other = h.create().await;
+    let d = h.create_after(vec![other, c]).await;
+    for id in [b, c, d] {
+        assert_eq!(
+            h.store.start(id).await,
+            Ok(JobStatus::WaitingForPrerequisites)
+        );
+    }
+    h.store.start(a).await.unwrap();
+    h.claim(1).await;
+    h.store
+        .fail(a, 1, JobError::new("script_error", "boom"))
+        .await
+        .unwrap();
+    for id in [b, c, d] {
+        let job = h.get(id).await;
+        assert_eq!(job.status, JobStatus::Error, "{id}");
+        assert_eq!(job.error.unwrap().error_type, JobError::PREREQUISITE_FAILED);
+    }
+    assert_eq!(h.status(other).await, JobStatus::Created);
+}
+
+async fn start_with_failed_prerequisite_fails_at_once(h: Harness) {
+    let a = h.running().await.id;
+    h.store
+        .fail(a, 1, JobError::new("script_error", "boom"))
+        .await
+        .unwrap();
+    let b = h.create_after(vec![a]).await;
+    assert_eq!(h.store.start(b).await, Ok(JobStatus::Error));
+    let job = h.get(b).await;
+    assert_eq!(job.status, JobStatus::Error);
+    let err = job.error.unwrap();
+    assert_eq!(err.error_type, JobError::PREREQUISITE_FAILED);
+    assert!(err.message.contains(&a.to_string()), "{}", err.message);
+    assert!(h.claim(10).await.is_empty());
+}
+
+async fn release_requeues_at_front_without_counting(h: Harness) {
+    let first = h.queued().await;
+    let second = h.queued().await;
+    let got = h.claim(1).await;
+    assert_eq!(got[0].id, first);
+    h.store.release(first, 1).await.unwrap();
+    let job = h.get(first).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Dispatched, 0));
+    assert_eq!(job.lease_owner, None);
+    h.clock.advance(Span::hours(1));
+    assert!(h.store.reclaim_expired(10).await.unwrap().is_empty());
+    let got: Vec<(JobId, u32)> = h.claim(2).await.iter().map(|j| (j.id, j.attempt)).collect();
+    assert_eq!(got, vec![(first, 1), (second, 1)]);
+}
+
+async fn cancel_each_state(h: Harness) {
+    // Created
+    let created = h.create().await;
+    assert_eq!(h.store.cancel(created).await, Ok(CancelOutcome::Cancelled));
+    let job = h.get(created).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.error.unwrap().error_type, JobError::CANCELLED);
+
+    // Dispatched: leaves the queue
+    let queued = h.queued().await;
+    let waiting = h.create_after(vec![queued]).await;
+    h.store.start(waiting).await.unwrap();
+    assert_eq!(h.store.cancel(queued).await, Ok(CancelOutcome::Cancelled));
+    assert_eq!(h.status(queued).await, JobStatus::Error);
+    assert_eq!(h.status(waiting).await, JobStatus::Error, "dependent fails");
+    assert!(h.claim(10).await.is_empty());
+
+    // WaitingForPrerequisites, with a dependent of its own
+    let pre = h.create().await;
+    let w = h.create_after(vec![pre]).await;
+    let ww = h.create_after(vec![w]).await;
+    h.store.start(w).await.unwrap();
+    h.store.start(ww).await.unwrap();
+    assert_eq!(h.store.cancel(w).await, Ok(CancelOutcome::Cancelled));
+    assert_eq!(h.status(w).await, JobStatus::Error);
+    assert_eq!(
+        h.get(ww).await.error.unwrap().error_type,
+        JobError::PREREQUISITE_FAILED
+    );
+    // The prerequisite finishing later doesn't revive it.
+    h.store.start(pre).await.unwrap();
+    h.claim(1).await;
+    h.store.finish(pre, 1, String::new()).await.unwrap();
+    assert_eq!(h.status(w).await, JobStatus::Error);
+    assert!(h.claim(10).await.is_empty());
+
+    // Delayed (Dispatched with not_before): leaves the delayed set
+    let delayed = h.running().await.id;
+    h.store
+        .retry_later(delayed, 1, h.clock.now(), None)
+        .await
+        .unwrap();
+    assert_eq!(h.store.cancel(delayed).await, Ok(CancelOutcome::Cancelled));
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 0);
+    assert!(h.claim(10).await.is_empty());
+
+    // Started: flag only; the dispatcher fails it later
+    let running = h.running().await;
+    assert_eq!(
+        h.store.cancel(running.id).await,
+        Ok(CancelOutcome::Running {
+            owner: OWNER.to_owned(),
+            attempt: 1
+        })
+    );
+    let job = h.get(running.id).await;
+    assert_eq!(job.status, JobStatus::Started);
+    assert!(job.cancel_requested);
+    h.store
+        .fail(running.id, 1, JobError::cancelled("stopped"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.cancel(running.id).await,
+        Ok(CancelOutcome::AlreadyTerminal(JobStatus::Error))
+    );
+}
+
+async fn logs_keep_order_and_respect_caps(h: Harness) {
+    let id = h.create().await;
+    assert_eq!(h.store.logs(id).await.unwrap(), Vec::<String>::new());
+    let lines = |r: std::ops::Range<usize>| r.map(|i| format!("line {i}")).collect::<Vec<_>>();
+    h.store.append_logs(id, &lines(0..3)).await.unwrap();
+    assert_eq!(h.store.logs(id).await.unwrap(), lines(0..3));
+    // The cap is 5 lines: the oldest go first.
+    h.store.append_logs(id, &lines(3..7)).await.unwrap();
+    assert_eq!(h.store.logs(id).await.unwrap(), lines(2..7));
+    h.store.append_logs(id, &lines(7..20)).await.unwrap();
+    assert_eq!(h.store.logs(id).await.unwrap(), lines(15..20));
+    // Lines are cut at 16 bytes, on a char boundary.
+    let other = h.create().await;
+    let long = vec!["0123456789abcdefXYZ".to_owned(), "ééééééééé".to_owned()];
+    h.store.append_logs(other, &long).await.unwrap();
+    assert_eq!(
+        h.store.logs(other).await.unwrap(),
+        vec!["0123456789abcdef".to_owned(), "éééééééé".to_owned()]
+    );
+}
+
+async fn delete_removes_everything(h: Harness) {
+    let keep = h.create().await;
+    let baseline = h.keys().await;
+
+    // A queued job with logs and a waiting dependent.
+    let queued = h.queued().await;
+    h.store
+        .append_logs(queued, &["a".to_owned()])
+        .await
+        .unwrap();
+    let dependent = h.create_after(vec![queued]).await;
+    h.store.start(dependent).await.unwrap();
+    h.store.delete(queued).await.unwrap();
+    assert_eq!(h.store.get(queued).await, Err(StoreError::NotFound(queued)));
+    assert_eq!(
+        h.store.logs(queued).await,
+        Err(StoreError::NotFound(queued))
+    );
+    assert_eq!(
+        h.store.delete(queued).await,
+        Err(StoreError::NotFound(queued))
+    );
+    assert!(h.claim(10).await.is_empty(), "deleted job not claimable");
+    let dep = h.get(dependent).await;
+    assert_eq!(dep.status, JobStatus::Error);
+    assert_eq!(dep.error.unwrap().error_type, JobError::PREREQUISITE_FAILED);
+    h.store.delete(dependent).await.unwrap();
+
+    // A running job: its later finish is NotFound, its lease is gone.
+    let running = h.running().await.id;
+    h.store.delete(running).await.unwrap();
+    assert_eq!(
+        h.store.finish(running, 1, "late".into()).await,
+        Err(StoreError::NotFound(running))
+    );
+    h.clock.advance(Span::hours(1));
+    assert!(h.store.reclaim_expired(10).await.unwrap().is_empty());
+
+    // A delayed job.
+    let delayed = h.running().await.id;
+    h.store
+        .retry_later(delayed, 1, h.clock.now(), None)
+        .await
+        .unwrap();
+    h.store.delete(delayed).await.unwrap();
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 0);
+
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![keep]);
+    // Nothing of the deleted jobs is left (empty queues/sets vanish in Redis).
+    assert_eq!(h.keys().await, baseline);
+}
+
+async fn clear_all_leaves_nothing(h: Harness) {
+    // More than two clear batches, in every state.
+    for _ in 0..1100 {
+        h.create().await;
+    }
+    // Running and delayed first: `running()` claims the head of the queue.
+    let running = h.running().await.id;
+    h.store
+        .append_logs(running, &["y".to_owned()])
+        .await
+        .unwrap();
+    let delayed = h.running().await.id;
+    h.store
+        .retry_later(delayed, 1, h.clock.now() + Span::seconds(60), None)
+        .await
+        .unwrap();
+    let q = h.queued().await;
+    h.store.append_logs(q, &["x".to_owned()]).await.unwrap();
+    let waiting = h.create_after(vec![q]).await;
+    h.store.start(waiting).await.unwrap();
+    assert!(!h.keys().await.is_empty() || h.redis.is_none());
+
+    h.store.clear_all().await.unwrap();
+    assert!(h.store.list_ids().await.unwrap().is_empty());
+    assert_eq!(h.store.get(q).await, Err(StoreError::NotFound(q)));
+    assert!(h.claim(100).await.is_empty());
+    h.clock.advance(Span::hours(1));
+    assert_eq!(h.store.promote_due(100).await.unwrap(), 0);
+    assert!(h.store.reclaim_expired(100).await.unwrap().is_empty());
+    assert_eq!(h.keys().await, Vec::<String>::new());
+    // Still usable afterwards.
+    let id = h.queued().await;
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![id]);
+}
+
+async fn events_announce_changes(h: Harness) {
+    let mut rx = h.store.subscribe();
+    let id = h.create().await;
+    h.store.start(id).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::JobChanged {
+            id,
+            status: JobStatus::Dispatched
+        }
+    );
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::WorkAvailable {
+            script_type: ScriptType::Sal
+        }
+    );
+    h.claim(1).await;
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::JobChanged {
+            id,
+            status: JobStatus::Started
+        }
+    );
+    h.store
+        .append_logs(id, &["hello".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::LogAppended { id });
+    let dependent = h.create_after(vec![id]).await;
+    h.store.start(dependent).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::JobChanged {
+            id: dependent,
+            status: JobStatus::WaitingForPrerequisites
+        }
+    );
+    h.store.finish(id, 1, "done".into()).await.unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(next_event(&mut rx).await);
+    }
+    assert_eq!(
+        rest,
+        vec![
+            StoreEvent::JobChanged {
+                id,
+                status: JobStatus::Finished
+            },
+            StoreEvent::JobChanged {
+                id: dependent,
+                status: JobStatus::Dispatched
+            },
+            StoreEvent::WorkAvailable {
+                script_type: ScriptType::Sal
+            },
+        ]
+    );
+    // Rejected ops announce nothing.
+    let _ = h.store.finish(id, 1, "again".into()).await;
+    let claimed = h.claim(1).await;
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::JobChanged {
+            id: claimed[0].id,
+            status: JobStatus::Started
+        }
+    );
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::memory().await).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    create_then_get_round_trips,
+    list_ids_oldest_first,
+    create_with_missing_prerequisite_fails,
+    happy_path_created_to_finished,
+    fail_ends_in_error_with_typed_error,
+    illegal_transitions_are_rejected_and_change_nothing,
+    claim_is_fifo_per_script_type,
+    racing_claimers_never_share_a_job,
+    expired_lease_is_reclaimed_exactly_once,
+    last_attempt_lost_ends_in_runner_lost,
+    renew_extends_only_held_leases,
+    late_finish_of_an_old_attempt_is_rejected,
+    delayed_jobs_promote_on_time,
+    promote_due_respects_max,
+    dependents_released_when_all_prerequisites_finish,
+    dependents_fail_transitively,
+    start_with_failed_prerequisite_fails_at_once,
+    release_requeues_at_front_without_counting,
+    cancel_each_state,
+    logs_keep_order_and_respect_caps,
+    delete_removes_everything,
+    clear_all_leaves_nothing,
+    events_announce_changes,
+);

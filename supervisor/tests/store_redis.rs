@@ -1,0 +1,223 @@
+//! Redis-only behaviour of `RedisStore`: surviving a server restart under a live store,
+//! the on-disk shape seen by `redis-cli`, and error messages that don't leak secrets.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hero_supervisor::clock::{Clock, ManualClock};
+use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
+use hero_supervisor::store::{JobStore, RedisStore, StoreConfig, StoreError, StoreEvent};
+use hero_testkit::RedisServer;
+use tokio::sync::broadcast;
+
+/// Bound on how long the store may take to notice Redis is back.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
+
+fn params() -> JobParams {
+    JobParams {
+        script: "print(\"hi\")".into(),
+        script_type: ScriptType::Sal,
+        caller_id: "alice".into(),
+        context_id: "ctx-1".into(),
+        timeout: Some(60),
+        prerequisites: vec![],
+        retries: Some(1),
+        env_vars: [("GREETING".to_owned(), "hello world".to_owned())].into(),
+    }
+}
+
+async fn connect(server: &RedisServer) -> (RedisStore, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::default());
+    let store = RedisStore::connect(&server.url(), StoreConfig::default(), clock.clone())
+        .await
+        .expect("connect");
+    (store, clock)
+}
+
+fn new_job(clock: &ManualClock) -> Job {
+    Job::new(JobId::new(), params(), clock.now())
+}
+
+/// Waits for the `JobChanged` event of `id`, skipping others, up to `within`.
+async fn saw_change(rx: &mut broadcast::Receiver<StoreEvent>, id: JobId, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(StoreEvent::JobChanged { id: got, .. })) if got == id => return true,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_survives_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let mut rx = store.subscribe();
+    let before = new_job(&clock);
+    store.create(&before).await.unwrap();
+    store.start(before.id).await.unwrap();
+    assert!(saw_change(&mut rx, before.id, Duration::from_secs(5)).await);
+
+    server.stop();
+    let t = Instant::now();
+    for _ in 0..3 {
+        match store.get(before.id).await {
+            Err(StoreError::Unavailable(msg)) => assert!(msg.starts_with("redis"), "{msg}"),
+            other => panic!("expected Unavailable during the outage, got {other:?}"),
+        }
+    }
+    let during = new_job(&clock);
+    assert!(matches!(
+        store.create(&during).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store
+            .claim(ScriptType::Sal, 1, "sup", Duration::from_secs(5))
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "errors must come fast, took {:?}",
+        t.elapsed()
+    );
+
+    server.restart();
+    // The same store object works again once it has reconnected (bounded wait).
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    let after = new_job(&clock);
+    loop {
+        match store.create(&after).await {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("store did not recover: {e}"),
+        }
+    }
+    // Without AOF the old data is gone; the new job is intact.
+    assert_eq!(
+        store.get(before.id).await,
+        Err(StoreError::NotFound(before.id))
+    );
+    assert_eq!(store.get(after.id).await.unwrap(), after);
+
+    // The event listener resubscribes: a fresh change is announced again.
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    loop {
+        let probe = new_job(&clock);
+        store.create(&probe).await.unwrap();
+        store.start(probe.id).await.unwrap();
+        if saw_change(&mut rx, probe.id, Duration::from_millis(500)).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event listener did not resume after the restart"
+        );
+    }
+    let claimed = store
+        .claim(ScriptType::Sal, 10, "sup", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(!claimed.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_a_restart_with_aof() {
+    let mut server = RedisServer::builder().aof(true).start();
+    let (store, clock) = connect(&server).await;
+    let job = new_job(&clock);
+    store.create(&job).await.unwrap();
+    server.restart();
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    loop {
+        match store.get(job.id).await {
+            Ok(got) => {
+                assert_eq!(got, job);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("job not readable after restart: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_job_is_readable_with_redis_cli() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let job = new_job(&clock);
+    store.create(&job).await.unwrap();
+    assert_eq!(store.start(job.id).await, Ok(JobStatus::Dispatched));
+
+    let out = Command::new("redis-cli")
+        .arg("-s")
+        .arg(server.socket_path())
+        .arg("HGETALL")
+        .arg(format!("hero:job:{}", job.id))
+        .output()
+        .expect("run redis-cli (install it: apt-get install redis-tools)");
+    assert!(out.status.success(), "redis-cli failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() % 2, 0, "field/value pairs: {text}");
+    let fields: HashMap<&str, &str> = lines.chunks(2).map(|pair| (pair[0], pair[1])).collect();
+    let id = job.id.to_string();
+    let created = job.created_at.timestamp_millis().to_string();
+    for (field, want) in [
+        ("id", id.as_str()),
+        ("status", "Dispatched"),
+        ("script", "print(\"hi\")"),
+        ("script_type", "SAL"),
+        ("caller_id", "alice"),
+        ("context_id", "ctx-1"),
+        ("timeout_secs", "60"),
+        ("retries", "1"),
+        ("attempt", "0"),
+        ("prerequisites", "[]"),
+        ("env_vars", r#"{"GREETING":"hello world"}"#),
+        ("created_at", created.as_str()),
+    ] {
+        assert_eq!(fields.get(field), Some(&want), "field {field} in {text}");
+    }
+
+    // The queue holds the id under its canonical key.
+    let out = Command::new("redis-cli")
+        .arg("-s")
+        .arg(server.socket_path())
+        .arg("LRANGE")
+        .arg("hero:q:work:type:SAL")
+        .arg("0")
+        .arg("-1")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), id);
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_unavailable_without_leaking_the_password() {
+    let port = hero_testkit::free_tcp_port();
+    let url = format!("redis://:s3cretpw@127.0.0.1:{port}");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+    let t = Instant::now();
+    match RedisStore::connect(&url, StoreConfig::default(), clock).await {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(!msg.contains("s3cretpw"), "{msg}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+    match RedisStore::connect("nonsense://x:pw@", StoreConfig::default(), clock).await {
+        Err(StoreError::Unavailable(msg)) => assert!(!msg.contains("pw"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
