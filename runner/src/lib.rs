@@ -38,6 +38,7 @@
 //!   `hello` carrying it.
 //!
 //! ## Modules
+//! - [`cli`]: the `hero-runner` command line, reusable by other executables.
 //! - `handler`: [`Handler`], [`HandlerContext`], [`HandlerError`]: what a function is.
 //! - `runner`: [`Runner`], [`RunnerBuilder`], [`RunnerConfig`]: serving stdio, TCP, streams.
 //! - `connection` (private): one connection's reader loop, request tasks, writer task.
@@ -45,6 +46,7 @@
 //! - [`scripts`]: the handlers of the `hero-runner` binary (SAL, OSIS, Python, V, mapped
 //!   commands).
 
+pub mod cli;
 mod connection;
 mod handler;
 pub mod process;

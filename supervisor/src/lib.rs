@@ -1,12 +1,21 @@
 //! # hero-supervisor
 //!
-//! Will hold the job model, the job stores (in-memory and Redis), the dispatcher and
-//! runner pools, and the JSON-RPC server and client.
+//! The job supervisor: clients submit scripts, the supervisor stores every job, queues it
+//! by script type and hands it to a runner process over the framed runner protocol.
 //!
 //! - [`job`]: the job model: ids, script types, statuses, typed errors, params validation.
 //! - [`clock`]: time as a dependency (`SystemClock`, `ManualClock` for tests).
 //! - [`store`]: the `JobStore` trait, its in-memory and Redis backends, store events.
+//! - [`pool`]: runner pools: spawning, connecting, restarting runners; multiplexed
+//!   connections.
+//! - [`dispatch`]: claim loops, outcome mapping, retries, leases, maintenance.
+//! - [`service`]: the `Supervisor` facade the JSON-RPC layer calls one to one.
 
 pub mod clock;
+pub mod dispatch;
 pub mod job;
+pub mod pool;
+pub mod service;
 pub mod store;
+
+pub use service::{Supervisor, SupervisorConfig, SupervisorError};

@@ -1,0 +1,569 @@
+//! The dispatcher: from the queues to the runners and back.
+//!
+//! Per pool, one claim loop takes ready jobs only while the pool has free capacity (a
+//! permit per request in flight, so nothing is prefetched without bound), and runs each
+//! claimed job as a task: build the request, send it, wait for the outcome, the job's
+//! deadline, or a stop; then map the outcome onto the store (DESIGN.md, "Outcome
+//! mapping"). Beside them: lease renewal for the jobs running here, promotion of delayed
+//! jobs and reclaim of expired leases (any instance's), and the log writer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use hero_protocol::{
+    CancelRequest, ExecutionContext, ExecutionOutcome, ExecutionRequest, LogLine, OutcomeStatus,
+    error_type,
+};
+use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::job::{Job, JobError, JobId, ScriptType};
+use crate::pool::{CallError, RunnerConnection, RunnerPool};
+use crate::store::{JobStore, StoreError, StoreEvent};
+
+/// Jobs claimed in one store call at most.
+const CLAIM_BATCH: usize = 64;
+/// Promotions and reclaims handled per maintenance tick at most.
+const MAINTENANCE_BATCH: usize = 256;
+/// Log lines written to the store per call at most.
+const LOG_BATCH: usize = 512;
+
+/// Timing and retry settings of the dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// This instance's id: the lease owner and the request's `worker_id`.
+    pub instance_id: String,
+    /// Lease of a claimed job; renewed every third of it while the job runs. Default 30 s.
+    pub lease: Duration,
+    /// First retry delay after an `error`/`timeout`/lost runner; doubles per attempt,
+    /// with ±25% jitter. Default 250 ms.
+    pub backoff_base: Duration,
+    /// Largest retry delay, also the cap on a runner's `retry_after_seconds`. Default 30 s.
+    pub backoff_max: Duration,
+    /// After a cancel frame (stop, deadline), how long the runner has to answer before
+    /// the request is hard-killed and the runner restarted. Default 5 s.
+    pub cancel_grace: Duration,
+    /// On shutdown, how long running jobs may finish before they are handed back to the
+    /// queue. Default 10 s.
+    pub shutdown_grace: Duration,
+    /// How often delayed jobs are promoted and expired leases reclaimed. Default 200 ms.
+    pub maintenance_interval: Duration,
+    /// Safety net: a claim loop with no wake-up event tries again after this. Default 1 s.
+    pub idle_poll: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            instance_id: format!("hero-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            lease: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            maintenance_interval: Duration::from_millis(200),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A job running on this instance.
+#[derive(Debug)]
+struct Running {
+    /// Fired by `stop_job`.
+    stop: CancellationToken,
+    /// Fired on shutdown after the grace period: hand the job back.
+    release: CancellationToken,
+}
+
+/// Shared state of the dispatcher.
+#[derive(Debug)]
+pub(crate) struct Dispatcher {
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) config: DispatchConfig,
+    running: Mutex<HashMap<JobId, Running>>,
+    /// Stops claiming.
+    claiming: CancellationToken,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(store: Arc<dyn JobStore>, config: DispatchConfig) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            store,
+            config,
+            running: Mutex::default(),
+            claiming: CancellationToken::new(),
+        })
+    }
+
+    /// Starts a claim loop per pool, the lease renewer, the maintenance loop.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        pools: &[Arc<RunnerPool>],
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        for pool in pools {
+            tracker.spawn(self.clone().claim_loop(pool.clone(), tracker.clone()));
+        }
+        tracker.spawn(self.clone().renew_loop(shutdown.clone()));
+        tracker.spawn(self.clone().maintenance_loop(shutdown.clone()));
+    }
+
+    /// Asks the local task running `id` to stop it. Returns false when it does not run here.
+    pub(crate) fn stop_local(&self, id: JobId) -> bool {
+        match self.running.lock() {
+            Ok(map) => map.get(&id).map(|r| r.stop.cancel()).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn running_count(&self) -> usize {
+        self.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Graceful shutdown: stop claiming, give running jobs `shutdown_grace`, then hand
+    /// the rest back to their queues without counting the attempt.
+    pub(crate) async fn drain(&self) {
+        self.claiming.cancel();
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(map) = self.running.lock() {
+            for r in map.values() {
+                r.release.cancel();
+            }
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.config.cancel_grace + Duration::from_secs(1);
+        while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn claim_loop(self: Arc<Self>, pool: Arc<RunnerPool>, tracker: TaskTracker) {
+        let types = pool.config.script_types.clone();
+        let mut next_type = 0usize;
+        loop {
+            // Subscribe before looking, so a job queued meanwhile still wakes us.
+            let mut events = self.store.subscribe();
+            tokio::select! {
+                _ = self.claiming.cancelled() => return,
+                _ = pool.wait_connected() => {}
+            }
+            let first = tokio::select! {
+                _ = self.claiming.cancelled() => return,
+                p = pool.capacity.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let mut permits = vec![first];
+            while permits.len() < CLAIM_BATCH {
+                match pool.capacity.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let mut claimed = Vec::new();
+            let mut store_down = false;
+            for i in 0..types.len() {
+                let want = permits.len() - claimed.len();
+                if want == 0 {
+                    break;
+                }
+                let st = types[(next_type + i) % types.len()];
+                match self
+                    .store
+                    .claim(st, want, &self.config.instance_id, self.config.lease)
+                    .await
+                {
+                    Ok(jobs) => claimed.extend(jobs),
+                    Err(e) => {
+                        tracing::warn!(error = %e, script_type = %st.as_str(), "claim failed");
+                        store_down = true;
+                        break;
+                    }
+                }
+            }
+            next_type = next_type.wrapping_add(1);
+            if claimed.is_empty() {
+                drop(permits);
+                let wait = if store_down {
+                    Duration::from_millis(500)
+                } else {
+                    self.config.idle_poll
+                };
+                tokio::select! {
+                    _ = self.claiming.cancelled() => return,
+                    _ = wait_for_work(&mut events, &types) => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            for job in claimed {
+                let Some(permit) = permits.pop() else { break };
+                tracker.spawn(self.clone().run_job(pool.clone(), job, permit));
+            }
+        }
+    }
+
+    async fn run_job(
+        self: Arc<Self>,
+        pool: Arc<RunnerPool>,
+        job: Job,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let _permit = permit;
+        let id = job.id;
+        let stop = CancellationToken::new();
+        let release = CancellationToken::new();
+        if let Ok(mut map) = self.running.lock() {
+            map.insert(
+                id,
+                Running {
+                    stop: stop.clone(),
+                    release: release.clone(),
+                },
+            );
+        }
+        // A stop that raced the claim: honour it now.
+        if job.cancel_requested {
+            stop.cancel();
+        }
+        let verdict = self.execute(&pool, &job, &stop, &release).await;
+        self.apply(&job, verdict).await;
+        if let Ok(mut map) = self.running.lock() {
+            map.remove(&id);
+        }
+    }
+
+    /// Runs one attempt; says what happened.
+    async fn execute(
+        &self,
+        pool: &RunnerPool,
+        job: &Job,
+        stop: &CancellationToken,
+        release: &CancellationToken,
+    ) -> Verdict {
+        let Some(conn) = pool.pick() else {
+            return Verdict::Lost("no runner connected".to_owned());
+        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let timeout = Duration::from_secs(job.timeout_secs.max(1));
+        let deadline =
+            Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let request = build_request(job, &request_id, &self.config.instance_id, deadline);
+        let call = conn.call(request);
+        tokio::pin!(call);
+        let why = tokio::select! {
+            outcome = &mut call => return match outcome {
+                Ok(o) => Verdict::Outcome(o),
+                Err(CallError::Lost(why)) => Verdict::Lost(why),
+            },
+            _ = tokio::time::sleep(timeout) => Interrupt::Deadline,
+            _ = stop.cancelled() => Interrupt::Stop,
+            _ = release.cancelled() => Interrupt::Release,
+        };
+        // Ask the runner to stop; give it the grace period to answer, then hard-kill.
+        let job_id = job.id.to_string();
+        conn.cancel(CancelRequest::request(&job_id, &request_id))
+            .await;
+        let answered = tokio::time::timeout(self.config.cancel_grace, &mut call).await;
+        if answered.is_err() {
+            conn.cancel(CancelRequest::request(&job_id, &request_id).hard())
+                .await;
+            let hard = tokio::time::timeout(Duration::from_secs(1), &mut call).await;
+            if hard.is_err() {
+                tracing::warn!(job = %job.id, "request ignored its hard cancel; restarting the runner");
+                conn.forget(&request_id);
+                kick(pool, &conn);
+            }
+        }
+        match why {
+            Interrupt::Deadline => Verdict::Timeout(timeout),
+            Interrupt::Stop => Verdict::Stopped,
+            Interrupt::Release => Verdict::Release,
+        }
+    }
+
+    /// Maps a verdict onto the store.
+    async fn apply(&self, job: &Job, verdict: Verdict) {
+        let id = job.id;
+        let attempt = job.attempt;
+        let attempts_left = attempt < job.max_attempts();
+        let result = match verdict {
+            Verdict::Release => self.store.release(id, attempt).await,
+            Verdict::Stopped => {
+                self.store
+                    .fail(id, attempt, JobError::cancelled("stopped by request"))
+                    .await
+            }
+            Verdict::Timeout(after) => {
+                let error = JobError::timeout(format!("no answer within {}s", after.as_secs()));
+                self.retry_or_fail(job, attempts_left, None, error).await
+            }
+            Verdict::Lost(why) => {
+                let error = JobError::runner_lost(why);
+                self.retry_or_fail(job, attempts_left, None, error).await
+            }
+            Verdict::Outcome(outcome) => self.apply_outcome(job, attempts_left, outcome).await,
+        };
+        match result {
+            Ok(()) => {}
+            Err(StoreError::NotFound(_)) => tracing::debug!(job = %id, "job deleted while it ran"),
+            Err(e @ (StoreError::Conflict { .. } | StoreError::InvalidTransition { .. })) => {
+                tracing::debug!(job = %id, error = %e, "job moved on while it ran (reclaimed or stopped)")
+            }
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "could not record the job's outcome; its lease will expire and it will be retried")
+            }
+        }
+    }
+
+    async fn apply_outcome(
+        &self,
+        job: &Job,
+        attempts_left: bool,
+        outcome: ExecutionOutcome,
+    ) -> Result<(), StoreError> {
+        let (id, attempt) = (job.id, job.attempt);
+        let error = outcome.error.clone().map(|e| {
+            JobError::new(
+                e.error_type.unwrap_or_else(|| "error".to_owned()),
+                e.message,
+            )
+        });
+        match outcome.status {
+            OutcomeStatus::Success => {
+                let output = match outcome.result {
+                    Some(Value::String(s)) => s,
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                self.store.finish(id, attempt, output).await
+            }
+            OutcomeStatus::Retry => {
+                if !attempts_left {
+                    let why = error.map(|e| e.message).unwrap_or_default();
+                    let msg = format!(
+                        "runner asked for a retry after the last attempt ({attempt}): {why}"
+                    );
+                    return self
+                        .store
+                        .fail(id, attempt, JobError::retries_exhausted(msg))
+                        .await;
+                }
+                let delay = outcome
+                    .retry_after_seconds
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(|s| Duration::from_secs_f64(s.min(self.config.backoff_max.as_secs_f64())))
+                    .unwrap_or_else(|| self.backoff(attempt));
+                self.schedule_retry(job, delay, error).await
+            }
+            OutcomeStatus::Timeout => {
+                let error = error.unwrap_or_else(|| JobError::timeout("runner reported a timeout"));
+                let error = JobError::new(JobError::TIMEOUT, error.message);
+                self.retry_or_fail(job, attempts_left, None, error).await
+            }
+            OutcomeStatus::Error => {
+                let error =
+                    error.unwrap_or_else(|| JobError::new("error", "runner reported an error"));
+                let fatal = matches!(
+                    error.error_type.as_str(),
+                    error_type::HANDLER_NOT_FOUND
+                        | error_type::INVALID_REQUEST
+                        | error_type::CANCELLED
+                );
+                if fatal {
+                    self.store.fail(id, attempt, error).await
+                } else {
+                    self.retry_or_fail(job, attempts_left, None, error).await
+                }
+            }
+        }
+    }
+
+    async fn retry_or_fail(
+        &self,
+        job: &Job,
+        attempts_left: bool,
+        delay: Option<Duration>,
+        error: JobError,
+    ) -> Result<(), StoreError> {
+        if attempts_left {
+            let delay = delay.unwrap_or_else(|| self.backoff(job.attempt));
+            self.schedule_retry(job, delay, Some(error)).await
+        } else {
+            self.store.fail(job.id, job.attempt, error).await
+        }
+    }
+
+    async fn schedule_retry(
+        &self,
+        job: &Job,
+        delay: Duration,
+        error: Option<JobError>,
+    ) -> Result<(), StoreError> {
+        let not_before =
+            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+        self.store
+            .retry_later(job.id, job.attempt, not_before, error)
+            .await
+    }
+
+    /// Exponential backoff with ±25% jitter, capped: base * 2^(attempt-1).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let raw = self.config.backoff_base.saturating_mul(1u32 << exp);
+        let capped = raw.min(self.config.backoff_max);
+        // Jitter from the clock's nanoseconds: no RNG dependency for a spread this coarse.
+        let nanos = Utc::now().timestamp_subsec_nanos();
+        let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+        capped.mul_f64(factor).min(self.config.backoff_max)
+    }
+
+    async fn renew_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = (self.config.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let ids: Vec<JobId> = match self.running.lock() {
+                Ok(map) => map.keys().copied().collect(),
+                Err(_) => continue,
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            match self
+                .store
+                .renew(&self.config.instance_id, &ids, self.config.lease)
+                .await
+            {
+                Ok(lost) => {
+                    for id in lost {
+                        // Reclaimed by another instance, deleted, or already ended: stop
+                        // running it here so it does not run twice.
+                        tracing::warn!(job = %id, "lease lost; stopping the local run");
+                        self.stop_local(id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    async fn maintenance_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.maintenance_interval) => {}
+            }
+            if let Err(e) = self.store.promote_due(MAINTENANCE_BATCH).await {
+                tracing::debug!(error = %e, "promoting delayed jobs failed");
+            }
+            match self.store.reclaim_expired(MAINTENANCE_BATCH).await {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::warn!(
+                        count = ids.len(),
+                        "reclaimed jobs whose runner or supervisor was lost"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "reclaiming expired leases failed"),
+            }
+        }
+    }
+}
+
+/// Writes runner log lines to the store in batches, in arrival order.
+pub(crate) async fn log_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<LogLine>) {
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    while rx.recv_many(&mut batch, LOG_BATCH).await > 0 {
+        let mut by_job: Vec<(JobId, Vec<String>)> = Vec::new();
+        for line in batch.drain(..) {
+            let Ok(id) = JobId::parse(&line.job_id) else {
+                continue;
+            };
+            match by_job.last_mut() {
+                Some((last, lines)) if *last == id => lines.push(line.line),
+                _ => by_job.push((id, vec![line.line])),
+            }
+        }
+        for (id, lines) in by_job {
+            if let Err(e) = store.append_logs(id, &lines).await {
+                tracing::debug!(job = %id, error = %e, "dropping log lines");
+            }
+        }
+    }
+}
+
+/// Resolves when the store announces work on one of `types` (or when events lagged:
+/// something may have been missed).
+async fn wait_for_work(events: &mut broadcast::Receiver<StoreEvent>, types: &[ScriptType]) {
+    loop {
+        match events.recv().await {
+            Ok(StoreEvent::WorkAvailable { script_type }) if types.contains(&script_type) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+fn kick(pool: &RunnerPool, conn: &Arc<RunnerConnection>) {
+    pool.kick(conn);
+}
+
+enum Interrupt {
+    Deadline,
+    Stop,
+    Release,
+}
+
+/// How one attempt ended.
+#[derive(Debug)]
+enum Verdict {
+    Outcome(ExecutionOutcome),
+    Lost(String),
+    Timeout(Duration),
+    Stopped,
+    Release,
+}
+
+fn build_request(
+    job: &Job,
+    request_id: &str,
+    worker_id: &str,
+    deadline: chrono::DateTime<Utc>,
+) -> ExecutionRequest {
+    let mut kwargs = Map::new();
+    kwargs.insert("env".to_owned(), json!(job.env_vars));
+    kwargs.insert("caller_id".to_owned(), json!(job.caller_id));
+    kwargs.insert("context_id".to_owned(), json!(job.context_id));
+    let job_id = job.id.to_string();
+    ExecutionRequest {
+        protocol_version: hero_protocol::PROTOCOL_VERSION.to_owned(),
+        request_id: request_id.to_owned(),
+        job_id: job_id.clone(),
+        function_name: job.script_type.as_str().to_owned(),
+        args: vec![Value::String(job.script.clone())],
+        kwargs,
+        context: ExecutionContext {
+            job_id,
+            attempt: job.attempt,
+            enqueue_time: job.created_at,
+            queue_name: format!("hero:q:work:type:{}", job.script_type.as_str()),
+            deadline: Some(deadline),
+            trace_context: None,
+            worker_id: Some(worker_id.to_owned()),
+        },
+    }
+}

@@ -1,0 +1,349 @@
+//! The `Supervisor` facade: the operations of the reference API, which the JSON-RPC
+//! layer calls one to one. It owns the store, the runner pools and the dispatcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::{DispatchConfig, Dispatcher, log_writer};
+use crate::job::{Job, JobId, JobParams, JobStatus, Limits, ScriptType};
+use crate::pool::{PoolConfig, RunnerInfo, RunnerPool, Transport};
+use crate::store::{CancelOutcome, JobStore, StoreError, StoreEvent};
+
+/// Everything the supervisor needs besides its store.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// The runner pools. Every script type should be served by some pool; jobs of a
+    /// type no pool serves stay queued.
+    pub pools: Vec<PoolConfig>,
+    /// Limits on job params.
+    pub limits: Limits,
+    /// Dispatcher timing and retries.
+    pub dispatch: DispatchConfig,
+}
+
+impl SupervisorConfig {
+    /// One pool running the built-in runner (`<this executable> runner --stdio`) for all
+    /// four script types: what `hero-supervisor` with no flags uses.
+    pub fn with_builtin_runners() -> Self {
+        let program = std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "hero-supervisor".to_owned());
+        Self::with_runner_command(program, vec!["runner".to_owned(), "--stdio".to_owned()])
+    }
+
+    /// One pool running `program args..` over stdio for all four script types.
+    pub fn with_runner_command(program: impl Into<String>, args: Vec<String>) -> Self {
+        let transport = Transport::Stdio {
+            program: program.into(),
+            args,
+        };
+        SupervisorConfig {
+            pools: vec![PoolConfig::new(
+                "builtin",
+                ScriptType::ALL.to_vec(),
+                transport,
+            )],
+            limits: Limits::default(),
+            dispatch: DispatchConfig::default(),
+        }
+    }
+}
+
+/// Why an operation failed, in the terms the API reports.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SupervisorError {
+    /// Bad input: params, script type, job id.
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    /// No such job.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// A wait ran out; the job keeps its own state and goes on.
+    #[error("job {id} did not finish within {waited_secs}s")]
+    Timeout {
+        /// The job.
+        id: JobId,
+        /// How long we waited.
+        waited_secs: u64,
+    },
+    /// The job ended in `Error`.
+    #[error("job {id} failed ({}): {}", error.error_type, error.message)]
+    JobFailed {
+        /// The job.
+        id: JobId,
+        /// Why.
+        error: crate::job::JobError,
+    },
+    /// The job is not in a state that allows the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store is unreachable or failing.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+    /// A bug or a corrupt record.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for SupervisorError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => SupervisorError::NotFound(id),
+            StoreError::PrerequisiteNotFound(id) => {
+                SupervisorError::InvalidParams(format!("prerequisite {id} not found"))
+            }
+            e @ (StoreError::InvalidTransition { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::AlreadyExists(_)) => SupervisorError::Conflict(e.to_string()),
+            StoreError::Unavailable(why) => SupervisorError::Storage(why),
+            e @ StoreError::Corrupt { .. } => SupervisorError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn JobStore>,
+    limits: Limits,
+    pools: Vec<Arc<RunnerPool>>,
+    dispatcher: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The supervisor. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl Supervisor {
+    /// Starts the runner pools and the dispatcher over `store`.
+    pub async fn start(
+        config: SupervisorConfig,
+        store: Arc<dyn JobStore>,
+    ) -> Result<Supervisor, SupervisorError> {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (log_tx, log_rx) = mpsc::channel(crate::pool::LOG_QUEUE);
+        tracker.spawn(log_writer(store.clone(), log_rx));
+        let pools: Vec<_> = config
+            .pools
+            .into_iter()
+            .map(|p| RunnerPool::start(p, &tracker, shutdown.clone(), log_tx.clone()))
+            .collect();
+        drop(log_tx);
+        let dispatcher = Dispatcher::new(store.clone(), config.dispatch);
+        dispatcher.start(&pools, &tracker, &shutdown);
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                store,
+                limits: config.limits,
+                pools,
+                dispatcher,
+                shutdown,
+                tracker,
+            }),
+        })
+    }
+
+    /// The limits on job params.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// This instance's id (lease owner).
+    pub fn instance_id(&self) -> &str {
+        &self.inner.dispatcher.config.instance_id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// Validates and stores a job as `Created`.
+    pub async fn create_job(&self, params: JobParams) -> Result<JobId, SupervisorError> {
+        params
+            .validate(&self.inner.limits)
+            .map_err(|e| SupervisorError::InvalidParams(e.to_string()))?;
+        let job = Job::new(JobId::new(), params, chrono::Utc::now());
+        self.inner.store.create(&job).await?;
+        Ok(job.id)
+    }
+
+    /// Queues a `Created` job (or parks it until its prerequisites finish).
+    pub async fn start_job(&self, id: JobId) -> Result<JobStatus, SupervisorError> {
+        Ok(self.inner.store.start(id).await?)
+    }
+
+    /// Creates, starts and waits for a job; returns its output. A job that ends in
+    /// `Error` is [`SupervisorError::JobFailed`]; one still running after its timeout
+    /// (plus a little slack for the runner's own answer) is [`SupervisorError::Timeout`].
+    pub async fn run_job_and_await_result(
+        &self,
+        params: JobParams,
+    ) -> Result<String, SupervisorError> {
+        let id = self.create_job(params).await?;
+        // Subscribe before starting, so the end cannot slip past us.
+        let events = self.inner.store.subscribe();
+        self.start_job(id).await?;
+        let job = self.inner.store.get(id).await?;
+        // Retries may run the job up to max_attempts times, each up to its timeout.
+        let wait = Duration::from_secs(
+            job.timeout_secs
+                .saturating_mul(u64::from(job.max_attempts())),
+        ) + Duration::from_secs(2);
+        let job = self.wait_terminal(id, events, wait).await?;
+        job_result(job)
+    }
+
+    /// Waits up to `wait` for the job to reach a terminal status and returns it.
+    pub async fn wait_for_job(&self, id: JobId, wait: Duration) -> Result<Job, SupervisorError> {
+        let events = self.inner.store.subscribe();
+        self.wait_terminal(id, events, wait).await
+    }
+
+    async fn wait_terminal(
+        &self,
+        id: JobId,
+        mut events: broadcast::Receiver<StoreEvent>,
+        wait: Duration,
+    ) -> Result<Job, SupervisorError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let job = self.inner.store.get(id).await?;
+            if job.status.is_terminal() {
+                return Ok(job);
+            }
+            // Wait for a change of this job (or a lag: re-read), then look again.
+            let changed = async {
+                loop {
+                    match events.recv().await {
+                        Ok(StoreEvent::JobChanged { id: changed, .. }) if changed == id => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            // No more events (store gone): fall back to a slow re-read.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return;
+                        }
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(SupervisorError::Timeout {
+                    id,
+                    waited_secs: wait.as_secs(),
+                });
+            }
+        }
+    }
+
+    /// The whole job.
+    pub async fn get_job(&self, id: JobId) -> Result<Job, SupervisorError> {
+        Ok(self.inner.store.get(id).await?)
+    }
+
+    /// The job's status.
+    pub async fn get_job_status(&self, id: JobId) -> Result<JobStatus, SupervisorError> {
+        Ok(self.inner.store.get(id).await?.status)
+    }
+
+    /// The job's output: empty until it finished.
+    pub async fn get_job_output(&self, id: JobId) -> Result<String, SupervisorError> {
+        let job = self.inner.store.get(id).await?;
+        Ok(match job.status {
+            JobStatus::Finished => job.output.unwrap_or_default(),
+            _ => String::new(),
+        })
+    }
+
+    /// The job's log lines joined with newlines; `None` when it has none.
+    pub async fn get_job_logs(&self, id: JobId) -> Result<Option<String>, SupervisorError> {
+        let lines = self.job_log_lines(id).await?;
+        Ok((!lines.is_empty()).then(|| lines.join("\n")))
+    }
+
+    /// The job's log lines, oldest first.
+    pub async fn job_log_lines(&self, id: JobId) -> Result<Vec<String>, SupervisorError> {
+        // Existence first: an unknown job is NotFound, not "no logs".
+        self.inner.store.get(id).await?;
+        Ok(self.inner.store.logs(id).await?)
+    }
+
+    /// Every job id, oldest first.
+    pub async fn list_jobs(&self) -> Result<Vec<JobId>, SupervisorError> {
+        Ok(self.inner.store.list_ids().await?)
+    }
+
+    /// Stops a job: a queued or waiting one ends in `Error(cancelled)` at once; a running
+    /// one gets a cancel frame, then a hard kill after the grace period, and ends in
+    /// `Error(cancelled)`. A finished job is left as it is.
+    pub async fn stop_job(&self, id: JobId) -> Result<(), SupervisorError> {
+        match self.inner.store.cancel(id).await? {
+            CancelOutcome::Cancelled | CancelOutcome::AlreadyTerminal(_) => Ok(()),
+            CancelOutcome::Running { owner, .. } => {
+                if !self.inner.dispatcher.stop_local(id) {
+                    // Runs on another instance (or is between claim and start here): the
+                    // store's cancel flag stays set; the claim path honours it.
+                    tracing::info!(job = %id, %owner, "stop requested for a job running elsewhere");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a job and everything about it.
+    pub async fn delete_job(&self, id: JobId) -> Result<(), SupervisorError> {
+        // Stop it first if it runs here, so no runner keeps working for nobody.
+        self.inner.dispatcher.stop_local(id);
+        Ok(self.inner.store.delete(id).await?)
+    }
+
+    /// Deletes every job.
+    pub async fn clear_all_jobs(&self) -> Result<(), SupervisorError> {
+        Ok(self.inner.store.clear_all().await?)
+    }
+
+    /// The runner pools and their state.
+    pub fn list_runners(&self) -> Vec<RunnerInfo> {
+        self.inner.pools.iter().map(|p| p.info()).collect()
+    }
+
+    /// Store events: job status changes, new work, new log lines.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.inner.store.subscribe()
+    }
+
+    /// Graceful shutdown: stop claiming, let running jobs finish within the grace period,
+    /// hand the rest back to the queue, stop the runners.
+    pub async fn shutdown(&self) {
+        self.inner.dispatcher.drain().await;
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some supervisor tasks did not stop within 10 s");
+        }
+    }
+}
+
+/// A terminal job as the result of `run_job`.
+fn job_result(job: Job) -> Result<String, SupervisorError> {
+    match job.status {
+        JobStatus::Finished => Ok(job.output.unwrap_or_default()),
+        _ => Err(SupervisorError::JobFailed {
+            id: job.id,
+            error: job
+                .error
+                .unwrap_or_else(|| crate::job::JobError::new("error", "job failed")),
+        }),
+    }
+}

@@ -1,0 +1,410 @@
+//! The dispatcher and runner pools end to end: a real `Supervisor` over a real store
+//! (memory, or a private `redis-server`), real runner processes (`hero-test-runner`,
+//! told by each script what to do), every outcome mapping, timeouts, stops, runner
+//! crashes and garbage, prerequisites, and two supervisors sharing one Redis.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_supervisor::clock::SystemClock;
+use hero_supervisor::dispatch::DispatchConfig;
+use hero_supervisor::job::{JobId, JobParams, JobStatus, ScriptType};
+use hero_supervisor::pool::{PoolConfig, Transport};
+use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig};
+use hero_supervisor::{Supervisor, SupervisorConfig, SupervisorError};
+use hero_testkit::RedisServer;
+
+const TEST_RUNNER: &str = env!("CARGO_BIN_EXE_hero-test-runner");
+
+/// A store for one test; keeps its Redis server alive as long as the store is used.
+struct Backend {
+    store: Arc<dyn JobStore>,
+    _redis: Option<RedisServer>,
+}
+
+async fn memory() -> Backend {
+    Backend {
+        store: Arc::new(MemoryStore::new(
+            StoreConfig::default(),
+            Arc::new(SystemClock),
+        )),
+        _redis: None,
+    }
+}
+
+async fn redis() -> Backend {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), StoreConfig::default(), Arc::new(SystemClock))
+        .await
+        .expect("connect to the test redis");
+    Backend {
+        store: Arc::new(store),
+        _redis: Some(server),
+    }
+}
+
+fn fast_dispatch() -> DispatchConfig {
+    DispatchConfig {
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(500),
+        cancel_grace: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(2),
+        maintenance_interval: Duration::from_millis(50),
+        ..DispatchConfig::default()
+    }
+}
+
+fn config(script_types: Vec<ScriptType>) -> SupervisorConfig {
+    let transport = Transport::Stdio {
+        program: TEST_RUNNER.to_owned(),
+        args: vec![],
+    };
+    SupervisorConfig {
+        pools: vec![PoolConfig::new("test", script_types, transport)],
+        limits: Default::default(),
+        dispatch: fast_dispatch(),
+    }
+}
+
+async fn supervisor(backend: &Backend) -> Supervisor {
+    Supervisor::start(config(ScriptType::ALL.to_vec()), backend.store.clone())
+        .await
+        .expect("supervisor starts")
+}
+
+fn params(script: &str) -> JobParams {
+    JobParams {
+        script: script.to_owned(),
+        script_type: ScriptType::Sal,
+        caller_id: "tester".to_owned(),
+        context_id: "ctx".to_owned(),
+        timeout: Some(10),
+        prerequisites: vec![],
+        retries: Some(2),
+        env_vars: BTreeMap::new(),
+    }
+}
+
+async fn submit(sup: &Supervisor, p: JobParams) -> JobId {
+    let id = sup.create_job(p).await.expect("create");
+    sup.start_job(id).await.expect("start");
+    id
+}
+
+async fn wait(sup: &Supervisor, id: JobId) -> hero_supervisor::job::Job {
+    sup.wait_for_job(id, Duration::from_secs(20))
+        .await
+        .expect("job reaches a terminal status")
+}
+
+/// Runs each listed test body against both stores.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::memory().await).await }) *
+        }
+        mod redis_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::redis().await).await }) *
+        }
+    };
+}
+
+both_stores!(
+    success_finishes_with_output,
+    error_is_retried_then_fails_with_the_runners_error,
+    flaky_job_finishes_on_a_later_attempt,
+    retry_outcome_requeues_then_exhausts,
+    invalid_request_is_never_retried,
+    deadline_cancels_and_fails_with_timeout,
+    stop_of_queued_and_running_jobs,
+    runner_crash_mid_job_is_retried_and_finishes,
+    garbage_frame_drops_the_connection_not_the_job,
+    prerequisites_chain_and_failure_propagation,
+    logs_from_the_runner_reach_the_job,
+);
+
+async fn success_finishes_with_output(b: Backend) {
+    let sup = supervisor(&b).await;
+    let out = sup
+        .run_job_and_await_result(params("echo hello world"))
+        .await
+        .expect("run_job");
+    assert_eq!(out, "hello world");
+    let id = submit(&sup, params("echo again")).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Finished);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(sup.get_job_output(id).await.unwrap(), "again");
+    sup.shutdown().await;
+}
+
+async fn error_is_retried_then_fails_with_the_runners_error(b: Backend) {
+    let sup = supervisor(&b).await;
+    let id = submit(&sup, params("fail disk on fire")).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.attempt, 3, "retries: 2 means three attempts");
+    let err = job.error.expect("typed error");
+    assert_eq!(err.message, "disk on fire");
+    let res = sup.run_job_and_await_result(params("fail boom")).await;
+    assert!(
+        matches!(&res, Err(SupervisorError::JobFailed { error, .. }) if error.message == "boom"),
+        "{res:?}"
+    );
+    sup.shutdown().await;
+}
+
+async fn flaky_job_finishes_on_a_later_attempt(b: Backend) {
+    let sup = supervisor(&b).await;
+    let out = sup
+        .run_job_and_await_result(params("flaky 2"))
+        .await
+        .expect("third attempt succeeds");
+    assert_eq!(out, "ok on attempt 3");
+    sup.shutdown().await;
+}
+
+async fn retry_outcome_requeues_then_exhausts(b: Backend) {
+    let sup = supervisor(&b).await;
+    let out = sup
+        .run_job_and_await_result(params("retry 0.05"))
+        .await
+        .expect("succeeds on the third attempt");
+    assert_eq!(out, "ok on attempt 3");
+
+    let mut p = params("retry-forever 0.05");
+    p.retries = Some(1);
+    let id = submit(&sup, p).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.error.unwrap().error_type, "retries_exhausted");
+    sup.shutdown().await;
+}
+
+async fn invalid_request_is_never_retried(b: Backend) {
+    let sup = supervisor(&b).await;
+    let id = submit(&sup, params("invalid nope")).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.error.unwrap().error_type, "invalid_request");
+    sup.shutdown().await;
+}
+
+async fn deadline_cancels_and_fails_with_timeout(b: Backend) {
+    let sup = supervisor(&b).await;
+    let mut p = params("sleep 30");
+    p.timeout = Some(1);
+    p.retries = Some(0);
+    let started = std::time::Instant::now();
+    let id = submit(&sup, p).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.error.unwrap().error_type, "timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The runner is still usable afterwards.
+    let out = sup.run_job_and_await_result(params("echo after")).await;
+    assert_eq!(out.unwrap(), "after");
+    sup.shutdown().await;
+}
+
+async fn stop_of_queued_and_running_jobs(b: Backend) {
+    // Only SAL is served: a Python job stays queued.
+    let sup = Supervisor::start(config(vec![ScriptType::Sal]), b.store.clone())
+        .await
+        .unwrap();
+    let mut queued = params("echo never");
+    queued.script_type = ScriptType::Python;
+    let q = submit(&sup, queued).await;
+    assert_eq!(sup.get_job_status(q).await.unwrap(), JobStatus::Dispatched);
+    sup.stop_job(q).await.unwrap();
+    let job = sup.get_job(q).await.unwrap();
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.error.unwrap().error_type, "cancelled");
+
+    let r = submit(&sup, params("sleep 30")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sup.get_job_status(r).await.unwrap() != JobStatus::Started {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped_at = std::time::Instant::now();
+    sup.stop_job(r).await.unwrap();
+    let job = wait(&sup, r).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.error.unwrap().error_type, "cancelled");
+    assert!(stopped_at.elapsed() < Duration::from_secs(5));
+    sup.shutdown().await;
+}
+
+async fn runner_crash_mid_job_is_retried_and_finishes(b: Backend) {
+    let sup = supervisor(&b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("crashed");
+    let id = submit(&sup, params(&format!("crash-once {}", marker.display()))).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+    assert_eq!(job.output.as_deref(), Some("survived"));
+    assert_eq!(job.attempt, 2);
+    assert!(marker.exists());
+    assert!(sup.list_runners()[0].restarts >= 1);
+    sup.shutdown().await;
+}
+
+async fn garbage_frame_drops_the_connection_not_the_job(b: Backend) {
+    let sup = supervisor(&b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("garbage");
+    let id = submit(&sup, params(&format!("garbage-once {}", marker.display()))).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+    assert_eq!(job.output.as_deref(), Some("clean"));
+    assert_eq!(job.attempt, 2);
+    // The supervisor is fine and keeps serving.
+    assert_eq!(
+        sup.run_job_and_await_result(params("echo still here"))
+            .await
+            .unwrap(),
+        "still here"
+    );
+    sup.shutdown().await;
+}
+
+async fn prerequisites_chain_and_failure_propagation(b: Backend) {
+    let sup = supervisor(&b).await;
+    let a = sup.create_job(params("sleep 0.2")).await.unwrap();
+    let mut pb = params("echo b");
+    pb.prerequisites = vec![a];
+    let bj = sup.create_job(pb).await.unwrap();
+    let mut pc = params("echo c");
+    pc.prerequisites = vec![bj];
+    let c = sup.create_job(pc).await.unwrap();
+    assert_eq!(
+        sup.start_job(c).await.unwrap(),
+        JobStatus::WaitingForPrerequisites
+    );
+    assert_eq!(
+        sup.start_job(bj).await.unwrap(),
+        JobStatus::WaitingForPrerequisites
+    );
+    sup.start_job(a).await.unwrap();
+    let cj = wait(&sup, c).await;
+    assert_eq!(cj.status, JobStatus::Finished);
+    let (aj, bjob) = (
+        sup.get_job(a).await.unwrap(),
+        sup.get_job(bj).await.unwrap(),
+    );
+    assert!(aj.finished_at <= bjob.started_at && bjob.finished_at <= cj.started_at);
+
+    let mut pf = params("invalid broken");
+    pf.retries = Some(0);
+    let f = sup.create_job(pf).await.unwrap();
+    let mut pd = params("echo d");
+    pd.prerequisites = vec![f];
+    let d = sup.create_job(pd).await.unwrap();
+    sup.start_job(d).await.unwrap();
+    sup.start_job(f).await.unwrap();
+    let dj = wait(&sup, d).await;
+    assert_eq!(dj.status, JobStatus::Error);
+    assert_eq!(dj.error.unwrap().error_type, "prerequisite_failed");
+    sup.shutdown().await;
+}
+
+async fn logs_from_the_runner_reach_the_job(b: Backend) {
+    let sup = supervisor(&b).await;
+    let id = submit(&sup, params("log warming up")).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Finished);
+    // Log lines are written by a task of their own; give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = sup.get_job_logs(id).await.unwrap();
+        if logs.as_deref() == Some("warming up\nwarming up (stderr)") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "logs: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sup.shutdown().await;
+}
+
+/// Two supervisors on one Redis: work is shared, no job runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_redis_without_running_a_job_twice() {
+    let b = redis().await;
+    let one = supervisor(&b).await;
+    let two = supervisor(&b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let sup = if i % 2 == 0 { &one } else { &two };
+        ids.push(submit(sup, params(&format!("once {}", dir.path().display()))).await);
+    }
+    let mut by_worker: HashMap<String, usize> = HashMap::new();
+    for id in ids {
+        let job = wait(&one, id).await;
+        assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+        *by_worker.entry(job.output.unwrap()).or_default() += 1;
+    }
+    assert_eq!(by_worker.values().sum::<usize>(), 60);
+    assert_eq!(by_worker.len(), 2, "both instances ran jobs: {by_worker:?}");
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+/// An instance that dies without a word (its runtime dropped: no shutdown, leases left
+/// behind): the other reclaims its jobs once their leases expire.
+#[test]
+fn a_dead_instances_jobs_are_reclaimed_by_another() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = rt.block_on(redis());
+    let short_lease = |mut c: SupervisorConfig| {
+        c.dispatch.lease = Duration::from_secs(1);
+        c
+    };
+    // The doomed instance, on a runtime of its own.
+    let doomed_rt = tokio::runtime::Runtime::new().unwrap();
+    let doomed = doomed_rt
+        .block_on(Supervisor::start(
+            short_lease(config(vec![ScriptType::Sal])),
+            b.store.clone(),
+        ))
+        .unwrap();
+    let id = doomed_rt
+        .block_on(submit(&doomed, params("sleep 3")))
+        .to_owned();
+    doomed_rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while doomed.get_job_status(id).await.unwrap() != JobStatus::Started {
+            assert!(std::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let owner = doomed.instance_id().to_owned();
+    // Kill it: every task dropped mid-flight, its runner child killed on drop.
+    drop(doomed);
+    doomed_rt.shutdown_background();
+
+    rt.block_on(async {
+        let survivor =
+            Supervisor::start(short_lease(config(vec![ScriptType::Sal])), b.store.clone())
+                .await
+                .unwrap();
+        let job = survivor
+            .wait_for_job(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+        assert_eq!(job.attempt, 2, "the lost attempt counts");
+        assert_ne!(survivor.instance_id(), owner);
+        survivor.shutdown().await;
+    });
+}
