@@ -408,3 +408,99 @@ fn a_dead_instances_jobs_are_reclaimed_by_another() {
         survivor.shutdown().await;
     });
 }
+
+/// A runner that stops answering altogether (SIGSTOP: not even cancels) is hard-killed
+/// and restarted at the job's deadline; the job is retried on the new runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_runner_is_killed_and_restarted_at_the_deadline() {
+    let b = memory().await;
+    let sup = supervisor(&b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("frozen");
+    let mut p = params(&format!("freeze-once {}", marker.display()));
+    p.timeout = Some(1);
+    p.retries = Some(1);
+    let id = submit(&sup, p).await;
+    let job = wait(&sup, id).await;
+    assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+    assert_eq!(job.output.as_deref(), Some("thawed"));
+    assert_eq!(job.attempt, 2);
+    assert!(sup.list_runners()[0].restarts >= 1);
+    sup.shutdown().await;
+}
+
+/// Shutdown with a job still running after the grace period: the job goes back to its
+/// queue, the attempt not counted, and another supervisor finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_unfinished_jobs_back_without_counting_the_attempt() {
+    let b = memory().await;
+    let mut c = config(ScriptType::ALL.to_vec());
+    c.dispatch.shutdown_grace = Duration::from_millis(200);
+    let sup = Supervisor::start(c, b.store.clone()).await.unwrap();
+    let id = submit(&sup, params("sleep 1.5")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sup.get_job_status(id).await.unwrap() != JobStatus::Started {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sup.shutdown().await;
+    let job = b.store.get(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Dispatched);
+    assert_eq!(job.attempt, 0, "a released attempt does not count");
+    assert!(sup.list_runners()[0].connected == 0, "runners stopped");
+
+    let next = supervisor(&b).await;
+    let job = wait(&next, id).await;
+    assert_eq!(job.status, JobStatus::Finished);
+    assert_eq!(job.attempt, 1);
+    next.shutdown().await;
+}
+
+/// The TCP transports: a managed runner (spawned with `--tcp-socket`) and an external
+/// one (already listening); and a pool that never sends `hello`, as for a plain v1 runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_managed_tcp_external_and_plain_v1_pools() {
+    let b = memory().await;
+    let port = hero_testkit::free_tcp_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut external = std::process::Command::new(TEST_RUNNER)
+        .args(["--tcp-socket", &addr])
+        .spawn()
+        .expect("spawn an external runner");
+    let mut managed = PoolConfig::new(
+        "managed",
+        vec![ScriptType::Sal],
+        Transport::TcpManaged {
+            program: TEST_RUNNER.to_owned(),
+            args: vec![],
+        },
+    );
+    managed.hello = false;
+    let ext = PoolConfig::new(
+        "external",
+        vec![ScriptType::Python],
+        Transport::TcpExternal { addr: addr.clone() },
+    );
+    let c = SupervisorConfig {
+        pools: vec![managed, ext],
+        limits: Default::default(),
+        dispatch: fast_dispatch(),
+    };
+    let sup = Supervisor::start(c, b.store.clone()).await.unwrap();
+    let mut py = params("echo over tcp");
+    py.script_type = ScriptType::Python;
+    assert_eq!(sup.run_job_and_await_result(py).await.unwrap(), "over tcp");
+    assert_eq!(
+        sup.run_job_and_await_result(params("echo managed"))
+            .await
+            .unwrap(),
+        "managed"
+    );
+    let runners = sup.list_runners();
+    assert_eq!(runners[0].transport, "tcp-managed");
+    assert_eq!(runners[1].transport, "tcp");
+    assert!(runners.iter().all(|r| r.connected == 1), "{runners:?}");
+    sup.shutdown().await;
+    let _ = external.kill();
+    let _ = external.wait();
+}

@@ -15,6 +15,10 @@
 //! | `crash-once PATH` | first time (PATH absent): create PATH, exit the process mid-job; then success |
 //! | `garbage-once PATH` | first time: create PATH, write a garbage frame to stdout; then success |
 //! | `once DIR` | create DIR/<job_id> exclusively: error `ran twice` if it exists; then sleep 50 ms, success with worker_id |
+//! | `freeze-once PATH` | first time: create PATH and SIGSTOP the whole process (it answers nothing, not even cancels); then success |
+//!
+//! `hero-test-runner` serves stdio; `hero-test-runner --tcp-socket ADDR [--parent-pid P]`
+//! serves TCP instead (the convention of managed runners) and prints nothing.
 
 use std::io::Write;
 use std::time::Duration;
@@ -98,6 +102,12 @@ async fn handle(req: ExecutionRequest, ctx: HandlerContext) -> Result<Value, Han
             tokio::time::sleep(Duration::from_millis(50)).await;
             Ok(json!(req.context.worker_id.unwrap_or_default()))
         }
+        "freeze-once" => {
+            if std::fs::File::create_new(arg).is_ok() {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+            }
+            Ok(json!("thawed"))
+        }
         other => Err(HandlerError::invalid_request(format!(
             "unknown test command `{other}`"
         ))),
@@ -111,5 +121,31 @@ async fn main() -> std::io::Result<()> {
     for t in ["SAL", "OSIS", "V", "Python"] {
         builder = builder.handler(t, handle);
     }
-    builder.build().serve_stdio().await
+    let runner = builder.build();
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let Some(addr) = flag("--tcp-socket") else {
+        return runner.serve_stdio().await;
+    };
+    let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    if let Some(pid) = flag("--parent-pid").and_then(|p| p.parse::<i32>().ok()) {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let parent = nix::unistd::Pid::from_raw(pid);
+            while nix::sys::signal::kill(parent, None).is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            shutdown.cancel();
+        });
+    }
+    runner
+        .serve_tcp(addr, shutdown)
+        .await
+        .map_err(std::io::Error::other)
 }
