@@ -10,11 +10,15 @@
 //!   connections.
 //! - [`dispatch`]: claim loops, outcome mapping, retries, leases, maintenance.
 //! - [`service`]: the `Supervisor` facade the JSON-RPC layer calls one to one.
+//! - [`rpc`]: the JSON-RPC API over HTTP and WebSocket: server, typed client, auth, OpenRPC.
+//! - [`config`]: the `serve` configuration: TOML file, then `HERO_*` variables, then flags.
 
 pub mod clock;
+pub mod config;
 pub mod dispatch;
 pub mod job;
 pub mod pool;
+pub mod rpc;
 pub mod service;
 pub mod store;
 

@@ -1,0 +1,346 @@
+//! Configuration of `hero-supervisor serve`: a TOML file, then environment variables
+//! (`HERO_*`), then command-line flags; the later wins.
+//!
+//! ```toml
+//! # hero.toml: every key is optional
+//! listen = "127.0.0.1:9652"          # HERO_LISTEN, --listen
+//! redis_url = "redis://127.0.0.1/"   # HERO_REDIS_URL, --redis-url (absent: in-memory store)
+//! redis_prefix = "hero"              # HERO_REDIS_PREFIX, --redis-prefix
+//! auth_token = "change-me"           # HERO_AUTH_TOKEN, --auth-token
+//! max_request_body_bytes = 2097152   # HERO_MAX_REQUEST_BODY_BYTES, --max-request-body-bytes
+//! max_connections = 256              # HERO_MAX_CONNECTIONS, --max-connections
+//! max_subscriptions_per_connection = 64  # HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION, ...
+//! max_script_bytes = 1048576         # HERO_MAX_SCRIPT_BYTES, --max-script-bytes
+//! runners = ["Python=tcp://127.0.0.1:9000", "V=stdio:my-v-runner --stdio"]  # --runner (repeatable)
+//! ```
+//!
+//! Runner pools: by default the built-in runner (`<this executable> runner --stdio`) serves
+//! all four script types. Each `TYPE[,TYPE..]=tcp://HOST:PORT` or
+//! `TYPE[,TYPE..]=stdio:COMMAND ARGS..` adds a pool for those types; the built-in runner
+//! keeps the types no such pool serves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::job::{Limits, ScriptType};
+use crate::pool::{PoolConfig, Transport};
+use crate::rpc::{
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, RpcConfig,
+};
+use crate::service::SupervisorConfig;
+use crate::store::StoreConfig;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the expected shape.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        message: String,
+    },
+    /// `listen` is not `HOST:PORT` with an IP address.
+    #[error("invalid listen address {0:?}: expected IP:PORT, e.g. 127.0.0.1:9652")]
+    Listen(String),
+    /// A runner spec that is not `TYPE=tcp://HOST:PORT` or `TYPE=stdio:COMMAND ARGS..`.
+    #[error("invalid runner {spec:?}: {reason}")]
+    Runner {
+        /// The spec.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The flags of `serve`. Each also reads its `HERO_*` variable; a flag beats the variable,
+/// and both beat the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as the flags, with underscores).
+    #[arg(long, env = "HERO_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve JSON-RPC (HTTP and WebSocket) on [default: 127.0.0.1:9652].
+    #[arg(long, env = "HERO_LISTEN", value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// Redis URL; without it jobs live in memory.
+    #[arg(
+        long,
+        env = "HERO_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key [default: hero].
+    #[arg(long, env = "HERO_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Bearer token every client must send; required for a non-loopback --listen.
+    #[arg(long, env = "HERO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Largest request body or WebSocket message in bytes [default: 2097152].
+    #[arg(long, env = "HERO_MAX_REQUEST_BODY_BYTES")]
+    pub max_request_body_bytes: Option<u32>,
+    /// Connections open at once [default: 256].
+    #[arg(long, env = "HERO_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Subscriptions per WebSocket connection [default: 64].
+    #[arg(long, env = "HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub max_subscriptions_per_connection: Option<u32>,
+    /// Largest script in bytes [default: 1048576].
+    #[arg(long, env = "HERO_MAX_SCRIPT_BYTES")]
+    pub max_script_bytes: Option<usize>,
+    /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
+    /// Repeatable; replaces the built-in runner for those types.
+    #[arg(long = "runner", value_name = "TYPE=SPEC")]
+    pub runners: Vec<String>,
+}
+
+/// The config file's keys; all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    auth_token: Option<String>,
+    max_request_body_bytes: Option<u32>,
+    max_connections: Option<u32>,
+    max_subscriptions_per_connection: Option<u32>,
+    max_script_bytes: Option<usize>,
+    #[serde(default)]
+    runners: Vec<String>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Redis URL; `None`: the in-memory store. May hold a password: never log it.
+    pub redis_url: Option<String>,
+    /// Store settings (key prefix).
+    pub store: StoreConfig,
+    /// RPC server settings (token, limits).
+    pub rpc: RpcConfig,
+    /// Runner pools, limits and dispatcher settings.
+    pub supervisor: SupervisorConfig,
+}
+
+impl ServeConfig {
+    /// Resolves file, then environment and flags (already merged by clap: a flag wins over
+    /// its variable).
+    pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text
+            .parse()
+            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let mut store = StoreConfig::default();
+        if let Some(prefix) = args.redis_prefix.or(file.redis_prefix) {
+            store.prefix = prefix;
+        }
+        let rpc = RpcConfig {
+            auth_token: args.auth_token.or(file.auth_token),
+            max_request_body_bytes: args
+                .max_request_body_bytes
+                .or(file.max_request_body_bytes)
+                .unwrap_or(DEFAULT_MAX_REQUEST_BODY),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_subscriptions_per_connection: args
+                .max_subscriptions_per_connection
+                .or(file.max_subscriptions_per_connection)
+                .unwrap_or(DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION),
+            ..RpcConfig::default()
+        };
+        let runners = if args.runners.is_empty() {
+            file.runners
+        } else {
+            args.runners
+        };
+        let mut supervisor = supervisor_config(&runners)?;
+        supervisor.limits = Limits {
+            max_script_len: args
+                .max_script_bytes
+                .or(file.max_script_bytes)
+                .unwrap_or(Limits::default().max_script_len),
+            ..Limits::default()
+        };
+        Ok(ServeConfig {
+            listen,
+            redis_url: args.redis_url.or(file.redis_url),
+            store,
+            rpc,
+            supervisor,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+/// The built-in pool for the types no spec serves, plus one pool per spec.
+fn supervisor_config(specs: &[String]) -> Result<SupervisorConfig, ConfigError> {
+    let mut config = SupervisorConfig::with_builtin_runners();
+    let mut pools = Vec::new();
+    for (n, spec) in specs.iter().enumerate() {
+        pools.push(parse_runner(spec, n)?);
+    }
+    let taken: Vec<ScriptType> = pools
+        .iter()
+        .flat_map(|p: &PoolConfig| p.script_types.clone())
+        .collect();
+    for builtin in &mut config.pools {
+        builtin.script_types.retain(|t| !taken.contains(t));
+    }
+    config.pools.retain(|p| !p.script_types.is_empty());
+    config.pools.extend(pools);
+    Ok(config)
+}
+
+/// `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
+fn parse_runner(spec: &str, n: usize) -> Result<PoolConfig, ConfigError> {
+    let bad = |reason: &str| ConfigError::Runner {
+        spec: spec.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (types, target) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected TYPE=tcp://HOST:PORT or TYPE=stdio:COMMAND"))?;
+    let script_types = types
+        .split(',')
+        .map(|t| t.trim().parse::<ScriptType>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e.to_string()))?;
+    let transport = if let Some(addr) = target.strip_prefix("tcp://") {
+        if addr.is_empty() {
+            return Err(bad("missing HOST:PORT"));
+        }
+        Transport::TcpExternal {
+            addr: addr.to_owned(),
+        }
+    } else if let Some(command) = target.strip_prefix("stdio:") {
+        let mut words = command.split_whitespace().map(str::to_owned);
+        let program = words.next().ok_or_else(|| bad("missing COMMAND"))?;
+        Transport::Stdio {
+            program,
+            args: words.collect(),
+        }
+    } else {
+        return Err(bad("expected tcp://HOST:PORT or stdio:COMMAND"));
+    };
+    let names: Vec<&str> = script_types.iter().map(|t| t.as_str()).collect();
+    Ok(PoolConfig::new(
+        format!("{}-{n}", names.join("-")),
+        script_types,
+        transport,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(edit: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+        let mut a = ServeArgs::default();
+        edit(&mut a);
+        a
+    }
+
+    #[test]
+    fn defaults_are_the_first_run() {
+        let c = ServeConfig::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.redis_url.is_none());
+        assert!(c.rpc.auth_token.is_none());
+        assert_eq!(c.store.prefix, "hero");
+        assert_eq!(c.supervisor.pools.len(), 1);
+        assert_eq!(c.supervisor.pools[0].script_types, ScriptType::ALL.to_vec());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\nredis_prefix = \"file\"\nmax_connections = 9\n\
+             runners = [\"python=tcp://127.0.0.1:9000\"]\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.listen = Some("127.0.0.1:7001".into());
+        }))
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.store.prefix, "file");
+        assert_eq!(c.rpc.max_connections, 9);
+        let python: Vec<_> = c
+            .supervisor
+            .pools
+            .iter()
+            .map(|p| p.script_types.clone())
+            .collect();
+        assert_eq!(
+            python,
+            vec![
+                vec![ScriptType::Osis, ScriptType::Sal, ScriptType::V],
+                vec![ScriptType::Python]
+            ]
+        );
+
+        std::fs::write(&path, "listne = \"x\"\n").unwrap();
+        let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn runner_specs() {
+        let p = parse_runner("SAL,osis=stdio:my-runner --stdio -v", 0).unwrap();
+        assert_eq!(p.script_types, vec![ScriptType::Sal, ScriptType::Osis]);
+        assert!(matches!(&p.transport, Transport::Stdio { program, args }
+            if program == "my-runner" && args == &["--stdio", "-v"]));
+        for bad in [
+            "SAL",
+            "rust=tcp://x:1",
+            "SAL=tcp://",
+            "SAL=stdio:",
+            "SAL=http://x",
+        ] {
+            assert!(parse_runner(bad, 0).is_err(), "{bad}");
+        }
+        let all = supervisor_config(&["OSIS,SAL,V,Python=tcp://h:1".into()]).unwrap();
+        assert_eq!(all.pools.len(), 1);
+        assert!(ServeConfig::resolve(args(|a| a.listen = Some("localhost".into()))).is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! The API as one trait: jsonrpsee generates the server trait (`HeroApiServer`) and the
+//! typed client (`HeroApiClient`, implemented by jsonrpsee's HTTP and WebSocket clients)
+//! from it, so they can't drift. Params are positional in this order; named params (an
+//! object with these names) work too.
+
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
+use jsonrpsee::proc_macros::rpc;
+use serde_json::Value;
+
+use super::types::{
+    JobEvent, JobInfo, JobLogsResult, JobParams, PlayResult, RunnerInfo, StartJobResult,
+};
+use crate::job::JobStatus;
+
+/// The supervisor's JSON-RPC API (see `RPC.md` and `openrpc.json`).
+#[rpc(server, client)]
+pub trait HeroApi {
+    /// A fresh single-use nonce for `pubkey` (hex SEC1), to sign for `authenticate`.
+    #[method(name = "fetch_nonce")]
+    async fn fetch_nonce(&self, pubkey: String) -> RpcResult<String>;
+
+    /// Checks the signature over the nonce; on success this connection acts as `pubkey`.
+    #[method(name = "authenticate", with_extensions)]
+    async fn authenticate(
+        &self,
+        pubkey: String,
+        signature: String,
+        nonce: String,
+    ) -> RpcResult<bool>;
+
+    /// The caller's identity: the authenticated public key, or `"anonymous"`.
+    #[method(name = "whoami", with_extensions)]
+    async fn whoami(&self) -> RpcResult<String>;
+
+    /// Runs `script` as SAL and waits for its output.
+    #[method(name = "play", with_extensions)]
+    async fn play(&self, script: String) -> RpcResult<PlayResult>;
+
+    /// Stores a job as `Created` (not queued); returns its id.
+    #[method(name = "create_job", with_extensions)]
+    async fn create_job(&self, params: JobParams) -> RpcResult<String>;
+
+    /// Queues a `Created` job (or parks it until its prerequisites finish).
+    #[method(name = "start_job")]
+    async fn start_job(&self, job_id: String) -> RpcResult<StartJobResult>;
+
+    /// Creates, starts and waits for a job; returns its output. `timeout` (seconds, an
+    /// extension) bounds the job and the wait; default 300.
+    #[method(name = "run_job", with_extensions)]
+    async fn run_job(
+        &self,
+        script: String,
+        script_type: String,
+        prerequisites: Option<Vec<String>>,
+        timeout: Option<u64>,
+    ) -> RpcResult<String>;
+
+    /// The job's status.
+    #[method(name = "get_job_status")]
+    async fn get_job_status(&self, job_id: String) -> RpcResult<JobStatus>;
+
+    /// The job's output; empty until it finished.
+    #[method(name = "get_job_output")]
+    async fn get_job_output(&self, job_id: String) -> RpcResult<String>;
+
+    /// The job's log lines joined with `\n`, or `null`.
+    #[method(name = "get_job_logs")]
+    async fn get_job_logs(&self, job_id: String) -> RpcResult<JobLogsResult>;
+
+    /// Every job id, oldest first.
+    #[method(name = "list_jobs")]
+    async fn list_jobs(&self) -> RpcResult<Vec<String>>;
+
+    /// Cancels a queued or running job (it ends in `Error` with type `cancelled`).
+    #[method(name = "stop_job")]
+    async fn stop_job(&self, job_id: String) -> RpcResult<()>;
+
+    /// Deletes the job and everything about it.
+    #[method(name = "delete_job")]
+    async fn delete_job(&self, job_id: String) -> RpcResult<()>;
+
+    /// Deletes every job.
+    #[method(name = "clear_all_jobs")]
+    async fn clear_all_jobs(&self) -> RpcResult<()>;
+
+    /// Extension: every stored field of the job.
+    #[method(name = "get_job")]
+    async fn get_job(&self, job_id: String) -> RpcResult<JobInfo>;
+
+    /// Extension: the runner pools and their state.
+    #[method(name = "list_runners")]
+    async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>>;
+
+    /// The OpenRPC document of exactly the methods served.
+    #[method(name = "rpc.discover")]
+    async fn discover(&self) -> RpcResult<Value>;
+
+    /// Extension (WebSocket): the job's events from `cursor` (index of the next log line
+    /// wanted, default 0): its current status, the log lines from the cursor, then every
+    /// change, ending after the terminal status.
+    #[subscription(
+        name = "subscribe_job_events" => "job_event",
+        unsubscribe = "unsubscribe_job_events",
+        item = JobEvent
+    )]
+    async fn subscribe_job_events(&self, job_id: String, cursor: Option<u64>)
+    -> SubscriptionResult;
+}

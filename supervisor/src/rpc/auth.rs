@@ -1,0 +1,372 @@
+//! Authentication: a bearer token checked in front of the RPC service, and secp256k1
+//! signature authentication of a WebSocket connection.
+//!
+//! # Bearer token
+//! With a token configured, every HTTP request and every WebSocket upgrade must carry
+//! `Authorization: Bearer <token>` (compared in constant time); otherwise HTTP 401 and
+//! the upgrade is refused. [`BearerAuthLayer`] does this before jsonrpsee sees the request.
+//!
+//! # Signature authentication (`fetch_nonce` / `authenticate` / `whoami`)
+//! 1. `fetch_nonce(pubkey)` returns a fresh nonce, e.g.
+//!    `"hero-auth:4f1c...e9"` (`hero-auth:` then 64 lowercase hex digits). It is bound
+//!    to `pubkey`, single use, and expires after [`DEFAULT_NONCE_TTL`].
+//! 2. The client signs **the nonce's UTF-8 bytes, exactly as returned** (no prefix, no
+//!    trailing newline) with ECDSA over secp256k1, message digest SHA-256: the signed
+//!    32 bytes are `SHA-256(nonce.as_bytes())`. The signature is sent as the hex of its
+//!    64-byte compact form `r || s` (big-endian, 32 bytes each); high-S signatures are
+//!    accepted (normalised). `pubkey` is the hex of a SEC1 public key, compressed
+//!    (33 bytes, `02`/`03` prefix) or uncompressed (65 bytes, `04` prefix).
+//! 3. `authenticate(pubkey, signature, nonce)` returns `true`; from then on the
+//!    connection acts as the key: `whoami` returns it (hex of the compressed SEC1 form),
+//!    and jobs created on that connection carry it as `caller_id`.
+//!
+//! ```
+//! use k256::ecdsa::{Signature, SigningKey, signature::Signer};
+//! let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+//! let pubkey = hex::encode(key.verifying_key().to_sec1_bytes()); // "02..." or "03..."
+//! let nonce = "hero-auth:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+//! // k256 hashes the message with SHA-256 before signing.
+//! let signature: Signature = key.sign(nonce.as_bytes());
+//! let signature_hex = hex::encode(signature.to_bytes()); // 128 hex digits
+//! assert_eq!(signature_hex.len(), 128);
+//! # let _ = pubkey;
+//! ```
+//!
+//! Identity lives in the connection's [`Session`]: a WebSocket connection keeps it until it
+//! closes; over plain HTTP every request is its own session, so signature authentication is
+//! only useful over WebSocket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use http::{Request, Response, StatusCode};
+use jsonrpsee::server::HttpBody;
+use jsonrpsee::types::ErrorObjectOwned;
+use k256::ecdsa::signature::Verifier;
+use k256::ecdsa::{Signature, VerifyingKey};
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+
+use super::error::{invalid_params, unauthorized};
+use crate::clock::Clock;
+
+/// How long a nonce stays valid. Default 5 minutes: enough for a human-driven wallet.
+pub const DEFAULT_NONCE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Nonces pending at once; beyond it the oldest is dropped, so a flood of `fetch_nonce`
+/// costs bounded memory. Default 10,000.
+pub const DEFAULT_MAX_PENDING_NONCES: usize = 10_000;
+/// Prefix of every nonce: a signature over a nonce can't be replayed as anything else.
+pub const NONCE_PREFIX: &str = "hero-auth:";
+
+/// The identity of one connection (WebSocket) or one request (HTTP).
+///
+/// [`BearerAuthLayer`] puts a fresh one into every HTTP request's extensions; jsonrpsee
+/// hands a WebSocket upgrade request's extensions to every call on that connection, so
+/// the session lives exactly as long as the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    // A std Mutex: nothing awaits while it is held.
+    identity: Arc<Mutex<Option<String>>>,
+}
+
+impl Session {
+    /// The authenticated public key, if any.
+    pub fn identity(&self) -> Option<String> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_identity(&self, pubkey: String) {
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(pubkey);
+    }
+}
+
+/// Tower layer: checks `Authorization: Bearer <token>` when a token is set, and gives
+/// every request a fresh [`Session`].
+#[derive(Clone)]
+pub struct BearerAuthLayer {
+    token: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for BearerAuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("BearerAuthLayer")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl BearerAuthLayer {
+    /// Requires `token` when it is `Some`.
+    pub fn new(token: Option<&str>) -> Self {
+        BearerAuthLayer {
+            token: token.map(|t| Arc::from(t.as_bytes())),
+        }
+    }
+}
+
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerAuth {
+            inner,
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// The service of [`BearerAuthLayer`].
+#[derive(Clone)]
+pub struct BearerAuth<S> {
+    inner: S,
+    token: Option<Arc<[u8]>>,
+}
+
+impl<S> std::fmt::Debug for BearerAuth<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `header` is `Bearer <token>` (scheme case-insensitive, token constant-time).
+fn bearer_matches(header: Option<&HeaderValue>, token: &[u8]) -> bool {
+    let Some(value) = header.map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    let Some((scheme, given)) = value.split_first_chunk::<7>() else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(given.ct_eq(token))
+}
+
+fn unauthorized_response() -> Response<HttpBody> {
+    let mut resp = Response::new(HttpBody::from(
+        "unauthorized: missing or wrong bearer token\n",
+    ));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    resp.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl<S, B> Service<Request<B>> for BearerAuth<S>
+where
+    S: Service<Request<B>, Response = Response<HttpBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<HttpBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(token) = &self.token
+            && !bearer_matches(req.headers().get(AUTHORIZATION), token)
+        {
+            tracing::debug!(uri = %req.uri(), "request refused: missing or wrong bearer token");
+            return Box::pin(async { Ok(unauthorized_response()) });
+        }
+        req.extensions_mut().insert(Session::default());
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// A parsed public key and its canonical text (hex of the compressed SEC1 form).
+fn parse_pubkey(pubkey: &str) -> Result<(VerifyingKey, String), ErrorObjectOwned> {
+    let bytes = hex::decode(pubkey.trim())
+        .map_err(|_| invalid_params("pubkey must be hex of a SEC1 public key"))?;
+    let key = VerifyingKey::from_sec1_bytes(&bytes)
+        .map_err(|_| invalid_params("pubkey is not a valid secp256k1 public key"))?;
+    let canonical = hex::encode(key.to_encoded_point(true).as_bytes());
+    Ok((key, canonical))
+}
+
+/// A nonce waiting for its `authenticate`.
+#[derive(Debug)]
+struct PendingNonce {
+    /// Issue order: the smallest is dropped first when the store is full.
+    seq: u64,
+    pubkey: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Issued nonces: single use, bound to a public key, expiring, bounded in number.
+#[derive(Debug)]
+pub struct NonceStore {
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    max_pending: usize,
+    // A std Mutex: nothing awaits while it is held.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    next_seq: u64,
+    by_nonce: HashMap<String, PendingNonce>,
+}
+
+impl NonceStore {
+    /// A store whose nonces live `ttl` on `clock`, at most `max_pending` at once.
+    pub fn new(clock: Arc<dyn Clock>, ttl: Duration, max_pending: usize) -> Self {
+        NonceStore {
+            clock,
+            ttl,
+            max_pending: max_pending.max(1),
+            pending: Mutex::new(Pending::default()),
+        }
+    }
+
+    /// A fresh nonce for `pubkey` (validated first).
+    pub fn issue(&self, pubkey: &str) -> Result<String, ErrorObjectOwned> {
+        let (_, canonical) = parse_pubkey(pubkey)?;
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
+        let nonce = format!("{NONCE_PREFIX}{}", hex::encode(random));
+        let now = self.clock.now();
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        let expires_at = now
+            .checked_add_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.by_nonce.retain(|_, p| p.expires_at > now);
+        while pending.by_nonce.len() >= self.max_pending {
+            let Some(oldest) = pending
+                .by_nonce
+                .iter()
+                .min_by_key(|(_, p)| p.seq)
+                .map(|(n, _)| n.clone())
+            else {
+                break;
+            };
+            pending.by_nonce.remove(&oldest);
+        }
+        let seq = pending.next_seq;
+        pending.next_seq = seq.wrapping_add(1);
+        pending.by_nonce.insert(
+            nonce.clone(),
+            PendingNonce {
+                seq,
+                pubkey: canonical,
+                expires_at,
+            },
+        );
+        Ok(nonce)
+    }
+
+    /// Checks `signature` over `nonce` by `pubkey` and consumes the nonce (whatever the
+    /// outcome: a nonce gets one try). Returns the canonical public key.
+    pub fn verify(
+        &self,
+        pubkey: &str,
+        signature: &str,
+        nonce: &str,
+    ) -> Result<String, ErrorObjectOwned> {
+        let (key, canonical) = parse_pubkey(pubkey)?;
+        let sig_bytes = hex::decode(signature.trim())
+            .map_err(|_| invalid_params("signature must be hex of a 64-byte r||s signature"))?;
+        let sig = Signature::from_slice(&sig_bytes)
+            .map_err(|_| invalid_params("signature must be hex of a 64-byte r||s signature"))?;
+        let sig = sig.normalize_s().unwrap_or(sig);
+        let issued = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_nonce
+            .remove(nonce);
+        let Some(issued) = issued else {
+            return Err(unauthorized("unknown or already used nonce"));
+        };
+        if issued.expires_at <= self.clock.now() {
+            return Err(unauthorized("nonce expired"));
+        }
+        if issued.pubkey != canonical {
+            return Err(unauthorized("nonce was issued for another key"));
+        }
+        key.verify(nonce.as_bytes(), &sig)
+            .map_err(|_| unauthorized("signature does not verify"))?;
+        Ok(canonical)
+    }
+}
+
+/// Marks `session` as `pubkey`.
+pub(crate) fn authenticate_session(session: &Session, pubkey: String) {
+    session.set_identity(pubkey);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use k256::ecdsa::SigningKey;
+    use k256::ecdsa::signature::Signer;
+
+    fn store(clock: Arc<ManualClock>) -> NonceStore {
+        NonceStore::new(clock, Duration::from_secs(60), 3)
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        let token = b"s3cret";
+        let check = |h: &str| bearer_matches(Some(&HeaderValue::from_str(h).unwrap()), token);
+        assert!(check("Bearer s3cret"));
+        assert!(check("bearer s3cret"));
+        assert!(!check("Bearer s3cre"));
+        assert!(!check("Bearer s3crett"));
+        assert!(!check("Basic s3cret"));
+        assert!(!check("Bearer"));
+        assert!(!bearer_matches(None, token));
+    }
+
+    #[test]
+    fn nonce_round_trip_replay_expiry_and_bound() {
+        let clock = Arc::new(ManualClock::default());
+        let nonces = store(clock.clone());
+        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let pubkey = hex::encode(key.verifying_key().to_encoded_point(false).as_bytes());
+        let sign = |n: &str| {
+            let s: Signature = key.sign(n.as_bytes());
+            hex::encode(s.to_bytes())
+        };
+        let n = nonces.issue(&pubkey).unwrap();
+        assert!(n.starts_with(NONCE_PREFIX));
+        let who = nonces.verify(&pubkey, &sign(&n), &n).unwrap();
+        assert_eq!(who.len(), 66);
+        assert_eq!(
+            nonces.verify(&pubkey, &sign(&n), &n).unwrap_err().code(),
+            -32005
+        );
+
+        let n = nonces.issue(&pubkey).unwrap();
+        clock.advance(chrono::Duration::seconds(61));
+        assert_eq!(
+            nonces.verify(&pubkey, &sign(&n), &n).unwrap_err().code(),
+            -32005
+        );
+
+        let first = nonces.issue(&pubkey).unwrap();
+        for _ in 0..3 {
+            nonces.issue(&pubkey).unwrap();
+        }
+        assert_eq!(nonces.pending.lock().unwrap().by_nonce.len(), 3);
+        assert!(nonces.verify(&pubkey, &sign(&first), &first).is_err());
+        assert_eq!(nonces.issue("zz").unwrap_err().code(), -32602);
+    }
+}

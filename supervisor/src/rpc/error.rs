@@ -1,0 +1,162 @@
+//! Error codes of the API and the mapping from [`SupervisorError`] onto them.
+//!
+//! Every error carries `data` with a stable snake_case `code` string (and the job id when
+//! there is one); the message stays short. The descriptive detail goes to the server log.
+
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+use serde_json::{Value, json};
+
+use crate::job::JobId;
+use crate::service::SupervisorError;
+
+/// Invalid params: bad script type, empty or oversize script, bad job id, ...
+pub const INVALID_PARAMS: i32 = -32602;
+/// The job id is unknown.
+pub const JOB_NOT_FOUND: i32 = -32001;
+/// `run_job`/`play` waited longer than the job's timeout; the job keeps its own state.
+pub const TIMEOUT: i32 = -32002;
+/// The job ended in `Error`; `data` carries its `error_type` and `message`.
+pub const JOB_FAILED: i32 = -32003;
+/// The job is not in a state that allows the operation (e.g. `start_job` twice).
+pub const CONFLICT: i32 = -32004;
+/// Signature authentication failed (bad key, forged signature, unknown or used nonce).
+pub const UNAUTHORIZED: i32 = -32005;
+/// The store (Redis) is unreachable or failing.
+pub const STORAGE_UNAVAILABLE: i32 = -32010;
+/// Anything else.
+pub const INTERNAL: i32 = -32603;
+
+/// Every error code the API returns with its `data.code` string, as listed in the OpenRPC
+/// document.
+pub const ERROR_CODES: [(i32, &str); 8] = [
+    (INVALID_PARAMS, "invalid_params"),
+    (JOB_NOT_FOUND, "job_not_found"),
+    (TIMEOUT, "timeout"),
+    (JOB_FAILED, "job_failed"),
+    (CONFLICT, "conflict"),
+    (UNAUTHORIZED, "unauthorized"),
+    (STORAGE_UNAVAILABLE, "storage_unavailable"),
+    (INTERNAL, "internal"),
+];
+
+fn error(code: i32, message: impl Into<String>, data: Value) -> ErrorObjectOwned {
+    ErrorObject::owned(code, message.into(), Some(data))
+}
+
+/// -32602 with `data.code = "invalid_params"` and a short reason.
+pub(crate) fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
+    error(INVALID_PARAMS, message, json!({ "code": "invalid_params" }))
+}
+
+/// -32602 with `data.code = "invalid_job_id"`.
+pub(crate) fn invalid_job_id(message: impl Into<String>) -> ErrorObjectOwned {
+    error(INVALID_PARAMS, message, json!({ "code": "invalid_job_id" }))
+}
+
+/// -32005 with `data.code = "unauthorized"`.
+pub(crate) fn unauthorized(message: impl Into<String>) -> ErrorObjectOwned {
+    error(UNAUTHORIZED, message, json!({ "code": "unauthorized" }))
+}
+
+/// -32603 with `data.code = "internal"`.
+pub(crate) fn internal(message: impl Into<String>) -> ErrorObjectOwned {
+    error(INTERNAL, message, json!({ "code": "internal" }))
+}
+
+/// Parses a job id from the wire: -32602 `invalid_job_id` when it is not canonical.
+pub(crate) fn parse_job_id(s: &str) -> Result<JobId, ErrorObjectOwned> {
+    JobId::parse(s).map_err(|e| invalid_job_id(e.to_string()))
+}
+
+/// Maps a facade error onto its code; logs what the client is not told.
+pub(crate) fn to_rpc_error(e: SupervisorError) -> ErrorObjectOwned {
+    match e {
+        SupervisorError::InvalidParams(reason) => invalid_params(reason),
+        SupervisorError::NotFound(id) => error(
+            JOB_NOT_FOUND,
+            "job not found",
+            json!({ "code": "job_not_found", "job_id": id }),
+        ),
+        SupervisorError::Timeout { id, waited_secs } => error(
+            TIMEOUT,
+            format!("job did not finish within {waited_secs}s"),
+            json!({ "code": "timeout", "job_id": id, "waited_secs": waited_secs }),
+        ),
+        SupervisorError::JobFailed {
+            id,
+            error: job_error,
+        } => error(
+            JOB_FAILED,
+            "job failed",
+            json!({
+                "code": "job_failed",
+                "job_id": id,
+                "error_type": job_error.error_type,
+                "message": job_error.message,
+            }),
+        ),
+        SupervisorError::Conflict(reason) => error(CONFLICT, reason, json!({ "code": "conflict" })),
+        SupervisorError::Storage(reason) => {
+            tracing::warn!(%reason, "storage error answered to a client");
+            error(
+                STORAGE_UNAVAILABLE,
+                "storage unavailable",
+                json!({ "code": "storage_unavailable" }),
+            )
+        }
+        SupervisorError::Internal(reason) => {
+            tracing::error!(%reason, "internal error answered to a client");
+            internal("internal error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobError;
+
+    fn check(e: SupervisorError, code: i32, data_code: &str) {
+        let obj = to_rpc_error(e);
+        assert_eq!(obj.code(), code);
+        let data: Value = serde_json::from_str(obj.data().expect("data").get()).expect("json");
+        assert_eq!(data["code"], data_code);
+        assert!(ERROR_CODES.contains(&(code, data_code)) || data_code == "invalid_job_id");
+    }
+
+    #[test]
+    fn every_supervisor_error_maps_onto_a_listed_code() {
+        let id = JobId::new();
+        check(
+            SupervisorError::InvalidParams("x".into()),
+            INVALID_PARAMS,
+            "invalid_params",
+        );
+        check(
+            SupervisorError::NotFound(id),
+            JOB_NOT_FOUND,
+            "job_not_found",
+        );
+        check(
+            SupervisorError::Timeout { id, waited_secs: 3 },
+            TIMEOUT,
+            "timeout",
+        );
+        check(
+            SupervisorError::JobFailed {
+                id,
+                error: JobError::cancelled("stop"),
+            },
+            JOB_FAILED,
+            "job_failed",
+        );
+        check(SupervisorError::Conflict("x".into()), CONFLICT, "conflict");
+        check(
+            SupervisorError::Storage("down".into()),
+            STORAGE_UNAVAILABLE,
+            "storage_unavailable",
+        );
+        check(SupervisorError::Internal("x".into()), INTERNAL, "internal");
+        assert_eq!(parse_job_id("nope").unwrap_err().code(), INVALID_PARAMS);
+    }
+}

@@ -1,0 +1,298 @@
+//! Wire shapes of the API, converted explicitly from/to the domain types of [`crate::job`].
+//!
+//! Inputs that the domain parses (script types, job ids) arrive as strings and are parsed
+//! here, so a bad value is answered with our own -32602 `data.code` instead of a serde
+//! message. Outputs use the domain enums' canonical spellings.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::{invalid_params, parse_job_id};
+use crate::job::{self, JobId, JobStatus, ScriptType};
+
+/// `caller_id` of a job submitted by a client that did not authenticate and gave none.
+pub const ANONYMOUS: &str = "anonymous";
+/// `context_id` of a job whose params gave none (`run_job`, `play`).
+pub const DEFAULT_CONTEXT: &str = "default";
+
+/// What a client submits to `create_job`:
+/// `{script, script_type, caller_id, context_id, timeout?, prerequisites?, retries?, env_vars?}`.
+///
+/// `script_type` is case-insensitive. `caller_id` is replaced by the authenticated public
+/// key on a connection that authenticated; otherwise it defaults to `"anonymous"`.
+/// `context_id` defaults to `"default"`. `timeout` is in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobParams {
+    /// The script source (at most 1 MiB).
+    pub script: String,
+    /// `"OSIS" | "SAL" | "V" | "Python"`, any case.
+    pub script_type: String,
+    /// Who submits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_id: Option<String>,
+    /// The context it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// Timeout of one attempt in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Job ids that must be `Finished` first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<String>,
+    /// Retries after a failed attempt (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Environment variables of the script.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, String>,
+}
+
+impl JobParams {
+    /// Params for `script` of `script_type` with every optional field absent.
+    pub fn new(script: impl Into<String>, script_type: impl Into<String>) -> Self {
+        JobParams {
+            script: script.into(),
+            script_type: script_type.into(),
+            ..JobParams::default()
+        }
+    }
+
+    /// The domain params; `authenticated` (the connection's public key) wins over the
+    /// given `caller_id`. Limits are checked by the facade.
+    pub(crate) fn into_domain(
+        self,
+        authenticated: Option<String>,
+    ) -> Result<job::JobParams, ErrorObjectOwned> {
+        let script_type = parse_script_type(&self.script_type)?;
+        let prerequisites = parse_job_ids(&self.prerequisites)?;
+        Ok(job::JobParams {
+            script: self.script,
+            script_type,
+            caller_id: authenticated
+                .or(self.caller_id)
+                .unwrap_or_else(|| ANONYMOUS.to_owned()),
+            context_id: self
+                .context_id
+                .unwrap_or_else(|| DEFAULT_CONTEXT.to_owned()),
+            timeout: self.timeout,
+            prerequisites,
+            retries: self.retries,
+            env_vars: self.env_vars,
+        })
+    }
+}
+
+/// Case-insensitive script type: -32602 `invalid_params` when unknown.
+pub(crate) fn parse_script_type(s: &str) -> Result<ScriptType, ErrorObjectOwned> {
+    s.parse()
+        .map_err(|e: job::UnknownScriptType| invalid_params(e.to_string()))
+}
+
+/// Each id canonical: -32602 `invalid_job_id` otherwise.
+pub(crate) fn parse_job_ids(ids: &[String]) -> Result<Vec<JobId>, ErrorObjectOwned> {
+    ids.iter().map(|s| parse_job_id(s)).collect()
+}
+
+/// Result of `start_job`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartJobResult {
+    /// The job was queued (or is waiting for its prerequisites).
+    pub success: bool,
+}
+
+/// Result of `get_job_logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLogsResult {
+    /// The log lines joined with `\n`; `null` when the job has logged nothing.
+    pub logs: Option<String>,
+}
+
+/// Result of `play`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayResult {
+    /// What the script returned.
+    pub output: String,
+}
+
+/// A job's typed error: `{type, message}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobErrorInfo {
+    /// Stable snake_case kind: `cancelled`, `timeout`, `retries_exhausted`, ...
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// Detail.
+    pub message: String,
+}
+
+/// The params of a stored job, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredJobParams {
+    /// The script source.
+    pub script: String,
+    /// Canonical script type.
+    pub script_type: ScriptType,
+    /// Who submitted it.
+    pub caller_id: String,
+    /// The context it runs in.
+    pub context_id: String,
+    /// Timeout of one attempt in seconds.
+    pub timeout: u64,
+    /// Jobs that must be `Finished` first.
+    pub prerequisites: Vec<JobId>,
+    /// Retries after a failed attempt.
+    pub retries: u32,
+    /// Environment variables.
+    pub env_vars: BTreeMap<String, String>,
+}
+
+/// Result of `get_job`: every stored field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: JobId,
+    /// What was submitted.
+    pub params: StoredJobParams,
+    /// Lifecycle state.
+    pub status: JobStatus,
+    /// Current (or last) attempt, 0 until first claimed.
+    pub attempt: u32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When the current (or last) attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The result once `Finished`.
+    pub output: Option<String>,
+    /// Why it failed once `Error` (or the last attempt's error while retrying).
+    pub error: Option<JobErrorInfo>,
+    /// The runner that ran it, when known.
+    pub runner: Option<String>,
+}
+
+impl From<job::Job> for JobInfo {
+    fn from(j: job::Job) -> Self {
+        JobInfo {
+            id: j.id,
+            params: StoredJobParams {
+                script: j.script,
+                script_type: j.script_type,
+                caller_id: j.caller_id,
+                context_id: j.context_id,
+                timeout: j.timeout_secs,
+                prerequisites: j.prerequisites,
+                retries: j.retries,
+                env_vars: j.env_vars,
+            },
+            status: j.status,
+            attempt: j.attempt,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            output: j.output,
+            error: j.error.map(|e| JobErrorInfo {
+                error_type: e.error_type,
+                message: e.message,
+            }),
+            runner: j.runner,
+        }
+    }
+}
+
+/// One entry of `list_runners`: a runner pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerInfo {
+    /// The pool's name.
+    pub name: String,
+    /// The script types it serves (canonical names).
+    pub script_types: Vec<String>,
+    /// `stdio`, `tcp` or `tcp-managed`.
+    pub transport: String,
+    /// Runner slots with a live connection.
+    pub connected: u64,
+    /// Runner slots configured.
+    pub processes: u64,
+    /// Requests running now.
+    pub in_flight: u64,
+    /// Requests allowed at once over all slots.
+    pub max_in_flight: u64,
+    /// Times a slot's runner was restarted after the first start.
+    pub restarts: u64,
+}
+
+/// One notification of the `subscribe_job_events` subscription.
+///
+/// The subscription sends the job's current status, then the log lines from the cursor,
+/// then every later change; the last event is a `status` with a terminal status
+/// (`Finished` or `Error`). Statuses that change quickly may be coalesced: the terminal one
+/// is always sent, after every log line. Then the server closes the subscription with a
+/// close notification (`params.error = {"code":"job_ended","job_id":..,"status":..}`),
+/// which ends the stream of a jsonrpsee client. A job deleted meanwhile closes it with
+/// `{"code":"job_not_found",..}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// The job's status is now `status`.
+    Status {
+        /// The job.
+        job_id: JobId,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// A log line; `index` counts from 0, and the cursor to resume after it is `index + 1`.
+    Log {
+        /// The job.
+        job_id: JobId,
+        /// Position of the line in the job's log.
+        index: u64,
+        /// The line.
+        line: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_params_convert_with_defaults_and_identity() {
+        let p = JobParams::new("print(1)", "sal");
+        let d = p.clone().into_domain(None).unwrap();
+        assert_eq!(d.script_type, ScriptType::Sal);
+        assert_eq!(d.caller_id, ANONYMOUS);
+        assert_eq!(d.context_id, DEFAULT_CONTEXT);
+        let mut given = p.clone();
+        given.caller_id = Some("alice".into());
+        assert_eq!(given.clone().into_domain(None).unwrap().caller_id, "alice");
+        assert_eq!(
+            given.into_domain(Some("02ab".into())).unwrap().caller_id,
+            "02ab"
+        );
+        let mut bad = p.clone();
+        bad.script_type = "rust".into();
+        assert_eq!(bad.into_domain(None).unwrap_err().code(), -32602);
+        let mut bad = p;
+        bad.prerequisites = vec!["../x".into()];
+        assert_eq!(bad.into_domain(None).unwrap_err().code(), -32602);
+    }
+
+    #[test]
+    fn job_event_wire_shape() {
+        let id = JobId::new();
+        let ev = JobEvent::Log {
+            job_id: id,
+            index: 3,
+            line: "hi".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            serde_json::json!({"type":"log","job_id":id,"index":3,"line":"hi"})
+        );
+    }
+}

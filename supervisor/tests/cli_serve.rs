@@ -1,0 +1,341 @@
+//! The `hero-supervisor` binary: the README quick start, `serve` configuration and
+//! shutdown, every client subcommand against a running server, and the methods that need
+//! real runners (run_job, play, stop of a running job) over HTTP and WebSocket.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hero_supervisor::job::JobStatus;
+use hero_supervisor::rpc::HeroApiClient;
+use hero_supervisor::rpc::client::{error_code, http_client, ws_client};
+use hero_supervisor::rpc::types::JobParams;
+use hero_testkit::free_tcp_port;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hero-supervisor");
+
+/// A `hero-supervisor` server process; SIGKILLed on drop unless stopped.
+struct Server {
+    child: Child,
+    url: String,
+    port: u16,
+}
+
+impl Server {
+    /// Starts `hero-supervisor <args> --listen 127.0.0.1:<free port>` and waits until it
+    /// answers.
+    async fn start(args: &[&str], envs: &[(&str, &str)], token: Option<&str>) -> Server {
+        let port = free_tcp_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--listen", &listen])
+            .env_remove("HERO_AUTH_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let server = Server {
+            child: cmd.spawn().expect("spawn hero-supervisor"),
+            url: format!("http://{listen}"),
+            port,
+        };
+        server.wait_ready(token).await;
+        server
+    }
+
+    async fn wait_ready(&self, token: Option<&str>) {
+        let client = http_client(&self.url, token).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if client.whoami().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("hero-supervisor did not answer on {}", self.url);
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a client subcommand against this server.
+    fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("HERO_URL", &self.url)
+            .env_remove("HERO_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// The subcommand's stdout; panics when it failed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `curl -s -X POST http://127.0.0.1:9652 -H 'Content-Type: application/json' -d BODY`
+/// does.
+async fn curl_post(port: u16, body: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    raw.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[tokio::test]
+async fn readme_quick_start() {
+    // `hero-supervisor` with no flags but the port: in-memory store, built-in runners.
+    let server = Server::start(&[], &[], None).await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"play","params":["40 + 2"]}"#;
+    let answer: serde_json::Value =
+        serde_json::from_str(&curl_post(server.port, body).await).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"output":"42"}})
+    );
+    // The same through the CLI.
+    assert_eq!(server.ok(&["play", "40 + 2"]), "42\n");
+    // SIGTERM: clean exit.
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn client_subcommands() {
+    let server = Server::start(&["serve"], &[], None).await;
+    assert_eq!(server.ok(&["run", "--type", "osis", "6 * 7"]), "42\n");
+    assert_eq!(
+        server
+            .cli_with_stdin(&["run", "-"], Some("print(\"hi\"); 1 + 1"))
+            .stdout,
+        b"2\n"
+    );
+    assert_eq!(
+        server.ok(&["play", "--json", "\"x\" + 1"]),
+        "{\"output\":\"x1\"}\n"
+    );
+
+    let id = server.ok(&[
+        "create",
+        "--type",
+        "SAL",
+        "print(\"line one\"); print(\"line two\"); 7",
+    ]);
+    let id = id.trim();
+    assert_eq!(server.ok(&["status", id]), "Created\n");
+    assert_eq!(server.ok(&["status", "--json", id]), "\"Created\"\n");
+    assert_eq!(server.ok(&["output", id]), "");
+    assert_eq!(server.ok(&["start", id]), format!("started {id}\n"));
+    // `logs --follow` streams until the job ends.
+    assert_eq!(server.ok(&["logs", "--follow", id]), "line one\nline two\n");
+    assert_eq!(server.ok(&["status", id]), "Finished\n");
+    assert_eq!(server.ok(&["output", id]), "7\n");
+    assert_eq!(server.ok(&["logs", id]), "line one\nline two\n");
+    assert_eq!(
+        server.ok(&["logs", "--json", id]),
+        "{\"logs\":\"line one\\nline two\"}\n"
+    );
+    let list = server.ok(&["list", "--json"]);
+    let ids: Vec<String> = serde_json::from_str(&list).unwrap();
+    assert!(ids.contains(&id.to_owned()));
+    assert!(server.ok(&["list"]).lines().any(|l| l == id));
+    assert!(server.ok(&["runners"]).starts_with("builtin\t"));
+
+    let created = server.ok(&["create", "--json", "--type", "python", "print(1)"]);
+    let other = serde_json::from_str::<serde_json::Value>(&created).unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.ok(&["stop", &other]), format!("stopped {other}\n"));
+    assert_eq!(server.ok(&["status", &other]), "Error\n");
+    assert_eq!(server.ok(&["delete", &other]), format!("deleted {other}\n"));
+
+    // Errors: message with code on stderr, exit status 1.
+    let out = server.cli(&["status", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("-32001 job_not_found"), "{stderr}");
+    let out = server.cli(&["status", "bogus"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_job_id"));
+    let out = server.cli(&["run", "--type", "sal", "throw \"boom\""]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job_failed"));
+
+    assert_eq!(server.ok(&["clear"]), "cleared all jobs\n");
+    assert_eq!(server.ok(&["list", "--json"]), "[]\n");
+}
+
+/// run_job, play and stop of a running job need real runners: over HTTP and WebSocket.
+#[tokio::test]
+async fn runner_backed_methods_over_http_and_ws() {
+    let server = Server::start(&[], &[], None).await;
+    let http = http_client(&server.url, None).unwrap();
+    let ws = ws_client(&server.url, None).await.unwrap();
+    async fn check(c: &(impl HeroApiClient + Sync)) {
+        assert_eq!(c.play("40 + 2".into()).await.unwrap().output, "42");
+        assert_eq!(
+            c.run_job("6 * 7".into(), "osis".into(), None, None)
+                .await
+                .unwrap(),
+            "42"
+        );
+        // A prerequisite chain.
+        let first = c.create_job(JobParams::new("1", "SAL")).await.unwrap();
+        c.start_job(first.clone()).await.unwrap();
+        let out = c
+            .run_job("2".into(), "SAL".into(), Some(vec![first]), Some(30))
+            .await;
+        assert_eq!(out.unwrap(), "2");
+        // A failing script: -32003 job_failed.
+        let err = c.play("throw \"boom\"".into()).await.unwrap_err();
+        assert_eq!(error_code(&err).unwrap().0, -32003);
+        // Stop a running job.
+        let mut params = JobParams::new("import time\ntime.sleep(60)\n", "Python");
+        params.retries = Some(0);
+        let id = c.create_job(params).await.unwrap();
+        c.start_job(id.clone()).await.unwrap();
+        wait_status(c, &id, JobStatus::Started).await;
+        c.stop_job(id.clone()).await.unwrap();
+        wait_status(c, &id, JobStatus::Error).await;
+        let job = c.get_job(id).await.unwrap();
+        assert_eq!(job.error.unwrap().error_type, "cancelled");
+    }
+    check(&http).await;
+    check(&ws).await;
+}
+
+async fn wait_status(c: &(impl HeroApiClient + Sync), id: &str, want: JobStatus) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = c.get_job_status(id.to_owned()).await.unwrap();
+        if status == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} stuck in {status}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn token_from_env_and_client_token() {
+    let server = Server::start(&["serve"], &[("HERO_AUTH_TOKEN", "t0k")], Some("t0k")).await;
+    let out = server.cli(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "no token: refused");
+    assert_eq!(server.ok(&["list", "--token", "t0k", "--json"]), "[]\n");
+    let mut cmd = Command::new(BIN);
+    let out = cmd
+        .args(["list", "--json"])
+        .env("HERO_URL", &server.url)
+        .env("HERO_TOKEN", "t0k")
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"[]\n");
+}
+
+#[tokio::test]
+async fn config_file_env_and_flags_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hero.toml");
+    // The file and HERO_LISTEN name unusable ports; the --listen flag wins over both, and
+    // the file's other keys still apply.
+    std::fs::write(&path, "listen = \"127.0.0.1:1\"\nmax_connections = 8\n").unwrap();
+    let config = path.to_str().unwrap();
+    let server = Server::start(
+        &["serve", "--config", config],
+        &[("HERO_LISTEN", "127.0.0.1:2")],
+        None,
+    )
+    .await;
+    assert_eq!(server.ok(&["list", "--json"]), "[]\n");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn non_loopback_listen_without_token_is_refused() {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("HERO_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}
+
+#[test]
+fn bad_config_is_reported() {
+    let out = Command::new(BIN)
+        .args(["serve", "--runner", "rust=tcp://x:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid runner"));
+}
+
+#[tokio::test]
+async fn serve_with_redis() {
+    let redis = hero_testkit::RedisServer::start();
+    let url = redis.url();
+    let server = Server::start(
+        &["serve", "--redis-url", &url, "--redis-prefix", "t"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(server.ok(&["play", "40 + 2"]), "42\n");
+    let ids = server.ok(&["list"]);
+    assert_eq!(ids.lines().count(), 1);
+    assert!(server.terminate().success());
+}

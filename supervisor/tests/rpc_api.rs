@@ -1,0 +1,445 @@
+//! Every API method over HTTP and over WebSocket with the generated client, each error
+//! code from a real bad input, the job-events subscription, limits and the OpenRPC doc.
+
+mod rpc_support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_supervisor::clock::SystemClock;
+use hero_supervisor::job::{JobId, JobStatus, ScriptType};
+use hero_supervisor::rpc::types::{JobEvent, JobParams};
+use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
+use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_testkit::RedisServer;
+use rpc_support::{TestServer, call_raw, expect_code, post};
+use serde_json::{Value, json};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Plays the runner: claims the (only) queued SAL job, logs `lines`, finishes it.
+async fn run_like_a_runner(store: &Arc<dyn JobStore>, lines: &[&str], output: &str) -> JobId {
+    let claimed = store
+        .claim(ScriptType::Sal, 1, "test-runner", LEASE)
+        .await
+        .unwrap();
+    let job = claimed.first().expect("a queued job");
+    let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    store.append_logs(job.id, &lines).await.unwrap();
+    store
+        .finish(job.id, job.attempt, output.to_owned())
+        .await
+        .unwrap();
+    job.id
+}
+
+/// Every method but those that need a runner (run_job, play: see `cli_serve.rs`).
+async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
+    assert_eq!(client.whoami().await.unwrap(), "anonymous");
+    assert!(
+        client
+            .fetch_nonce(PUBKEY.into())
+            .await
+            .unwrap()
+            .starts_with("hero-auth:")
+    );
+
+    let mut params = JobParams::new("print(40 + 2)", "sal");
+    params.context_id = Some("ctx".into());
+    params.env_vars.insert("A".into(), "1".into());
+    let id = client.create_job(params).await.unwrap();
+    let job_id: JobId = id.parse().unwrap();
+    assert_eq!(
+        client.get_job_status(id.clone()).await.unwrap(),
+        JobStatus::Created
+    );
+    let job = client.get_job(id.clone()).await.unwrap();
+    assert_eq!(job.id, job_id);
+    assert_eq!(job.params.script_type, ScriptType::Sal);
+    assert_eq!(job.params.caller_id, "anonymous");
+    assert_eq!(job.params.context_id, "ctx");
+    assert_eq!(job.status, JobStatus::Created);
+    assert_eq!(client.get_job_output(id.clone()).await.unwrap(), "");
+    assert_eq!(client.get_job_logs(id.clone()).await.unwrap().logs, None);
+
+    assert!(client.start_job(id.clone()).await.unwrap().success);
+    assert_eq!(
+        client.get_job_status(id.clone()).await.unwrap(),
+        JobStatus::Dispatched
+    );
+    run_like_a_runner(&server.store, &["one", "two"], "42").await;
+    assert_eq!(
+        client.get_job_status(id.clone()).await.unwrap(),
+        JobStatus::Finished
+    );
+    assert_eq!(client.get_job_output(id.clone()).await.unwrap(), "42");
+    assert_eq!(
+        client
+            .get_job_logs(id.clone())
+            .await
+            .unwrap()
+            .logs
+            .as_deref(),
+        Some("one\ntwo")
+    );
+    assert_eq!(
+        client.get_job(id.clone()).await.unwrap().output.as_deref(),
+        Some("42")
+    );
+
+    let other = client
+        .create_job(JobParams::new("x", "Python"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.list_jobs().await.unwrap(),
+        vec![id.clone(), other.clone()]
+    );
+    client.start_job(other.clone()).await.unwrap();
+    client.stop_job(other.clone()).await.unwrap();
+    assert_eq!(
+        client.get_job_status(other.clone()).await.unwrap(),
+        JobStatus::Error
+    );
+    let stopped = client.get_job(other.clone()).await.unwrap();
+    assert_eq!(stopped.error.unwrap().error_type, "cancelled");
+    client.delete_job(other.clone()).await.unwrap();
+    expect_code(client.get_job_status(other).await, -32001, "job_not_found");
+
+    client.list_runners().await.unwrap();
+    let doc = client.discover().await.unwrap();
+    assert_eq!(doc, serde_json::from_str::<Value>(OPENRPC_JSON).unwrap());
+
+    client.clear_all_jobs().await.unwrap();
+    assert!(client.list_jobs().await.unwrap().is_empty());
+}
+
+/// A valid compressed secp256k1 public key (of the secret key [7; 32]).
+const PUBKEY: &str = "02989c0b76cb563971fdc9bef31ec06c3560f3249d6ee9e5d83c57625596e05f6f";
+
+#[tokio::test]
+async fn every_method_over_http() {
+    let server = TestServer::start().await;
+    exercise(&server.http(), &server).await;
+}
+
+#[tokio::test]
+async fn every_method_over_websocket() {
+    let server = TestServer::start().await;
+    exercise(&server.ws().await, &server).await;
+}
+
+#[tokio::test]
+async fn named_params_and_case_insensitive_script_types() {
+    let server = TestServer::start().await;
+    let created = call_raw(
+        server.addr,
+        "create_job",
+        json!({"params": {"script": "1", "script_type": "osis", "caller_id": "me", "context_id": "c"}}),
+    )
+    .await;
+    let id = created["result"].as_str().expect("an id").to_owned();
+    let status = call_raw(server.addr, "get_job_status", json!({"job_id": id})).await;
+    assert_eq!(status["result"], "Created");
+    let job = call_raw(server.addr, "get_job", json!([id])).await;
+    assert_eq!(job["result"]["params"]["script_type"], "OSIS");
+    assert_eq!(job["result"]["params"]["caller_id"], "me");
+    let started = call_raw(server.addr, "start_job", json!({"job_id": id})).await;
+    assert_eq!(started["result"], json!({"success": true}));
+    let logs = call_raw(server.addr, "get_job_logs", json!([id])).await;
+    assert_eq!(logs["result"], json!({"logs": null}));
+}
+
+#[tokio::test]
+async fn error_codes_from_real_bad_inputs() {
+    let server = TestServer::start().await;
+    let c = server.http();
+    // -32602: bad job id, empty script, bad script type, oversize script, bad prerequisite.
+    expect_code(
+        c.get_job_status("../etc/passwd".into()).await,
+        -32602,
+        "invalid_job_id",
+    );
+    expect_code(c.start_job("".into()).await, -32602, "invalid_job_id");
+    expect_code(
+        c.create_job(JobParams::new("  ", "SAL")).await,
+        -32602,
+        "invalid_params",
+    );
+    expect_code(
+        c.create_job(JobParams::new("x", "rust")).await,
+        -32602,
+        "invalid_params",
+    );
+    let big = "x".repeat(1024 * 1024 + 1);
+    expect_code(
+        c.create_job(JobParams::new(big, "SAL")).await,
+        -32602,
+        "invalid_params",
+    );
+    expect_code(
+        c.run_job("x".into(), "SAL".into(), Some(vec!["nope".into()]), None)
+            .await,
+        -32602,
+        "invalid_job_id",
+    );
+    expect_code(c.play("".into()).await, -32602, "invalid_params");
+    expect_code(
+        c.fetch_nonce("not hex".into()).await,
+        -32602,
+        "invalid_params",
+    );
+    // -32001: unknown job.
+    let unknown = JobId::new().to_string();
+    expect_code(
+        c.get_job_status(unknown.clone()).await,
+        -32001,
+        "job_not_found",
+    );
+    expect_code(
+        c.get_job_output(unknown.clone()).await,
+        -32001,
+        "job_not_found",
+    );
+    expect_code(
+        c.get_job_logs(unknown.clone()).await,
+        -32001,
+        "job_not_found",
+    );
+    expect_code(c.get_job(unknown.clone()).await, -32001, "job_not_found");
+    expect_code(c.start_job(unknown.clone()).await, -32001, "job_not_found");
+    expect_code(c.stop_job(unknown.clone()).await, -32001, "job_not_found");
+    expect_code(c.delete_job(unknown.clone()).await, -32001, "job_not_found");
+    // -32004: starting a job twice.
+    let id = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    c.start_job(id.clone()).await.unwrap();
+    expect_code(c.start_job(id.clone()).await, -32004, "conflict");
+    // -32002: nothing runs the job within its timeout (no runner pools here).
+    let err = c.run_job("x".into(), "SAL".into(), None, Some(1)).await;
+    expect_code(err, -32002, "timeout");
+    // -32003: the job ends in Error (its prerequisite is cancelled).
+    let prereq = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let waiting = {
+        let c = server.http();
+        let prereq = prereq.clone();
+        tokio::spawn(async move {
+            c.run_job("y".into(), "sal".into(), Some(vec![prereq]), Some(30))
+                .await
+        })
+    };
+    wait_for_jobs(&c, 4).await;
+    c.stop_job(prereq).await.unwrap();
+    let err = waiting.await.unwrap().expect_err("the job failed");
+    let jsonrpsee::core::ClientError::Call(obj) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(obj.code(), error::JOB_FAILED);
+    let data: Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
+    assert_eq!(data["code"], "job_failed");
+    assert_eq!(data["error_type"], "prerequisite_failed");
+    assert!(data["job_id"].is_string());
+}
+
+async fn wait_for_jobs(c: &(impl HeroApiClient + Sync), n: usize) {
+    for _ in 0..500 {
+        if c.list_jobs().await.unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never saw {n} jobs");
+}
+
+#[tokio::test]
+async fn storage_and_internal_errors_from_redis() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn JobStore> = Arc::new(
+        RedisStore::connect(&redis.url(), StoreConfig::default(), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    let server = TestServer::with_store(RpcConfig::default(), store).await;
+    let c = server.http();
+    let id = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
+
+    // -32603: a corrupt job hash (a field the store can't decode).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("hero:job:{id}"))
+        .arg("status")
+        .arg("Exploded")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    expect_code(c.get_job(id.clone()).await, -32603, "internal");
+
+    // -32010: redis is gone.
+    drop(conn);
+    drop(redis);
+    expect_code(c.list_jobs().await, -32010, "storage_unavailable");
+}
+
+#[tokio::test]
+async fn subscription_replays_from_cursor_streams_live_and_ends() {
+    let server = TestServer::start().await;
+    let ws = server.ws().await;
+    let id = ws.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let job_id: JobId = id.parse().unwrap();
+    ws.start_job(id.clone()).await.unwrap();
+    let job = server
+        .store
+        .claim(ScriptType::Sal, 1, "t", LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+    server
+        .store
+        .append_logs(job_id, &lines(&["a", "b", "c"]))
+        .await
+        .unwrap();
+
+    let mut sub = ws.subscribe_job_events(id.clone(), Some(1)).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event in time")
+    };
+    let log = |index, line: &str| JobEvent::Log {
+        job_id,
+        index,
+        line: line.into(),
+    };
+    let status = |status| JobEvent::Status { job_id, status };
+    // Replay from the cursor, then the current status.
+    assert_eq!(next().await.unwrap().unwrap(), log(1, "b"));
+    assert_eq!(next().await.unwrap().unwrap(), log(2, "c"));
+    assert_eq!(next().await.unwrap().unwrap(), status(JobStatus::Started));
+    // Live.
+    server
+        .store
+        .append_logs(job_id, &lines(&["d"]))
+        .await
+        .unwrap();
+    assert_eq!(next().await.unwrap().unwrap(), log(3, "d"));
+    server
+        .store
+        .append_logs(job_id, &lines(&["e"]))
+        .await
+        .unwrap();
+    server
+        .store
+        .finish(job_id, job.attempt, "out".into())
+        .await
+        .unwrap();
+    assert_eq!(next().await.unwrap().unwrap(), log(4, "e"));
+    assert_eq!(next().await.unwrap().unwrap(), status(JobStatus::Finished));
+    // End: the server closes the subscription.
+    assert!(next().await.is_none());
+
+    // A finished job replays everything and ends at once.
+    let mut sub = ws.subscribe_job_events(id.clone(), None).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+    {
+        seen.push(ev.unwrap());
+    }
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.last(), Some(&status(JobStatus::Finished)));
+
+    // Unknown and malformed ids are refused.
+    expect_code(
+        ws.subscribe_job_events(JobId::new().to_string(), None)
+            .await,
+        -32001,
+        "job_not_found",
+    );
+    expect_code(
+        ws.subscribe_job_events("x".into(), None).await,
+        -32602,
+        "invalid_job_id",
+    );
+}
+
+#[tokio::test]
+async fn unsubscribe_and_subscription_limit_per_connection() {
+    let config = RpcConfig {
+        max_subscriptions_per_connection: 2,
+        ..RpcConfig::default()
+    };
+    let server = TestServer::with_config(config).await;
+    let ws = server.ws().await;
+    let id = ws.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let first = ws.subscribe_job_events(id.clone(), None).await.unwrap();
+    let _second = ws.subscribe_job_events(id.clone(), None).await.unwrap();
+    assert!(
+        ws.subscribe_job_events(id.clone(), None).await.is_err(),
+        "a third is refused"
+    );
+    first.unsubscribe().await.unwrap();
+    let _third = ws.subscribe_job_events(id, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn request_body_limit_is_enforced() {
+    let config = RpcConfig {
+        max_request_body_bytes: 4096,
+        ..RpcConfig::default()
+    };
+    let server = TestServer::with_config(config).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"play","params":["x".repeat(8192)]});
+    let (status, _) = post(server.addr, &body.to_string(), &[]).await;
+    assert_eq!(status, 413);
+    let ok = json!({"jsonrpc":"2.0","id":1,"method":"whoami","params":[]});
+    assert_eq!(post(server.addr, &ok.to_string(), &[]).await.0, 200);
+}
+
+#[tokio::test]
+async fn openrpc_document_lists_exactly_the_served_methods() {
+    let server = TestServer::start().await;
+    let doc: Value = serde_json::from_str(OPENRPC_JSON).expect("openrpc.json is json");
+    let module = rpc_module(server.supervisor.clone(), &RpcConfig::default());
+    let served: BTreeSet<String> = module.method_names().map(str::to_owned).collect();
+    let methods = doc["methods"].as_array().expect("methods");
+    let documented: BTreeSet<String> = methods
+        .iter()
+        .map(|m| m["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(served, documented);
+
+    let errors = doc["components"]["errors"].as_object().expect("errors");
+    let listed: BTreeSet<(i64, String)> = errors
+        .values()
+        .map(|e| {
+            let code = e["code"].as_i64().unwrap();
+            let data = &e["data"]["properties"]["code"];
+            let name = data["const"].as_str().or(data["enum"][0].as_str()).unwrap();
+            (code, name.to_owned())
+        })
+        .collect();
+    let expected: BTreeSet<(i64, String)> = error::ERROR_CODES
+        .iter()
+        .map(|(c, n)| (i64::from(*c), n.to_string()))
+        .collect();
+    assert_eq!(listed, expected);
+    for m in methods {
+        let name = m["name"].as_str().unwrap();
+        assert!(m["params"].is_array(), "{name}: params");
+        assert!(m["result"]["schema"].is_object(), "{name}: result");
+        for e in m["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: errors"))
+        {
+            let r = e["$ref"].as_str().unwrap();
+            let key = r.strip_prefix("#/components/errors/").unwrap();
+            assert!(errors.contains_key(key), "{name}: unknown error {r}");
+        }
+    }
+    // Served over the wire, identical to the file.
+    let served_doc = call_raw(server.addr, "rpc.discover", json!([])).await;
+    assert_eq!(served_doc["result"], doc);
+}
