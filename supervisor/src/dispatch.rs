@@ -29,6 +29,9 @@ use crate::store::{JobStore, StoreError, StoreEvent};
 const CLAIM_BATCH: usize = 64;
 /// Promotions and reclaims handled per maintenance tick at most.
 const MAINTENANCE_BATCH: usize = 256;
+/// The built-in runner's error type for a missing interpreter (`v`, `python3`): as
+/// final as `handler_not_found`, retrying cannot install it.
+const INTERPRETER_NOT_FOUND: &str = "interpreter_not_found";
 /// Log lines written to the store per call at most.
 const LOG_BATCH: usize = 512;
 
@@ -379,6 +382,7 @@ impl Dispatcher {
                     error_type::HANDLER_NOT_FOUND
                         | error_type::INVALID_REQUEST
                         | error_type::CANCELLED
+                        | INTERPRETER_NOT_FOUND
                 );
                 if fatal {
                     self.store.fail(id, attempt, error).await
