@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::message::{MESSAGE_TYPES, Message};
@@ -97,22 +97,28 @@ fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
     serde_json::from_slice(payload).map_err(|err| FrameError::from_payload(payload, err))
 }
 
-/// Appends `message` as one frame to `dst`, refusing payloads above `max_frame_len`.
-/// On error `dst` is left as it was.
+/// Appends `message` as one frame (header + payload) to `out`, refusing payloads above
+/// `max_frame_len`. On error `out` is left as it was.
 ///
-/// Serializes with `sonic-rs`, whose SIMD string escaping writes a 64 KiB result about
-/// 3x faster than `serde_json` (see the codec benchmark). The JSON is the same: both
-/// write fields in declaration order, with the same escapes.
+/// Messages with long text (a script, a result) are serialized with `sonic-rs`, whose
+/// SIMD string escaping writes a 64 KiB result several times faster than `serde_json`;
+/// small ones with `serde_json`, whose fixed cost per call is lower. The JSON is the
+/// same either way: both write fields in declaration order, with the same escapes.
+/// Both write into a `Vec`, whose many tiny appends are cheaper than a `BytesMut`'s.
 fn encode_into(
     message: &Message,
-    dst: &mut BytesMut,
+    out: &mut Vec<u8>,
     max_frame_len: usize,
 ) -> Result<(), FrameError> {
-    let start = dst.len();
-    dst.put_u32(0);
-    let result = sonic_rs::to_writer((&mut *dst).writer(), message)
-        .map_err(|e| serde_json::Error::io(io::Error::other(e)));
-    let len = dst.len() - start - FRAME_HEADER_LEN;
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let result = if has_long_text(message) {
+        sonic_rs::to_writer(&mut *out, message)
+            .map_err(|e| serde_json::Error::io(io::Error::other(e)))
+    } else {
+        serde_json::to_writer(&mut *out, message)
+    };
+    let len = out.len() - start - FRAME_HEADER_LEN;
     let checked = match result {
         Err(err) => Err(FrameError::Json(err)),
         Ok(()) if len > max_frame_len => Err(FrameError::TooLarge {
@@ -126,13 +132,34 @@ fn encode_into(
     };
     match checked {
         Ok(len) => {
-            dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+            out[start..start + FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
             Ok(())
         }
         Err(err) => {
-            dst.truncate(start);
+            out.truncate(start);
             Err(err)
         }
+    }
+}
+
+/// Text at least this long is escaped faster by `sonic-rs`; below it, `serde_json`'s
+/// lower fixed cost per call wins (measured with the codec benchmark).
+const LONG_TEXT: usize = 1024;
+
+/// Whether `message` carries a long script or a large result: then `sonic-rs` encodes it.
+fn has_long_text(message: &Message) -> bool {
+    use serde_json::Value;
+    let long = |v: &Value| match v {
+        Value::String(s) => s.len() >= LONG_TEXT,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => false,
+    };
+    match message {
+        Message::Request(r) => r.args.iter().any(long),
+        Message::Response(o) => o.result.as_ref().is_some_and(long),
+        Message::Log(l) => l.line.len() >= LONG_TEXT,
+        Message::Cancel(_) | Message::Hello(_) => false,
     }
 }
 
@@ -147,9 +174,9 @@ fn encode_into(
 /// assert_eq!(decode_frame(&frame).unwrap(), msg);
 /// ```
 pub fn encode_frame(message: &Message) -> Result<Vec<u8>, FrameError> {
-    let mut buf = BytesMut::with_capacity(256);
+    let mut buf = Vec::with_capacity(256);
     encode_into(message, &mut buf, DEFAULT_MAX_FRAME_LEN)?;
-    Ok(buf.into())
+    Ok(buf)
 }
 
 /// Decodes exactly one whole frame (header + payload), with the default limit.
@@ -231,7 +258,7 @@ pub fn write_frame<W: Write>(
     message: &Message,
     max_frame_len: usize,
 ) -> Result<(), FrameError> {
-    let mut buf = BytesMut::with_capacity(256);
+    let mut buf = Vec::with_capacity(256);
     encode_into(message, &mut buf, max_frame_len)?;
     writer.write_all(&buf)?;
     writer.flush()?;
@@ -264,6 +291,8 @@ pub struct FrameCodec {
     /// The inner codec has consumed a header and waits for the body: an end of stream
     /// now is mid-frame even when no body byte is buffered.
     in_frame: bool,
+    /// Reused serialization buffer.
+    scratch: Vec<u8>,
 }
 
 impl Default for FrameCodec {
@@ -289,6 +318,7 @@ impl FrameCodec {
             inner,
             max_frame_len,
             in_frame: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -296,7 +326,24 @@ impl FrameCodec {
     pub fn max_frame_len(&self) -> usize {
         self.max_frame_len
     }
+
+    /// Serializes into the reused scratch buffer, then copies the frame into `dst` once.
+    fn encode_to(&mut self, item: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.scratch.clear();
+        let result = encode_into(item, &mut self.scratch, self.max_frame_len);
+        if result.is_ok() {
+            dst.extend_from_slice(&self.scratch);
+        }
+        // Do not keep a large result's buffer around for a connection's lifetime.
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+        result
+    }
 }
+
+/// Largest scratch buffer a codec keeps between frames.
+const SCRATCH_KEEP: usize = 64 * 1024;
 
 impl Decoder for FrameCodec {
     type Item = Message;
@@ -345,7 +392,7 @@ impl Encoder<Message> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, item: Message, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_into(&item, dst, self.max_frame_len)
+        self.encode_to(&item, dst)
     }
 }
 
@@ -353,6 +400,6 @@ impl Encoder<&Message> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, item: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_into(item, dst, self.max_frame_len)
+        self.encode_to(item, dst)
     }
 }

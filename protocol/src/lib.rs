@@ -64,6 +64,7 @@
 
 mod frame;
 mod message;
+mod rfc3339;
 
 pub use frame::{
     DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, FrameCodec, FrameError, decode_frame,

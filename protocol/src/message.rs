@@ -75,12 +75,13 @@ pub struct ExecutionContext {
     /// 1 for the first attempt.
     pub attempt: u32,
     /// When the job was queued.
+    #[serde(with = "crate::rfc3339")]
     pub enqueue_time: DateTime<Utc>,
     /// The queue it came from, e.g. `hero:q:work:type:SAL`.
     pub queue_name: String,
     /// Absolute deadline: the runner must answer `timeout` by then. Written as `null`
     /// when absent.
-    #[serde(default)]
+    #[serde(default, with = "crate::rfc3339::option")]
     pub deadline: Option<DateTime<Utc>>,
     /// W3C trace context. Written as `null` when absent.
     #[serde(default)]
