@@ -114,6 +114,7 @@ impl Dispatcher {
             tracker.spawn(self.clone().claim_loop(pool.clone(), tracker.clone()));
         }
         tracker.spawn(self.clone().renew_loop(shutdown.clone()));
+        tracker.spawn(self.clone().cancel_loop(shutdown.clone()));
         tracker.spawn(self.clone().maintenance_loop(shutdown.clone()));
     }
 
@@ -460,6 +461,38 @@ impl Dispatcher {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    /// Stops local runs whose job was stopped through any instance.
+    async fn cancel_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut events = self.store.subscribe();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(StoreEvent::CancelRequested { id }) => {
+                    self.stop_local(id);
+                }
+                Ok(_) => {}
+                // Missed events: look at the cancel flags of what runs here.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let ids: Vec<JobId> = match self.running.lock() {
+                        Ok(map) => map.keys().copied().collect(),
+                        Err(_) => continue,
+                    };
+                    for id in ids {
+                        if let Ok(job) = self.store.get(id).await
+                            && job.cancel_requested
+                        {
+                            self.stop_local(id);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }

@@ -288,9 +288,9 @@ impl Supervisor {
         match self.inner.store.cancel(id).await? {
             CancelOutcome::Cancelled | CancelOutcome::AlreadyTerminal(_) => Ok(()),
             CancelOutcome::Running { owner, .. } => {
+                // The store published `CancelRequested`: the owning instance's dispatcher
+                // (this one or another) stops the run. Stopping here too is immediate.
                 if !self.inner.dispatcher.stop_local(id) {
-                    // Runs on another instance (or is between claim and start here): the
-                    // store's cancel flag stays set; the claim path honours it.
                     tracing::info!(job = %id, %owner, "stop requested for a job running elsewhere");
                 }
                 Ok(())

@@ -504,3 +504,32 @@ async fn tcp_managed_tcp_external_and_plain_v1_pools() {
     let _ = external.kill();
     let _ = external.wait();
 }
+
+/// `stop_job` through one instance stops a job running on another (same Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_through_one_instance_stops_a_job_running_on_another() {
+    let b = redis().await;
+    let runner = supervisor(&b).await;
+    // The front instance serves no script type: it never runs anything itself.
+    let front = Supervisor::start(config(vec![]), b.store.clone())
+        .await
+        .unwrap();
+    let id = submit(&front, params("sleep 30")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while front.get_job_status(id).await.unwrap() != JobStatus::Started {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped_at = std::time::Instant::now();
+    front.stop_job(id).await.unwrap();
+    let job = wait(&front, id).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.error.unwrap().error_type, "cancelled");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopped_at.elapsed()
+    );
+    front.shutdown().await;
+    runner.shutdown().await;
+}

@@ -553,6 +553,7 @@ impl JobStore for MemoryStore {
                     let job = st.job_mut(id);
                     job.cancel_requested = true;
                     job.updated_at = now;
+                    ev.push(StoreEvent::CancelRequested { id });
                     outcome
                 }
                 status => {

@@ -135,6 +135,11 @@ pub enum StoreEvent {
         /// The job.
         id: JobId,
     },
+    /// `cancel` was called on a `Started` job: the instance running it must stop it.
+    CancelRequested {
+        /// The job.
+        id: JobId,
+    },
 }
 
 /// The operations the dispatcher and the API need, each atomic.

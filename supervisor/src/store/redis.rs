@@ -12,7 +12,7 @@
 //! | `<prefix>:delayed` | ZSET | jobs scheduled for a later attempt, score `not_before` ms |
 //! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
 //! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
-//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}` |
+//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
 //!
 //! # Atomicity
 //! Every change that touches more than one key is one Lua script
@@ -157,6 +157,8 @@ enum WireEvent {
     Work { script_type: ScriptType },
     #[serde(rename = "log")]
     Log { id: JobId },
+    #[serde(rename = "cancel")]
+    Cancel { id: JobId },
 }
 
 impl From<WireEvent> for StoreEvent {
@@ -165,6 +167,7 @@ impl From<WireEvent> for StoreEvent {
             WireEvent::Job { id, status } => StoreEvent::JobChanged { id, status },
             WireEvent::Work { script_type } => StoreEvent::WorkAvailable { script_type },
             WireEvent::Log { id } => StoreEvent::LogAppended { id },
+            WireEvent::Cancel { id } => StoreEvent::CancelRequested { id },
         }
     }
 }

@@ -1,6 +1,7 @@
 -- cancel.lua: Created/Dispatched/WaitingForPrerequisites -> Error(cancelled) at once
 -- (removed from its queue, the delayed set and its prerequisites' dependents; its own
--- dependents fail); Started -> cancel_requested flag set; terminal -> unchanged.
+-- dependents fail); Started -> cancel_requested flag set and a `cancel` event published
+-- for the instance running it; terminal -> unchanged.
 -- KEYS[1]: <prefix>:job:<id>   KEYS[2]: <prefix>:delayed
 -- ARGV[1]: prefix   ARGV[2]: id   ARGV[3]: now ms   ARGV[4]: error JSON
 -- Returns: {'CANCELLED'} | {'RUNNING', owner, attempt} | {'TERMINAL', status} | {'NOT_FOUND'}
@@ -14,6 +15,8 @@ if f[1] == 'Error' or f[1] == 'Finished' then
 end
 if f[1] == 'Started' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', now)
+  -- The instance running it (maybe another) stops it on this event.
+  publish(prefix, { k = 'cancel', id = id })
   return { 'RUNNING', f[2] or '', f[3] }
 end
 if f[1] == 'Dispatched' then
