@@ -77,6 +77,8 @@ impl Default for DispatchConfig {
 /// A job running on this instance.
 #[derive(Debug)]
 struct Running {
+    /// The lease owner: `<instance id>/<pool name>`.
+    owner: Arc<str>,
     /// Fired by `stop_job`.
     stop: CancellationToken,
     /// Fired on shutdown after the grace period: hand the job back.
@@ -111,7 +113,12 @@ impl Dispatcher {
         shutdown: &CancellationToken,
     ) {
         for pool in pools {
-            tracker.spawn(self.clone().claim_loop(pool.clone(), tracker.clone()));
+            let owner: Arc<str> =
+                format!("{}/{}", self.config.instance_id, pool.config.name).into();
+            tracker.spawn(
+                self.clone()
+                    .claim_loop(pool.clone(), owner, tracker.clone()),
+            );
         }
         tracker.spawn(self.clone().renew_loop(shutdown.clone()));
         tracker.spawn(self.clone().cancel_loop(shutdown.clone()));
@@ -150,7 +157,14 @@ impl Dispatcher {
         }
     }
 
-    async fn claim_loop(self: Arc<Self>, pool: Arc<RunnerPool>, tracker: TaskTracker) {
+    /// Claims as `owner` (`<instance id>/<pool name>`: the job's `runner` says which
+    /// instance and pool ran it).
+    async fn claim_loop(
+        self: Arc<Self>,
+        pool: Arc<RunnerPool>,
+        owner: Arc<str>,
+        tracker: TaskTracker,
+    ) {
         let types = pool.config.script_types.clone();
         let mut next_type = 0usize;
         loop {
@@ -182,11 +196,7 @@ impl Dispatcher {
                     break;
                 }
                 let st = types[(next_type + i) % types.len()];
-                match self
-                    .store
-                    .claim(st, want, &self.config.instance_id, self.config.lease)
-                    .await
-                {
+                match self.store.claim(st, want, &owner, self.config.lease).await {
                     Ok(jobs) => claimed.extend(jobs),
                     Err(e) => {
                         tracing::warn!(error = %e, script_type = %st.as_str(), "claim failed");
@@ -212,7 +222,10 @@ impl Dispatcher {
             }
             for job in claimed {
                 let Some(permit) = permits.pop() else { break };
-                tracker.spawn(self.clone().run_job(pool.clone(), job, permit));
+                tracker.spawn(
+                    self.clone()
+                        .run_job(pool.clone(), owner.clone(), job, permit),
+                );
             }
         }
     }
@@ -220,6 +233,7 @@ impl Dispatcher {
     async fn run_job(
         self: Arc<Self>,
         pool: Arc<RunnerPool>,
+        owner: Arc<str>,
         job: Job,
         permit: OwnedSemaphorePermit,
     ) {
@@ -231,6 +245,7 @@ impl Dispatcher {
             map.insert(
                 id,
                 Running {
+                    owner,
                     stop: stop.clone(),
                     release: release.clone(),
                 },
@@ -440,27 +455,28 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let ids: Vec<JobId> = match self.running.lock() {
-                Ok(map) => map.keys().copied().collect(),
-                Err(_) => continue,
-            };
-            if ids.is_empty() {
-                continue;
-            }
-            match self
-                .store
-                .renew(&self.config.instance_id, &ids, self.config.lease)
-                .await
-            {
-                Ok(lost) => {
-                    for id in lost {
-                        // Reclaimed by another instance, deleted, or already ended: stop
-                        // running it here so it does not run twice.
-                        tracing::warn!(job = %id, "lease lost; stopping the local run");
-                        self.stop_local(id);
+            // One renew call per owner (pool) with all its running jobs.
+            let mut by_owner: HashMap<Arc<str>, Vec<JobId>> = HashMap::new();
+            match self.running.lock() {
+                Ok(map) => {
+                    for (id, r) in map.iter() {
+                        by_owner.entry(r.owner.clone()).or_default().push(*id);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                Err(_) => continue,
+            }
+            for (owner, ids) in by_owner {
+                match self.store.renew(&owner, &ids, self.config.lease).await {
+                    Ok(lost) => {
+                        for id in lost {
+                            // Reclaimed by another instance, deleted, or already ended:
+                            // stop running it here so it does not run twice.
+                            tracing::warn!(job = %id, "lease lost; stopping the local run");
+                            self.stop_local(id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                }
             }
         }
     }

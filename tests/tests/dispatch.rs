@@ -137,6 +137,11 @@ async fn success_finishes_with_output(b: Backend) {
     let job = wait(&sup, id).await;
     assert_eq!(job.status, JobStatus::Finished);
     assert_eq!(job.attempt, 1);
+    assert_eq!(
+        job.runner.as_deref(),
+        Some(format!("{}/test", sup.instance_id()).as_str()),
+        "the job records which instance and pool ran it"
+    );
     assert_eq!(sup.get_job_output(id).await.unwrap(), "again");
     sup.shutdown().await;
 }

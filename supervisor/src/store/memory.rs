@@ -344,6 +344,7 @@ impl JobStore for MemoryStore {
                 job.started_at = Some(now);
                 job.updated_at = now;
                 job.lease_owner = Some(owner.to_owned());
+                job.runner = Some(owner.to_owned());
                 job.lease_until = Some(until);
                 job.not_before = None;
                 let job = job.clone();

@@ -160,7 +160,8 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError>;
 
     /// Pops up to `max` ready jobs of `script_type` (FIFO); each becomes `Started` with
-    /// `attempt + 1` and a lease held by `owner` until now + `lease`.
+    /// `attempt + 1` and a lease held by `owner` until now + `lease`; its `runner` field
+    /// records `owner` (and keeps it after the job ends).
     async fn claim(
         &self,
         script_type: ScriptType,

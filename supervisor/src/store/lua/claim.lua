@@ -14,7 +14,7 @@ while #claimed < max do
   if redis.call('HGET', k, 'status') == 'Dispatched' then
     redis.call('HINCRBY', k, 'attempt', 1)
     redis.call('HSET', k, 'status', 'Started', 'started_at', now, 'updated_at', now,
-      'lease_owner', owner, 'lease_until', until_ms)
+      'lease_owner', owner, 'lease_until', until_ms, 'runner', owner)
     redis.call('HDEL', k, 'not_before')
     redis.call('ZADD', KEYS[2], until_ms, id)
     changed(prefix, id, 'Started')
