@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Writes the OpenRPC document of the hero supervisor to stdout.
+
+Regenerate after changing the API:
+    python3 supervisor/tools/gen_openrpc.py > supervisor/openrpc.json
+The test `openrpc_document_lists_exactly_the_served_methods` (supervisor/tests/rpc_api.rs)
+fails when the document and the served methods disagree.
+"""
+import json
+S = lambda name: {"$ref": f"#/components/schemas/{name}"}
+E = lambda name: {"$ref": f"#/components/errors/{name}"}
+string = {"type": "string"}
+job_id = {"name": "job_id", "required": True, "description": "A job id: lowercase hyphenated UUID.", "schema": S("JobId")}
+NF, IP, ST, INT, TO, JF, CF, UA = (E(n) for n in ["JobNotFound","InvalidParams","StorageUnavailable","Internal","Timeout","JobFailed","Conflict","Unauthorized"])
+def m(name, summary, params, result, errors):
+    return {"name": name, "summary": summary, "paramStructure": "either", "params": params, "result": result, "errors": errors}
+methods = [
+ m("fetch_nonce", "A fresh single-use nonce for `pubkey`, to sign for `authenticate`.",
+   [{"name":"pubkey","required":True,"description":"Hex of a SEC1 secp256k1 public key (compressed or uncompressed).","schema":string}],
+   {"name":"nonce","description":"`hero-auth:` and 64 hex digits; expires after 5 minutes by default.","schema":string}, [IP, INT]),
+ m("authenticate", "Checks an ECDSA secp256k1 signature (64-byte r||s, hex) over SHA-256 of the nonce's UTF-8 bytes; on success this WebSocket connection acts as `pubkey`.",
+   [{"name":"pubkey","required":True,"schema":string},{"name":"signature","required":True,"schema":string},{"name":"nonce","required":True,"schema":string}],
+   {"name":"authenticated","schema":{"type":"boolean"}}, [IP, UA, INT]),
+ m("whoami", "The caller's identity: the authenticated public key (hex, compressed SEC1), or `anonymous`.", [],
+   {"name":"identity","schema":string}, [INT]),
+ m("play", "Runs `script` as SAL and waits for its output.",
+   [{"name":"script","required":True,"schema":string}], {"name":"result","schema":S("PlayResult")}, [IP, TO, JF, ST, INT]),
+ m("create_job", "Stores a job as `Created` (not queued); returns its id.",
+   [{"name":"params","required":True,"schema":S("JobParams")}], {"name":"job_id","schema":S("JobId")}, [IP, ST, INT]),
+ m("start_job", "Queues a `Created` job, or parks it as `WaitingForPrerequisites`.",
+   [job_id], {"name":"result","schema":S("StartJobResult")}, [IP, NF, CF, ST, INT]),
+ m("run_job", "Creates, starts and waits for a job; returns its output.",
+   [{"name":"script","required":True,"schema":string},{"name":"script_type","required":True,"schema":S("ScriptType")},
+    {"name":"prerequisites","required":False,"schema":{"type":"array","items":S("JobId")}},
+    {"name":"timeout","required":False,"description":"Extension: seconds; bounds the job and the wait (default 300).","schema":{"type":"integer","minimum":1}}],
+   {"name":"output","schema":string}, [IP, TO, JF, ST, INT]),
+ m("get_job_status", "The job's status.", [job_id], {"name":"status","schema":S("JobStatus")}, [IP, NF, ST, INT]),
+ m("get_job_output", "The job's output; empty until it finished.", [job_id], {"name":"output","schema":string}, [IP, NF, ST, INT]),
+ m("get_job_logs", "The job's log lines joined with a newline, or null.", [job_id], {"name":"result","schema":S("JobLogsResult")}, [IP, NF, ST, INT]),
+ m("list_jobs", "Every job id, oldest first.", [], {"name":"job_ids","schema":{"type":"array","items":S("JobId")}}, [ST, INT]),
+ m("stop_job", "Cancels a queued or running job; it ends in `Error` with type `cancelled`.", [job_id], {"name":"result","schema":{"type":"null"}}, [IP, NF, CF, ST, INT]),
+ m("delete_job", "Deletes the job and everything about it.", [job_id], {"name":"result","schema":{"type":"null"}}, [IP, NF, ST, INT]),
+ m("clear_all_jobs", "Deletes every job.", [], {"name":"result","schema":{"type":"null"}}, [ST, INT]),
+ m("get_job", "Extension: every stored field of the job.", [job_id], {"name":"job","schema":S("Job")}, [IP, NF, ST, INT]),
+ m("list_runners", "Extension: the runner pools and their state.", [], {"name":"runners","schema":{"type":"array","items":S("RunnerInfo")}}, [INT]),
+ m("rpc.discover", "This OpenRPC document.", [], {"name":"document","schema":{"type":"object"}}, []),
+ m("subscribe_job_events", "WebSocket only. Subscribes to the job's events (notification `job_event`): its current status, its log lines from `cursor`, then every change; the last notification is a terminal status. Returns the subscription id.",
+   [job_id, {"name":"cursor","required":False,"description":"Index of the next log line wanted (default 0).","schema":{"type":"integer","minimum":0}}],
+   {"name":"subscription","description":"Notifications carry a JobEvent.","schema":string}, [IP, NF, ST, INT]),
+ m("unsubscribe_job_events", "Ends a subscription made with `subscribe_job_events`.",
+   [{"name":"subscription","required":True,"schema":string}], {"name":"unsubscribed","schema":{"type":"boolean"}}, []),
+]
+def err(code, data_code, message, extra=None):
+    d = {"type":"object","properties":{"code":{"const":data_code}},"required":["code"]}
+    if extra:
+        d["properties"].update(extra)
+    return {"code": code, "message": message, "data": d}
+jid = {"job_id": S("JobId")}
+errors = {
+ "InvalidParams": err(-32602, "invalid_params", "Invalid params: bad script type, empty or oversize script, bad limits; `data.code` is `invalid_job_id` for a malformed job id."),
+ "JobNotFound": err(-32001, "job_not_found", "Job not found.", jid),
+ "Timeout": err(-32002, "timeout", "The job did not finish within its timeout; it keeps running and its own state.", {**jid, "waited_secs":{"type":"integer"}}),
+ "JobFailed": err(-32003, "job_failed", "The job ended in Error.", {**jid, "error_type":string, "message":string}),
+ "Conflict": err(-32004, "conflict", "The job is not in a state that allows this operation."),
+ "Unauthorized": err(-32005, "unauthorized", "Signature authentication failed: unknown, used or expired nonce, or a signature that does not verify."),
+ "StorageUnavailable": err(-32010, "storage_unavailable", "The store (Redis) is unreachable or failing."),
+ "Internal": err(-32603, "internal", "Internal error."),
+}
+errors["InvalidParams"]["data"]["properties"]["code"] = {"enum":["invalid_params","invalid_job_id"]}
+status_enum = ["Created","Dispatched","WaitingForPrerequisites","Started","Error","Finished"]
+ts = {"type":"string","format":"date-time"}
+schemas = {
+ "JobId": {"type":"string","pattern":"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
+ "ScriptType": {"type":"string","description":"Input is case-insensitive; output is the canonical spelling.","enum":["OSIS","SAL","V","Python"]},
+ "JobStatus": {"type":"string","enum":status_enum},
+ "JobParams": {"type":"object","required":["script","script_type"],"properties":{
+   "script":{"type":"string","maxLength":1048576},"script_type":S("ScriptType"),
+   "caller_id":{"type":"string","description":"Replaced by the public key on an authenticated connection; default `anonymous`."},
+   "context_id":{"type":"string","description":"Default `default`."},
+   "timeout":{"type":"integer","minimum":1,"description":"Seconds per attempt; default 300."},
+   "prerequisites":{"type":"array","items":S("JobId")},
+   "retries":{"type":"integer","minimum":0,"description":"Default 2."},
+   "env_vars":{"type":"object","additionalProperties":{"type":"string"}}}},
+ "StartJobResult": {"type":"object","required":["success"],"properties":{"success":{"type":"boolean"}}},
+ "JobLogsResult": {"type":"object","required":["logs"],"properties":{"logs":{"type":["string","null"]}}},
+ "PlayResult": {"type":"object","required":["output"],"properties":{"output":{"type":"string"}}},
+ "JobError": {"type":"object","required":["type","message"],"properties":{"type":{"type":"string"},"message":{"type":"string"}}},
+ "Job": {"type":"object","required":["id","params","status","attempt","created_at","updated_at"],"properties":{
+   "id":S("JobId"),
+   "params":{"type":"object","required":["script","script_type","caller_id","context_id","timeout","prerequisites","retries","env_vars"],"properties":{
+     "script":{"type":"string"},"script_type":S("ScriptType"),"caller_id":{"type":"string"},"context_id":{"type":"string"},
+     "timeout":{"type":"integer"},"prerequisites":{"type":"array","items":S("JobId")},"retries":{"type":"integer"},
+     "env_vars":{"type":"object","additionalProperties":{"type":"string"}}}},
+   "status":S("JobStatus"),"attempt":{"type":"integer"},"created_at":ts,"updated_at":ts,
+   "started_at":{"type":["string","null"],"format":"date-time"},"finished_at":{"type":["string","null"],"format":"date-time"},
+   "output":{"type":["string","null"]},"error":{"oneOf":[S("JobError"),{"type":"null"}]},"runner":{"type":["string","null"]}}},
+ "RunnerInfo": {"type":"object","required":["name","script_types","transport","connected","processes","in_flight","max_in_flight","restarts"],"properties":{
+   "name":{"type":"string"},"script_types":{"type":"array","items":S("ScriptType")},"transport":{"type":"string","description":"stdio, tcp or tcp-managed"},
+   "connected":{"type":"integer","description":"Runner slots with a live connection."},"processes":{"type":"integer"},"in_flight":{"type":"integer"},"max_in_flight":{"type":"integer"},"restarts":{"type":"integer"}}},
+ "JobEvent": {"oneOf":[
+   {"type":"object","required":["type","job_id","status"],"properties":{"type":{"const":"status"},"job_id":S("JobId"),"status":S("JobStatus")}},
+   {"type":"object","required":["type","job_id","index","line"],"properties":{"type":{"const":"log"},"job_id":S("JobId"),"index":{"type":"integer","minimum":0},"line":{"type":"string"}}}]},
+}
+doc = {"openrpc":"1.3.2","info":{"title":"hero supervisor","version":"0.1.0",
+  "description":"JSON-RPC 2.0 over HTTP and WebSocket on one port. With a token configured, every request and WebSocket upgrade needs `Authorization: Bearer <token>`."},
+  "methods": methods, "components":{"schemas":schemas,"errors":errors}}
+print(json.dumps(doc, indent=2))
