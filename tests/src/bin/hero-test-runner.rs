@@ -16,6 +16,20 @@
 //! | `garbage-once PATH` | first time: create PATH, write a garbage frame to stdout; then success |
 //! | `once DIR` | create DIR/<job_id> exclusively: error `ran twice` if it exists; then sleep 50 ms, success with worker_id |
 //! | `freeze-once PATH` | first time: create PATH and SIGSTOP the whole process (it answers nothing, not even cancels); then success |
+//! | `soak LEDGER OUTCOME [MS]` | append `<job_id> <attempt> <OUTCOME> <pid>` to the file LEDGER, sleep MS (default 0), then act out OUTCOME (below) |
+//!
+//! `soak` outcomes, for the reliability suite (the ledger is the runner's own record of
+//! every execution, so a test can prove no attempt ran twice and no job finished twice):
+//!
+//! | OUTCOME | answer |
+//! |---|---|
+//! | `ok` | success, output `ok <attempt>` |
+//! | `fail` | error `told to fail` (retried while attempts remain) |
+//! | `flaky` | error on attempt 1, then as `ok` |
+//! | `retry` | `retry` after 10 ms, every attempt (ends in `retries_exhausted`) |
+//! | `retry-once` | `retry` after 10 ms on attempt 1, then as `ok` |
+//! | `timeout` | nothing until cancelled (the job's deadline) |
+//! | `invalid` | error of type `invalid_request` (never retried) |
 //!
 //! `hero-test-runner` serves stdio; `hero-test-runner --tcp-socket ADDR [--parent-pid P]`
 //! serves TCP instead (the convention of managed runners) and prints nothing.
@@ -108,8 +122,65 @@ async fn handle(req: ExecutionRequest, ctx: HandlerContext) -> Result<Value, Han
             }
             Ok(json!("thawed"))
         }
+        "soak" => soak(&req.job_id, attempt, arg, &ctx).await,
         other => Err(HandlerError::invalid_request(format!(
             "unknown test command `{other}`"
+        ))),
+    }
+}
+
+/// `soak LEDGER OUTCOME [MS]`: see the module docs.
+async fn soak(
+    job_id: &str,
+    attempt: u32,
+    arg: &str,
+    ctx: &HandlerContext,
+) -> Result<Value, HandlerError> {
+    let mut words = arg.split(' ');
+    let (Some(ledger), Some(outcome)) = (words.next(), words.next()) else {
+        return Err(HandlerError::invalid_request(format!(
+            "soak needs LEDGER OUTCOME, got `{arg}`"
+        )));
+    };
+    let delay_ms: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    // One write of one short line to a file opened for append: lines from concurrent
+    // runner processes never interleave.
+    let line = format!("{job_id} {attempt} {outcome} {}\n", std::process::id());
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ledger)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        return Err(HandlerError::invalid_request(format!(
+            "cannot write the ledger {ledger}: {e}"
+        )));
+    }
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    let ok = || Ok(json!(format!("ok {attempt}")));
+    let retry = || {
+        Err(HandlerError::retry(
+            "told to retry",
+            Some(Duration::from_millis(10)),
+        ))
+    };
+    match outcome {
+        "ok" => ok(),
+        "fail" => Err(HandlerError::new("told to fail")),
+        "flaky" if attempt == 1 => Err(HandlerError::new("told to fail")),
+        "flaky" => ok(),
+        "retry" => retry(),
+        "retry-once" if attempt == 1 => retry(),
+        "retry-once" => ok(),
+        "timeout" => {
+            ctx.cancellation().cancelled().await;
+            Err(HandlerError::typed("cancelled", "told to time out"))
+        }
+        "invalid" => Err(HandlerError::invalid_request("told to be invalid")),
+        other => Err(HandlerError::invalid_request(format!(
+            "unknown soak outcome `{other}`"
         ))),
     }
 }

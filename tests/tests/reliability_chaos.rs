@@ -1,0 +1,530 @@
+//! Chaos: faults injected while thousands of jobs run, each job's runner recording every
+//! execution in a ledger (`soak LEDGER ok MS` of `hero-test-runner`).
+//!
+//! - runner processes killed with SIGKILL at random: every accepted job finishes once;
+//!   an execution whose answer was lost ran on a killed runner;
+//! - Redis killed and restarted (AOF on) mid-run: the API answers storage errors during
+//!   the outage, within a bound, and recovers without a restart; every job finishes;
+//! - the `hero-supervisor` process killed with SIGKILL mid-run and started again on the
+//!   same Redis: every accepted job finishes.
+//!
+//! `HERO_CHAOS_SEED=<n>` replays the choice of victims.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Execution, Outcome, Rng};
+use hero_supervisor::clock::SystemClock;
+use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
+use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_supervisor::{Supervisor, SupervisorConfig};
+use hero_testkit::RedisServer;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Pids of live processes whose parent is `parent` (any, when `None`) and whose command
+/// line holds `tag`: the runners of one test, never another test's.
+fn tagged_pids(parent: Option<u32>, tag: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|p| p.parse::<u32>().ok()),
+        );
+        if state == Some("Z") || parent.is_some_and(|p| ppid != Some(p)) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|arg| arg == tag.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn unique_tag(what: &str) -> String {
+    format!("{what}-{}-{}", std::process::id(), uuid_ish())
+}
+
+fn uuid_ish() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn redis_store(server: &RedisServer) -> Arc<dyn JobStore> {
+    let store = RedisStore::connect(&server.url(), StoreConfig::default(), Arc::new(SystemClock))
+        .await
+        .expect("connect to the test redis");
+    Arc::new(store)
+}
+
+fn ok_jobs(ledger: &Path, n: usize, delay_ms: u64, retries: u32) -> Vec<JobParams> {
+    (0..n)
+        .map(|i| {
+            common::params(
+                Outcome::Ok.script(ledger, delay_ms),
+                ScriptType::ALL[i % 4],
+                60,
+                retries,
+            )
+        })
+        .collect()
+}
+
+/// Figures of a chaos run's check.
+#[derive(Debug, Default)]
+struct Tally {
+    jobs: usize,
+    retried: usize,
+    executions: usize,
+    lost_answers: usize,
+}
+
+/// Every job finished, with the output of its last attempt; the ledger shows each
+/// attempt at most once and none after the last; `may_lose(execution)` says whether an
+/// execution other than the last may have had its answer lost.
+fn check_all_finished(
+    jobs: &[Result<Job, String>],
+    ledger: &HashMap<String, Vec<Execution>>,
+    may_lose: impl Fn(&Execution) -> bool,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut wrong = Vec::new();
+    for job in jobs {
+        let job = job
+            .as_ref()
+            .expect("every accepted job is still in the store");
+        tally.jobs += 1;
+        if job.attempt > 1 {
+            tally.retried += 1;
+        }
+        if job.status != JobStatus::Finished
+            || job.output.as_deref() != Some(format!("ok {}", job.attempt).as_str())
+        {
+            wrong.push(format!(
+                "job {}: {:?} attempt {} output {:?} error {:?}",
+                job.id, job.status, job.attempt, job.output, job.error
+            ));
+            continue;
+        }
+        let runs = ledger
+            .get(&job.id.to_string())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        tally.executions += runs.len();
+        let mut seen = HashSet::new();
+        for run in runs {
+            if !seen.insert(run.attempt) {
+                wrong.push(format!(
+                    "job {}: attempt {} ran twice: {runs:?}",
+                    job.id, run.attempt
+                ));
+            }
+            if run.attempt > job.attempt {
+                wrong.push(format!("job {}: ran after it finished: {runs:?}", job.id));
+            }
+            if run.attempt < job.attempt {
+                tally.lost_answers += 1;
+                if !may_lose(run) {
+                    wrong.push(format!(
+                        "job {}: attempt {} ran on a healthy runner and its answer was lost: {runs:?}",
+                        job.id, run.attempt
+                    ));
+                }
+            }
+        }
+        if !seen.contains(&job.attempt) {
+            wrong.push(format!(
+                "job {}: its last attempt never ran: {runs:?}",
+                job.id
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} jobs wrong; first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    tally
+}
+
+/// Runner processes SIGKILLed at random while 3,000 jobs run: every job finishes exactly
+/// once, and only executions on killed runners lost their answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_killed_at_random_lose_no_job() {
+    let mut rng = Rng::from_env("HERO_CHAOS_SEED", "chaos: runners killed");
+    let redis = RedisServer::start();
+    let store = redis_store(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let tag = unique_tag("chaos-runners");
+    let config = SupervisorConfig {
+        pools: vec![
+            common::runner_pool(
+                "sal-osis",
+                vec![ScriptType::Sal, ScriptType::Osis],
+                2,
+                Some(&tag),
+            ),
+            common::runner_pool(
+                "v-python",
+                vec![ScriptType::V, ScriptType::Python],
+                2,
+                Some(&tag),
+            ),
+        ],
+        limits: Default::default(),
+        dispatch: common::fast_dispatch(),
+    };
+    let sup = Supervisor::start(config, store.clone()).await.unwrap();
+    let jobs = 3_000;
+    let events = store.subscribe();
+    let started = Instant::now();
+
+    // The killer: a random runner of this test every 150..350 ms until told to stop.
+    let killed: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let killer = {
+        let (killed, stop, tag) = (killed.clone(), stop.clone(), tag.clone());
+        let mut rng = rng.fork();
+        tokio::spawn(async move {
+            let me = std::process::id();
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(150 + rng.below(200))).await;
+                let pids = tagged_pids(Some(me), &tag);
+                if pids.is_empty() {
+                    continue;
+                }
+                let victim = pids[rng.below(pids.len() as u64) as usize];
+                if kill(Pid::from_raw(victim), Signal::SIGKILL).is_ok() {
+                    killed.lock().unwrap().insert(victim as u32);
+                }
+            }
+        })
+    };
+    let ids = common::submit_all(&sup, ok_jobs(&ledger, jobs, 30, 10), 16).await;
+    common::wait_all_terminal(&store, events, &ids, Duration::from_secs(90)).await;
+    stop.cancel();
+    killer.await.unwrap();
+    let elapsed = started.elapsed();
+
+    let killed = killed.lock().unwrap().clone();
+    let tally = check_all_finished(
+        &common::get_all(&store, &ids).await,
+        &common::read_ledger(&ledger),
+        |run| killed.contains(&run.pid),
+    );
+    let restarts: u64 = sup.list_runners().iter().map(|r| r.restarts).sum();
+    common::report(format!(
+        "chaos runners: {jobs} jobs in {elapsed:.1?}, {} runners SIGKILLed ({restarts} restarts), \
+         {} jobs retried, {} answers lost with their runner, {} executions, 0 jobs lost",
+        killed.len(),
+        tally.retried,
+        tally.lost_answers,
+        tally.executions
+    ));
+    assert_eq!(tally.jobs, jobs);
+    assert!(
+        killed.len() >= 5,
+        "only {} kills: the run was too short",
+        killed.len()
+    );
+    assert!(tally.retried > 0, "no kill hit a running job");
+    sup.shutdown().await;
+    assert!(
+        tagged_pids(Some(std::process::id()), &tag).is_empty(),
+        "runners left after shutdown"
+    );
+}
+
+/// Redis killed mid-run and restarted on the same AOF: during the outage every API call
+/// answers `Storage` within a bound; afterwards the same supervisor serves again and
+/// every accepted job finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_run_storage_errors_then_recovery() {
+    let mut redis = RedisServer::builder().aof(true).start();
+    let store = redis_store(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let mut dispatch = common::fast_dispatch();
+    // An answer that could not be recorded during the outage is retried once its lease
+    // expires: keep that short.
+    dispatch.lease = Duration::from_secs(2);
+    let config = SupervisorConfig {
+        pools: common::pool_per_type(1, None),
+        limits: Default::default(),
+        dispatch,
+    };
+    let sup = Supervisor::start(config, store.clone()).await.unwrap();
+    let started = Instant::now();
+    // Jobs of 200 ms, 64 at a time: a run of about three seconds.
+    let mut ids = common::submit_all(&sup, ok_jobs(&ledger, 1_000, 200, 10), 16).await;
+    let known = ids[0];
+
+    // Mid-run: some finished, many queued or running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::read_ledger(&ledger).len() < 150 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.stop();
+    let outage = Instant::now();
+
+    // Each call answers, and answers `Storage`.
+    let bound = Duration::from_secs(10);
+    let mut slowest = Duration::ZERO;
+    for round in 0..3 {
+        let t = Instant::now();
+        let got = common::bounded(bound, "get_job", sup.get_job(known)).await;
+        assert!(
+            matches!(&got, Err(e) if common::is_storage(e)),
+            "round {round}: {got:?}"
+        );
+        let p = common::params("echo x".to_owned(), ScriptType::Sal, 10, 0);
+        let created = common::bounded(bound, "create_job", sup.create_job(p)).await;
+        assert!(
+            matches!(&created, Err(e) if common::is_storage(e)),
+            "{created:?}"
+        );
+        let listed = common::bounded(bound, "list_jobs", sup.list_jobs()).await;
+        assert!(
+            matches!(&listed, Err(e) if common::is_storage(e)),
+            "{listed:?}"
+        );
+        let status = common::bounded(bound, "get_job_status", sup.get_job_status(known)).await;
+        assert!(
+            matches!(&status, Err(e) if common::is_storage(e)),
+            "{status:?}"
+        );
+        slowest = slowest.max(t.elapsed());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down_for = outage.elapsed();
+    redis.restart();
+
+    // The same supervisor serves again (the connection manager reconnects on its own).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let events = store.subscribe();
+        match sup.get_job(known).await {
+            Ok(_) => break events,
+            Err(e) => {
+                assert!(common::is_storage(&e), "{e:?}");
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ids.extend(common::submit_all(&sup, ok_jobs(&ledger, 300, 20, 10), 16).await);
+    common::wait_all_terminal(&store, events, &ids, Duration::from_secs(60)).await;
+    let tally = check_all_finished(
+        &common::get_all(&store, &ids).await,
+        &common::read_ledger(&ledger),
+        // An answer that arrived during the outage could not be recorded: that attempt
+        // is retried once its lease expires.
+        |_| true,
+    );
+    common::report(format!(
+        "chaos redis: {} jobs in {:.1?}; redis down {down_for:.1?}, API calls during the outage \
+         answered Storage in at most {slowest:.1?} each (4 calls per round); {} jobs retried, \
+         {} answers lost in the outage, 0 jobs lost",
+        tally.jobs,
+        started.elapsed(),
+        tally.retried,
+        tally.lost_answers
+    ));
+    assert_eq!(tally.jobs, 1_300);
+    assert!(tally.retried > 0, "the outage hit no running job");
+    sup.shutdown().await;
+}
+
+/// A process killed on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills every process carrying `tag` (orphaned runners) when dropped.
+struct KillTagged(String);
+
+impl Drop for KillTagged {
+    fn drop(&mut self) {
+        for pid in tagged_pids(None, &self.0) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// `target/<profile>/hero-supervisor`, beside this test's own `deps/` directory.
+fn supervisor_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let bin = profile_dir.join("hero-supervisor");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hero-supervisor` first (`cargo test --workspace` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+fn spawn_supervisor(
+    bin: &Path,
+    port: u16,
+    redis: &RedisServer,
+    tag: &str,
+    log: &Path,
+) -> KillOnDrop {
+    let runner = format!(
+        "SAL,OSIS,V,Python=stdio:{} --tag {tag}",
+        common::TEST_RUNNER
+    );
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("supervisor log");
+    let child = std::process::Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redis-url", &redis.url(), "--runner", &runner])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn hero-supervisor");
+    KillOnDrop(child)
+}
+
+async fn wait_listening(port: u16, child: &mut KillOnDrop, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!(
+                "hero-supervisor exited ({status}); log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hero-supervisor never listened on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `hero-supervisor` process SIGKILLed mid-run and started again on the same Redis
+/// (AOF on): every accepted job finishes (those it was running once their leases, 30 s
+/// in the binary, expire), and its orphaned runners exit on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
+    let bin = supervisor_binary();
+    let redis = RedisServer::builder().aof(true).start();
+    let store = redis_store(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, log) = (dir.path().join("ledger"), dir.path().join("supervisor.log"));
+    let tag = unique_tag("chaos-supervisor");
+    let _reap = KillTagged(tag.clone());
+    let port = hero_testkit::free_tcp_port();
+    let started = Instant::now();
+
+    let mut first = spawn_supervisor(&bin, port, &redis, &tag, &log);
+    wait_listening(port, &mut first, &log).await;
+    // Accepted = created and started in the store the supervisor serves.
+    let mut ids: Vec<JobId> = Vec::new();
+    for p in ok_jobs(&ledger, 1_000, 20, 3) {
+        let job = Job::new(JobId::new(), p, chrono::Utc::now());
+        store.create(&job).await.unwrap();
+        store.start(job.id).await.unwrap();
+        ids.push(job.id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ran = common::read_ledger(&ledger).len();
+        if ran >= 100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor never ran jobs ({ran})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill(Pid::from_raw(first.0.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = first.0.wait();
+    let killed_at = Instant::now();
+    drop(first);
+    let running_at_kill = common::get_all(&store, &ids)
+        .await
+        .iter()
+        .filter(|j| j.as_ref().is_ok_and(|j| j.status == JobStatus::Started))
+        .count();
+    // A stdio runner sees EOF when its supervisor dies and exits.
+    loop {
+        let orphans = tagged_pids(None, &tag);
+        if orphans.is_empty() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "runners {orphans:?} outlived their supervisor"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let events = store.subscribe();
+    let mut second = spawn_supervisor(&bin, port, &redis, &tag, &log);
+    wait_listening(port, &mut second, &log).await;
+    common::wait_all_terminal(&store, events, &ids, Duration::from_secs(75)).await;
+    let tally = check_all_finished(
+        &common::get_all(&store, &ids).await,
+        &common::read_ledger(&ledger),
+        // Answers in flight when the supervisor died were lost with it.
+        |_| true,
+    );
+    common::report(format!(
+        "chaos supervisor: {} jobs in {:.1?}, supervisor SIGKILLed with {running_at_kill} jobs \
+         running; {} jobs retried, {} answers lost with it, 0 jobs lost",
+        tally.jobs,
+        started.elapsed(),
+        tally.retried,
+        tally.lost_answers
+    ));
+    assert_eq!(tally.jobs, 1_000);
+    drop(second);
+}

@@ -1,0 +1,86 @@
+//! Concurrency: 200 clients at once calling `run_job` on the JSON-RPC server, half over
+//! HTTP and half over WebSocket, each with its own connection and its own script; every
+//! one gets exactly its own output.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hero_supervisor::clock::SystemClock;
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::{HeroApiClient, RpcConfig, start_on};
+use hero_supervisor::store::{JobStore, MemoryStore, StoreConfig};
+use hero_supervisor::{Supervisor, SupervisorConfig};
+
+const CLIENTS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_run_job_clients_over_http_and_websocket() {
+    let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(
+        StoreConfig::default(),
+        Arc::new(SystemClock),
+    ));
+    let config = SupervisorConfig {
+        pools: common::pool_per_type(1, None),
+        limits: Default::default(),
+        dispatch: common::fast_dispatch(),
+    };
+    let sup = Supervisor::start(config, store).await.unwrap();
+    let (addr, server) = start_on(
+        "127.0.0.1:0".parse().unwrap(),
+        RpcConfig::default(),
+        sup.clone(),
+    )
+    .await
+    .expect("rpc server starts");
+    let url = format!("http://{addr}");
+    let started = Instant::now();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let url = url.clone();
+        let script_type = ["SAL", "OSIS", "V", "Python"][i % 4];
+        tasks.spawn(async move {
+            let script = format!("echo client {i} of {CLIENTS}");
+            let call = async {
+                if i % 2 == 0 {
+                    let client = http_client(&url, None).expect("http client");
+                    client
+                        .run_job(script.clone(), script_type.to_owned(), None, Some(30))
+                        .await
+                } else {
+                    let client = ws_client(&hero_supervisor::rpc::client::ws_url(&url), None)
+                        .await
+                        .expect("websocket client");
+                    client
+                        .run_job(script.clone(), script_type.to_owned(), None, Some(30))
+                        .await
+                }
+            };
+            let got = tokio::time::timeout(Duration::from_secs(60), call).await;
+            (i, script, got)
+        });
+    }
+    let mut wrong = Vec::new();
+    let mut answered = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (i, script, got) = done.expect("client task");
+        answered += 1;
+        let want = script.strip_prefix("echo ").unwrap();
+        match got {
+            Ok(Ok(out)) if out == want => {}
+            other => wrong.push(format!("client {i}: {other:?}")),
+        }
+    }
+    common::report(format!(
+        "concurrency: {CLIENTS} run_job clients (HTTP and WebSocket) answered in {:.1?}, {} wrong",
+        started.elapsed(),
+        wrong.len()
+    ));
+    assert_eq!(answered, CLIENTS);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    server.stop().unwrap();
+    server.stopped().await;
+    sup.shutdown().await;
+}
