@@ -11,6 +11,7 @@
 //! max_connections = 256              # HERO_MAX_CONNECTIONS, --max-connections
 //! max_subscriptions_per_connection = 64  # HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION, ...
 //! max_script_bytes = 1048576         # HERO_MAX_SCRIPT_BYTES, --max-script-bytes
+//! lease_secs = 30                    # HERO_LEASE_SECS, --lease-secs
 //! runners = ["Python=tcp://127.0.0.1:9000", "V=stdio:my-v-runner --stdio"]  # --runner (repeatable)
 //! ```
 //!
@@ -56,6 +57,9 @@ pub enum ConfigError {
     /// `listen` is not `HOST:PORT` with an IP address.
     #[error("invalid listen address {0:?}: expected IP:PORT, e.g. 127.0.0.1:9652")]
     Listen(String),
+    /// `lease_secs` out of range.
+    #[error("invalid lease_secs {0}: expected 1..=3600 seconds")]
+    Lease(u64),
     /// A runner spec that is not `TYPE=tcp://HOST:PORT` or `TYPE=stdio:COMMAND ARGS..`.
     #[error("invalid runner {spec:?}: {reason}")]
     Runner {
@@ -102,6 +106,10 @@ pub struct ServeArgs {
     /// Largest script in bytes [default: 1048576].
     #[arg(long, env = "HERO_MAX_SCRIPT_BYTES")]
     pub max_script_bytes: Option<usize>,
+    /// Lease of a running job in seconds: how long after this instance dies another one
+    /// takes its jobs over [default: 30].
+    #[arg(long, env = "HERO_LEASE_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_secs: Option<u64>,
     /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
     /// Repeatable; replaces the built-in runner for those types.
     #[arg(long = "runner", value_name = "TYPE=SPEC")]
@@ -120,6 +128,7 @@ struct FileConfig {
     max_connections: Option<u32>,
     max_subscriptions_per_connection: Option<u32>,
     max_script_bytes: Option<usize>,
+    lease_secs: Option<u64>,
     #[serde(default)]
     runners: Vec<String>,
 }
@@ -187,6 +196,12 @@ impl ServeConfig {
                 .unwrap_or(Limits::default().max_script_len),
             ..Limits::default()
         };
+        if let Some(secs) = args.lease_secs.or(file.lease_secs) {
+            if !(1..=3600).contains(&secs) {
+                return Err(ConfigError::Lease(secs));
+            }
+            supervisor.dispatch.lease = std::time::Duration::from_secs(secs);
+        }
         Ok(ServeConfig {
             listen,
             redis_url: args.redis_url.or(file.redis_url),

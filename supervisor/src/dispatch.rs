@@ -1,7 +1,8 @@
 //! The dispatcher: from the queues to the runners and back.
 //!
-//! Per pool, one claim loop takes ready jobs only while the pool has free capacity (a
-//! permit per request in flight, so nothing is prefetched without bound), and runs each
+//! Per pool, one claim loop takes ready jobs only while a live runner connection has a
+//! free request slot (reserved per job, sized by the runner's own `max_in_flight`, so
+//! nothing is prefetched without bound and no runner is sent more than it takes), and runs each
 //! claimed job as a task: build the request, send it, wait for the outcome, the job's
 //! deadline, or a stop; then map the outcome onto the store (DESIGN.md, "Outcome
 //! mapping"). Beside them: lease renewal for the jobs running here, promotion of delayed
@@ -17,12 +18,12 @@ use hero_protocol::{
     error_type,
 };
 use serde_json::{Map, Value, json};
-use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::job::{Job, JobError, JobId, ScriptType};
-use crate::pool::{CallError, RunnerConnection, RunnerPool};
+use crate::pool::{CallError, Lease, RunnerConnection, RunnerPool};
 use crate::store::{JobStore, StoreError, StoreEvent};
 
 /// Jobs claimed in one store call at most.
@@ -32,6 +33,8 @@ const MAINTENANCE_BATCH: usize = 256;
 /// The built-in runner's error type for a missing interpreter (`v`, `python3`): as
 /// final as `handler_not_found`, retrying cannot install it.
 const INTERPRETER_NOT_FOUND: &str = "interpreter_not_found";
+/// How long a job answered `runner_busy` waits before it goes back to its queue.
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
 /// Log lines written to the store per call at most.
 const LOG_BATCH: usize = 512;
 
@@ -170,22 +173,16 @@ impl Dispatcher {
         loop {
             // Subscribe before looking, so a job queued meanwhile still wakes us.
             let mut events = self.store.subscribe();
-            tokio::select! {
-                _ = self.claiming.cancelled() => return,
-                _ = pool.wait_connected() => {}
-            }
+            // A free request slot on a live connection first: no runner, no claim.
             let first = tokio::select! {
                 _ = self.claiming.cancelled() => return,
-                p = pool.capacity.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+                lease = pool.lease() => lease,
             };
             let mut permits = vec![first];
             while permits.len() < CLAIM_BATCH {
-                match pool.capacity.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
+                match pool.try_lease() {
+                    Some(lease) => permits.push(lease),
+                    None => break,
                 }
             }
             let mut claimed = Vec::new();
@@ -235,9 +232,8 @@ impl Dispatcher {
         pool: Arc<RunnerPool>,
         owner: Arc<str>,
         job: Job,
-        permit: OwnedSemaphorePermit,
+        lease: Lease,
     ) {
-        let _permit = permit;
         let id = job.id;
         let stop = CancellationToken::new();
         let release = CancellationToken::new();
@@ -255,7 +251,11 @@ impl Dispatcher {
         if job.cancel_requested {
             stop.cancel();
         }
-        let verdict = self.execute(&pool, &job, &stop, &release).await;
+        let verdict = self
+            .execute(&pool, &lease.conn, &job, &stop, &release)
+            .await;
+        // The request slot is free again before the store hears of it.
+        drop(lease);
         self.apply(&job, verdict).await;
         if let Ok(mut map) = self.running.lock() {
             map.remove(&id);
@@ -266,13 +266,11 @@ impl Dispatcher {
     async fn execute(
         &self,
         pool: &RunnerPool,
+        conn: &Arc<RunnerConnection>,
         job: &Job,
         stop: &CancellationToken,
         release: &CancellationToken,
     ) -> Verdict {
-        let Some(conn) = pool.pick() else {
-            return Verdict::Lost("no runner connected".to_owned());
-        };
         let request_id = uuid::Uuid::new_v4().to_string();
         let timeout = Duration::from_secs(job.timeout_secs.max(1));
         let deadline =
@@ -301,7 +299,7 @@ impl Dispatcher {
             if hard.is_err() {
                 tracing::warn!(job = %job.id, "request ignored its hard cancel; restarting the runner");
                 conn.forget(&request_id);
-                kick(pool, &conn);
+                pool.kick(conn);
             }
         }
         match why {
@@ -389,6 +387,13 @@ impl Dispatcher {
                 let error = error.unwrap_or_else(|| JobError::timeout("runner reported a timeout"));
                 let error = JobError::new(JobError::TIMEOUT, error.message);
                 self.retry_or_fail(job, attempts_left, None, error).await
+            }
+            OutcomeStatus::Error if outcome.error_type() == Some(error_type::RUNNER_BUSY) => {
+                // The runner had no room (it serves other clients too, or it lowered its
+                // limit): not the job's fault. Back to the head of the queue, the attempt
+                // not counted, after a pause so a full runner is not hammered.
+                tokio::time::sleep(BUSY_PAUSE).await;
+                self.store.release(id, attempt).await
             }
             OutcomeStatus::Error => {
                 let error =
@@ -569,10 +574,6 @@ async fn wait_for_work(events: &mut broadcast::Receiver<StoreEvent>, types: &[Sc
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         }
     }
-}
-
-fn kick(pool: &RunnerPool, conn: &Arc<RunnerConnection>) {
-    pool.kick(conn);
 }
 
 enum Interrupt {

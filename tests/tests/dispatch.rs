@@ -538,3 +538,30 @@ async fn stop_through_one_instance_stops_a_job_running_on_another() {
     front.shutdown().await;
     runner.shutdown().await;
 }
+
+/// A runner that announces a lower `max_in_flight` in its `hello` (the test runner says
+/// 32) than its pool is configured for (64) is never sent more than it accepts: 64 slow
+/// jobs without retries all finish, none is answered `runner_busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_never_sends_a_runner_more_than_its_hello_accepts() {
+    let b = memory().await;
+    let sup = supervisor(&b).await;
+    assert_eq!(sup.list_runners()[0].processes, 1);
+    let mut ids = Vec::new();
+    for _ in 0..64 {
+        let mut p = params("sleep 0.3");
+        p.retries = Some(0);
+        ids.push(submit(&sup, p).await);
+    }
+    for id in ids {
+        let job = wait(&sup, id).await;
+        assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+        assert_eq!(job.attempt, 1);
+    }
+    assert_eq!(
+        sup.list_runners()[0].max_in_flight,
+        32,
+        "negotiated in hello"
+    );
+    sup.shutdown().await;
+}

@@ -419,6 +419,8 @@ fn spawn_supervisor(
     let child = std::process::Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--redis-url", &redis.url(), "--runner", &runner])
+        // A short lease: the restarted instance takes the dead one's jobs over quickly.
+        .args(["--lease-secs", "2"])
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -449,8 +451,8 @@ async fn wait_listening(port: u16, child: &mut KillOnDrop, log: &Path) {
 }
 
 /// The `hero-supervisor` process SIGKILLed mid-run and started again on the same Redis
-/// (AOF on): every accepted job finishes (those it was running once their leases, 30 s
-/// in the binary, expire), and its orphaned runners exit on their own.
+/// (AOF on): every accepted job finishes (those it was running once their leases,
+/// `--lease-secs 2`, expire), and its orphaned runners exit on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
     let bin = supervisor_binary();

@@ -11,7 +11,7 @@ use hero_protocol::{
     CancelRequest, ExecutionOutcome, ExecutionRequest, FrameCodec, Hello, LogLine, Message,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +62,9 @@ pub(crate) struct RunnerConnection {
     pending: PendingMapDebug,
     closed: CancellationToken,
     max_in_flight: usize,
+    /// One permit per request slot: the dispatcher reserves one before claiming a job
+    /// for this connection, so the runner is never sent more than it accepts.
+    slots: Arc<Semaphore>,
     reason: Arc<Mutex<Option<String>>>,
 }
 
@@ -209,6 +212,7 @@ impl RunnerConnection {
             pending: PendingMapDebug(pending),
             closed,
             max_in_flight,
+            slots: Arc::new(Semaphore::new(max_in_flight)),
             reason,
         })
     }
@@ -273,6 +277,16 @@ impl RunnerConnection {
     /// Requests this connection carries at once.
     pub(crate) fn max_in_flight(&self) -> usize {
         self.max_in_flight
+    }
+
+    /// Reserves a request slot, if one is free.
+    pub(crate) fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Request slots not reserved.
+    pub(crate) fn free_slots(&self) -> usize {
+        self.slots.available_permits()
     }
 
     /// Requests waiting for an answer.

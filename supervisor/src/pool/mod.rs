@@ -12,7 +12,7 @@ mod connection;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use hero_protocol::{DEFAULT_MAX_FRAME_LEN, LogLine};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -133,7 +133,8 @@ pub struct RunnerInfo {
     pub processes: usize,
     /// Requests in flight now.
     pub in_flight: usize,
-    /// Requests in flight at most, over all slots.
+    /// Requests in flight at most, over the live connections (each runner's
+    /// `max_in_flight`, lowered by its `hello` when it announces less).
     pub max_in_flight: usize,
     /// Times a slot's runner was (re)started after the first.
     pub restarts: u64,
@@ -143,9 +144,21 @@ pub struct RunnerInfo {
 #[derive(Debug, Default)]
 struct Slot {
     current: RwLock<Option<Arc<RunnerConnection>>>,
-    /// Set when the slot's connection must be dropped and its child killed (a request
-    /// that would not stop).
-    kick: Notify,
+}
+
+/// A free request slot on one connection: the right to send it one request. Dropping
+/// it frees the slot and wakes the pool's claim loop.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) conn: Arc<RunnerConnection>,
+    _permit: OwnedSemaphorePermit,
+    room: Arc<Notify>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.room.notify_one();
+    }
 }
 
 /// A pool at run time.
@@ -153,12 +166,10 @@ struct Slot {
 pub(crate) struct RunnerPool {
     pub(crate) config: PoolConfig,
     slots: Vec<Arc<Slot>>,
-    /// Free request capacity over the whole pool.
-    pub(crate) capacity: Arc<Semaphore>,
-    /// Signalled whenever a slot connects.
-    ready: Notify,
+    /// Signalled when a slot connects or a request slot frees up: the claim loop may
+    /// find room. `notify_one` keeps the signal if nobody waits yet, so none is lost.
+    room: Arc<Notify>,
     restarts: AtomicU64,
-    connected: AtomicUsize,
 }
 
 impl RunnerPool {
@@ -171,12 +182,10 @@ impl RunnerPool {
     ) -> Arc<RunnerPool> {
         let processes = config.processes.max(1);
         let pool = Arc::new(RunnerPool {
-            capacity: Arc::new(Semaphore::new(processes * config.max_in_flight.max(1))),
             slots: (0..processes).map(|_| Arc::default()).collect(),
             config,
-            ready: Notify::new(),
+            room: Arc::new(Notify::new()),
             restarts: AtomicU64::new(0),
-            connected: AtomicUsize::new(0),
         });
         for (index, slot) in pool.slots.iter().enumerate() {
             tracker.spawn(run_slot(
@@ -190,50 +199,47 @@ impl RunnerPool {
         pool
     }
 
-    /// The live connection with the most free room, if any.
-    pub(crate) fn pick(&self) -> Option<Arc<RunnerConnection>> {
+    fn live(&self) -> impl Iterator<Item = Arc<RunnerConnection>> + '_ {
         self.slots
             .iter()
             .filter_map(|s| s.current.read().ok().and_then(|c| c.clone()))
             .filter(|c| !c.is_closed())
-            .max_by_key(|c| c.max_in_flight().saturating_sub(c.in_flight()))
     }
 
-    /// Waits until some slot has a live connection.
-    pub(crate) async fn wait_connected(&self) {
+    /// A free request slot on the live connection with the most room, if any. Capacity
+    /// is each connection's own, as negotiated in `hello`: a slot that is down or a
+    /// runner that announced less lowers it.
+    pub(crate) fn try_lease(&self) -> Option<Lease> {
+        let mut live: Vec<_> = self.live().collect();
+        live.sort_by_key(|c| std::cmp::Reverse(c.free_slots()));
+        live.into_iter().find_map(|conn| {
+            let permit = conn.try_reserve()?;
+            Some(Lease {
+                conn,
+                _permit: permit,
+                room: self.room.clone(),
+            })
+        })
+    }
+
+    /// Waits for a free request slot.
+    pub(crate) async fn lease(&self) -> Lease {
         loop {
-            let notified = self.ready.notified();
-            if self.pick().is_some() {
-                return;
+            if let Some(lease) = self.try_lease() {
+                return lease;
             }
-            notified.await;
+            self.room.notified().await;
         }
     }
 
-    /// Drops the connection `conn` and restarts its runner: for a request that would
-    /// not stop after a cancel.
+    /// Drops the connection `conn`: its slot kills the runner child and starts a new
+    /// one. For a request that would not stop after a hard cancel.
     pub(crate) fn kick(&self, conn: &Arc<RunnerConnection>) {
-        for slot in &self.slots {
-            let is_it = slot
-                .current
-                .read()
-                .ok()
-                .and_then(|c| c.clone())
-                .is_some_and(|c| Arc::ptr_eq(&c, conn));
-            if is_it {
-                slot.kick.notify_one();
-            }
-        }
         conn.close("runner restarted: a request did not stop after its cancel");
     }
 
     pub(crate) fn info(&self) -> RunnerInfo {
-        let live: Vec<_> = self
-            .slots
-            .iter()
-            .filter_map(|s| s.current.read().ok().and_then(|c| c.clone()))
-            .filter(|c| !c.is_closed())
-            .collect();
+        let live: Vec<_> = self.live().collect();
         RunnerInfo {
             name: self.config.name.clone(),
             script_types: self
@@ -246,7 +252,7 @@ impl RunnerPool {
             connected: live.len(),
             processes: self.slots.len(),
             in_flight: live.iter().map(|c| c.in_flight()).sum(),
-            max_in_flight: self.slots.len() * self.config.max_in_flight.max(1),
+            max_in_flight: live.iter().map(|c| c.max_in_flight()).sum(),
             restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
@@ -287,8 +293,7 @@ async fn run_slot(
                 if let Ok(mut cur) = slot.current.write() {
                     *cur = Some(conn.clone());
                 }
-                pool.connected.fetch_add(1, Ordering::Relaxed);
-                pool.ready.notify_waiters();
+                pool.room.notify_one();
                 let exit = async {
                     match child.as_mut() {
                         Some(c) => c.wait().await.ok(),
@@ -302,12 +307,10 @@ async fn run_slot(
                         tracing::warn!(runner = %name, ?status, "runner exited");
                         false
                     }
-                    _ = slot.kick.notified() => false,
                 };
                 if let Ok(mut cur) = slot.current.write() {
                     *cur = None;
                 }
-                pool.connected.fetch_sub(1, Ordering::Relaxed);
                 conn.close(if stopping {
                     "supervisor shutting down"
                 } else {
