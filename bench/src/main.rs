@@ -1,0 +1,441 @@
+//! # hero-bench
+//!
+//! The supervisor's benchmark (issue 8, DESIGN.md "Performance targets"): prints the
+//! machine, the Redis ceiling measured in the same run, and one markdown table.
+//!
+//! ```text
+//! cargo build --release -p hero-bench
+//! cargo run --release -p hero-bench -- [--jobs N] [--only burn-down,memory,rpc] [--repeat K]
+//! ```
+//!
+//! Scenarios (`--only`, comma-separated): `burn-down` (= `burn-down-memory` +
+//! `burn-down-redis`), `memory`, `rpc`. Other flags: `--processes 1,2` (runner processes
+//! tried in the burn-down; the best is reported), `--in-flight N` (pool's requests in
+//! flight per runner process, default 256), `--repeat K` (runs per burn-down setting,
+//! the median is reported; default 3), `--clients N` (concurrent HTTP clients and
+//! `redis-benchmark -c`, default 50), `--rpc-calls N` (idle round trips, default 2,000),
+//! `--steady-calls N` (calls in the steady state, default 20,000).
+
+mod burn_down;
+mod ceiling;
+mod machine;
+mod memory;
+mod output;
+#[cfg(feature = "rpc")]
+mod rpc;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use hero_testkit::RedisServer;
+
+use crate::burn_down::StoreKind;
+use crate::ceiling::Ceiling;
+use crate::output::{Row, progress, thousands};
+
+/// Redis burn-down target, jobs/s (issue 8: twice BullMQ on these machines).
+const TARGET_REDIS: f64 = 32_000.0;
+/// Memory-store burn-down target, jobs/s.
+const TARGET_MEMORY: f64 = 100_000.0;
+/// Idle `run_job` round trip targets, ms.
+const TARGET_P50_MS: f64 = 1.0;
+const TARGET_P99_MS: f64 = 3.0;
+/// Memory is "flat" when the peak grows by less than this per extra queued job: a job
+/// held in memory costs far more (its `Job` record alone is several hundred bytes).
+const FLAT_BYTES_PER_JOB: f64 = 64.0;
+/// Jobs queued for the smaller memory probes (then `--jobs`).
+const SMALL_PROBES: [usize; 2] = [1_000, 10_000];
+/// `redis-benchmark -n`.
+const CEILING_REQUESTS: usize = 200_000;
+
+#[derive(Debug, Clone)]
+struct Args {
+    jobs: usize,
+    only: Option<Vec<String>>,
+    repeat: usize,
+    processes: Vec<usize>,
+    in_flight: usize,
+    clients: usize,
+    rpc_calls: usize,
+    steady_calls: usize,
+    memory_probe: bool,
+    redis_url: Option<String>,
+    runner: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args {
+            jobs: 100_000,
+            only: None,
+            repeat: 3,
+            processes: vec![1, 2],
+            in_flight: 256,
+            clients: 50,
+            rpc_calls: 2_000,
+            steady_calls: 20_000,
+            memory_probe: false,
+            redis_url: None,
+            runner: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--jobs" => args.jobs = value()?.parse().context("--jobs")?,
+                "--only" => {
+                    args.only = Some(value()?.split(',').map(|s| s.trim().to_owned()).collect());
+                }
+                "--repeat" => args.repeat = value()?.parse().context("--repeat")?,
+                "--processes" => {
+                    args.processes = value()?
+                        .split(',')
+                        .map(|s| s.trim().parse().context("--processes"))
+                        .collect::<Result<_>>()?;
+                }
+                "--in-flight" => args.in_flight = value()?.parse().context("--in-flight")?,
+                "--clients" => args.clients = value()?.parse().context("--clients")?,
+                "--rpc-calls" => args.rpc_calls = value()?.parse().context("--rpc-calls")?,
+                "--steady-calls" => {
+                    args.steady_calls = value()?.parse().context("--steady-calls")?;
+                }
+                // Internal: the child process of the memory scenario.
+                "--memory-probe" => args.memory_probe = true,
+                "--redis-url" => args.redis_url = Some(value()?),
+                "--runner" => args.runner = Some(PathBuf::from(value()?)),
+                other => bail!(
+                    "unknown flag {other}; usage: hero-bench [--jobs N] \
+                     [--only burn-down,burn-down-memory,burn-down-redis,memory,rpc] \
+                     [--repeat K] [--processes 1,2] [--in-flight N] [--clients N] \
+                     [--rpc-calls N] [--steady-calls N]"
+                ),
+            }
+        }
+        if args.jobs == 0 || args.repeat == 0 || args.processes.is_empty() || args.clients == 0 {
+            bail!("--jobs, --repeat, --processes and --clients must be positive");
+        }
+        if let Some(only) = &args.only {
+            for s in only {
+                if !SCENARIOS.contains(&s.as_str()) {
+                    bail!("unknown scenario {s}; known: {}", SCENARIOS.join(", "));
+                }
+            }
+        }
+        Ok(args)
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        match &self.only {
+            None => true,
+            Some(only) => only
+                .iter()
+                .any(|s| s == scenario || (s == "burn-down" && scenario.starts_with("burn-down-"))),
+        }
+    }
+}
+
+const SCENARIOS: [&str; 5] = [
+    "burn-down",
+    "burn-down-memory",
+    "burn-down-redis",
+    "memory",
+    "rpc",
+];
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1} MiB", kb as f64 / 1024.0)
+}
+
+fn vs_ceiling(rate: f64, ceiling: &Ceiling) -> String {
+    format!(
+        "{:.0}% of {} ops/s (-c {})",
+        100.0 * rate / ceiling.ops(),
+        thousands(ceiling.ops()),
+        ceiling.clients
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse()?;
+    if args.memory_probe {
+        let url = args
+            .redis_url
+            .as_deref()
+            .context("--memory-probe needs --redis-url")?;
+        let runner = args
+            .runner
+            .clone()
+            .context("--memory-probe needs --runner")?;
+        let processes = args.processes.first().copied().unwrap_or(1);
+        return memory::probe(url, args.jobs, processes, args.in_flight, &runner).await;
+    }
+    let runner = burn_down::noop_runner()?;
+    let machine = machine::Machine::detect();
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    // The ceiling: the bench's own private redis-server, at the HTTP client count and at
+    // one client (the store talks to Redis over one multiplexed connection).
+    progress("measuring the Redis ceiling (redis-benchmark)");
+    let ceiling_server = RedisServer::start();
+    let ceiling = ceiling::measure(ceiling_server.socket_path(), args.clients, CEILING_REQUESTS)?;
+    let single = ceiling::measure(ceiling_server.socket_path(), 1, CEILING_REQUESTS)?;
+    drop(ceiling_server);
+    let ceiling_lines = [&ceiling, &single]
+        .iter()
+        .map(|c| {
+            format!(
+                "Redis ceiling (`redis-benchmark -q -t lpush,rpop -n {CEILING_REQUESTS} -c {} -s <socket>`, \
+                 same run, private redis-server): LPUSH {} requests/s, RPOP {} requests/s",
+                c.clients,
+                thousands(c.lpush),
+                thousands(c.rpop)
+            )
+        })
+        .collect::<Vec<_>>();
+
+    for kind in [StoreKind::Memory, StoreKind::Redis] {
+        if !args.wants(&format!("burn-down-{}", kind.name())) {
+            continue;
+        }
+        let mut by_processes = Vec::new();
+        for &p in &args.processes {
+            let mut rates = Vec::new();
+            for r in 1..=args.repeat {
+                let run = burn_down::run(kind, args.jobs, p, args.in_flight, &runner).await?;
+                progress(&format!(
+                    "burn-down {} store, {p} runner process(es), run {r}/{}: {} jobs in {:.3} s = {} jobs/s \
+                     (queued in {:.1} s, {} events lagged)",
+                    kind.name(),
+                    args.repeat,
+                    run.jobs,
+                    run.drain_secs,
+                    thousands(run.jobs_per_sec()),
+                    run.queue_secs,
+                    run.lagged
+                ));
+                rates.push(run.jobs_per_sec());
+            }
+            by_processes.push((p, median(rates)));
+        }
+        let Some(&(best_p, best)) = by_processes.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+            continue;
+        };
+        let others = by_processes
+            .iter()
+            .filter(|(p, _)| *p != best_p)
+            .map(|(p, r)| format!("{p} proc: {} jobs/s", thousands(*r)))
+            .collect::<Vec<_>>();
+        let target = match kind {
+            StoreKind::Memory => TARGET_MEMORY,
+            StoreKind::Redis => TARGET_REDIS,
+        };
+        let mut setting = format!(
+            "{} no-op jobs, {best_p} runner process(es) x {} in flight, median of {}",
+            thousands(args.jobs as f64),
+            args.in_flight,
+            args.repeat
+        );
+        if !others.is_empty() {
+            setting.push_str(&format!(" ({})", others.join(", ")));
+        }
+        rows.push(Row {
+            scenario: "burn-down".to_owned(),
+            store: kind.name().to_owned(),
+            setting,
+            figure: format!("{} jobs/s", thousands(best)),
+            ceiling: vs_ceiling(best, &ceiling),
+            target: format!(">= {} jobs/s", thousands(target)),
+            met: Some(best >= target),
+        });
+    }
+
+    if args.wants("memory") {
+        let p = args.processes.first().copied().unwrap_or(1);
+        let mut probes = Vec::new();
+        let sizes = SMALL_PROBES
+            .into_iter()
+            .filter(|&n| n < args.jobs)
+            .chain([args.jobs]);
+        for n in sizes {
+            let probe = memory::measure(n, p, args.in_flight, &runner).await?;
+            progress(&format!(
+                "memory: {} jobs queued in Redis: peak RSS {} ({} before the supervisor started), drained in {:.2} s",
+                thousands(n as f64),
+                mib(probe.peak_kb),
+                mib(probe.before_kb),
+                probe.drain_secs
+            ));
+            probes.push(probe);
+        }
+        // The baseline is the probe before the largest: 1,000 jobs drain in a few tens of
+        // ms, before the dispatcher reaches its steady in-flight level, so the step from
+        // it is warm-up, not growth with the queue.
+        let base = probes[probes.len().saturating_sub(2)];
+        let last = probes.len() - 1;
+        for (i, probe) in probes.iter().enumerate() {
+            let is_big = i == last && probes.len() > 1;
+            // Bytes of peak RSS per extra queued job, against the baseline.
+            let per_job = (probe.peak_kb as f64 - base.peak_kb as f64) * 1024.0
+                / (probe.jobs as f64 - base.jobs as f64);
+            let flat = per_job < FLAT_BYTES_PER_JOB;
+            rows.push(Row {
+                scenario: "memory: supervisor peak RSS (VmHWM)".to_owned(),
+                store: "redis".to_owned(),
+                setting: format!(
+                    "{} jobs queued, then drained; {p} runner process(es)",
+                    thousands(probe.jobs as f64)
+                ),
+                figure: if is_big {
+                    format!(
+                        "{} ({per_job:.0} B per extra queued job)",
+                        mib(probe.peak_kb)
+                    )
+                } else {
+                    mib(probe.peak_kb)
+                },
+                ceiling: "-".to_owned(),
+                target: if is_big {
+                    format!(
+                        "flat: < {FLAT_BYTES_PER_JOB:.0} B per extra queued job vs {} jobs",
+                        thousands(base.jobs as f64)
+                    )
+                } else {
+                    "reference".to_owned()
+                },
+                met: is_big.then_some(flat),
+            });
+        }
+        notes.push(
+            "Memory: peak RSS (VmHWM of /proc/self/status) of a child bench process that runs \
+             the supervisor in-process (tokio runtime, RedisStore, dispatcher, runner pool; \
+             runner processes not counted), over a Redis where the parent queued the jobs first."
+                .to_owned(),
+        );
+    }
+
+    if args.wants("rpc") {
+        rpc_rows(&args, &runner, &ceiling, &mut rows, &mut notes).await?;
+    }
+
+    notes.push(format!(
+        "Burn-down: jobs created and started through the store before the supervisor starts; \
+         timed from Supervisor::start (includes spawning the runner processes) to the last \
+         JobChanged(Finished) event; runner: hero-noop-runner (SDK, success \"\" at once); \
+         the bench, the supervisor, the runners and redis-server share the {} cores.",
+        machine.cores
+    ));
+    output::report(&machine, &ceiling_lines, &rows, &notes);
+    Ok(())
+}
+
+#[cfg(feature = "rpc")]
+async fn rpc_rows(
+    args: &Args,
+    runner: &std::path::Path,
+    ceiling: &Ceiling,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let figures = rpc::measure(
+        args.rpc_calls,
+        args.steady_calls,
+        args.clients,
+        args.in_flight,
+        runner,
+    )
+    .await?;
+    let idle = &figures.idle;
+    let steady = &figures.steady;
+    progress(&format!(
+        "rpc: idle p50 {:.3} ms p99 {:.3} ms; steady {} calls/s",
+        idle.quantile_ms(0.5),
+        idle.quantile_ms(0.99),
+        thousands(steady.per_sec())
+    ));
+    let idle_setting = format!(
+        "HTTP run_job, 1 client, one call at a time, {} calls",
+        thousands(idle.calls as f64)
+    );
+    for (q, target) in [(0.5, TARGET_P50_MS), (0.99, TARGET_P99_MS)] {
+        let ms = idle.quantile_ms(q);
+        rows.push(Row {
+            scenario: format!("idle round trip p{:.0}", q * 100.0),
+            store: "redis".to_owned(),
+            setting: idle_setting.clone(),
+            figure: format!("{ms:.3} ms"),
+            ceiling: "-".to_owned(),
+            target: format!("<= {target} ms"),
+            met: Some(ms <= target),
+        });
+    }
+    rows.push(Row {
+        scenario: "steady state".to_owned(),
+        store: "redis".to_owned(),
+        setting: format!(
+            "HTTP run_job, {} concurrent clients, {} calls",
+            figures.clients,
+            thousands(steady.calls as f64)
+        ),
+        figure: format!(
+            "{} calls/s; p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            thousands(steady.per_sec()),
+            steady.quantile_ms(0.5),
+            steady.quantile_ms(0.9),
+            steady.quantile_ms(0.99)
+        ),
+        ceiling: vs_ceiling(steady.per_sec(), ceiling),
+        target: "-".to_owned(),
+        met: None,
+    });
+    notes.push(
+        "RPC: jsonrpsee HTTP client and server on loopback, supervisor over the Redis store, \
+         1 no-op runner process; latency from the client's call to its answer."
+            .to_owned(),
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "rpc"))]
+async fn rpc_rows(
+    _args: &Args,
+    _runner: &std::path::Path,
+    _ceiling: &Ceiling,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    for scenario in ["idle round trip p50 / p99", "steady state"] {
+        rows.push(Row {
+            scenario: scenario.to_owned(),
+            store: "redis".to_owned(),
+            setting: "HTTP run_job".to_owned(),
+            figure: "not measured".to_owned(),
+            ceiling: "-".to_owned(),
+            target: if scenario.starts_with("idle") {
+                format!("p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms")
+            } else {
+                "-".to_owned()
+            },
+            met: None,
+        });
+    }
+    notes.push(
+        "RPC: not measured: hero-bench was built without its `rpc` feature (the \
+         `hero_supervisor::rpc` server); build with `--features rpc`."
+            .to_owned(),
+    );
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `run_job` over HTTP (JSON-RPC), with the Redis store: one call at a time (idle round
+//! trip), then N concurrent clients (steady state).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use hero_supervisor::Supervisor;
+use hero_supervisor::rpc::{self, HeroApiClient, RpcConfig};
+
+use crate::burn_down::{self, Backend, StoreKind};
+
+/// Calls before measuring (connections, runner, Redis scripts loaded).
+const WARM_UP: usize = 200;
+
+/// Latencies of a series of calls.
+#[derive(Debug, Clone)]
+pub(crate) struct Latencies {
+    pub(crate) calls: usize,
+    pub(crate) wall_secs: f64,
+    sorted: Vec<Duration>,
+}
+
+impl Latencies {
+    fn new(mut all: Vec<Duration>, wall_secs: f64) -> Latencies {
+        all.sort_unstable();
+        Latencies {
+            calls: all.len(),
+            wall_secs,
+            sorted: all,
+        }
+    }
+
+    /// The `q` quantile (0..=1), nearest rank.
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
+        if self.sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((q * self.sorted.len() as f64).ceil() as usize).clamp(1, self.sorted.len());
+        self.sorted[rank - 1].as_secs_f64() * 1e3
+    }
+
+    pub(crate) fn per_sec(&self) -> f64 {
+        self.calls as f64 / self.wall_secs
+    }
+}
+
+/// Idle round trips, then the steady state with `clients` concurrent clients.
+#[derive(Debug, Clone)]
+pub(crate) struct RpcFigures {
+    pub(crate) idle: Latencies,
+    pub(crate) steady: Latencies,
+    pub(crate) clients: usize,
+}
+
+async fn call<C: HeroApiClient + Sync>(client: &C) -> Result<()> {
+    client
+        .run_job("noop".to_owned(), "SAL".to_owned(), None, Some(60))
+        .await
+        .map_err(|e| anyhow!("run_job: {e}"))?;
+    Ok(())
+}
+
+pub(crate) async fn measure(
+    idle_calls: usize,
+    steady_calls: usize,
+    clients: usize,
+    in_flight: usize,
+    runner: &Path,
+) -> Result<RpcFigures> {
+    let backend = Backend::new(StoreKind::Redis).await?;
+    let supervisor = Supervisor::start(
+        burn_down::config(runner, 1, in_flight),
+        backend.store.clone(),
+    )
+    .await
+    .map_err(|e| anyhow!("start the supervisor: {e}"))?;
+    let (addr, handle) = rpc::start_on(
+        "127.0.0.1:0".parse()?,
+        RpcConfig::default(),
+        supervisor.clone(),
+    )
+    .await
+    .context("start the JSON-RPC server")?;
+    let url = format!("http://{addr}");
+    let new_client = || rpc::client::http_client(&url, None).map_err(|e| anyhow!("client: {e}"));
+
+    let client = new_client()?;
+    for _ in 0..WARM_UP {
+        call(&client).await?;
+    }
+    let mut idle = Vec::with_capacity(idle_calls);
+    let began = Instant::now();
+    for _ in 0..idle_calls {
+        let t = Instant::now();
+        call(&client).await?;
+        idle.push(t.elapsed());
+    }
+    let idle = Latencies::new(idle, began.elapsed().as_secs_f64());
+
+    let left = Arc::new(AtomicUsize::new(steady_calls));
+    let began = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = new_client()?;
+        let left = left.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t = Instant::now();
+                call(&client).await?;
+                mine.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(mine)
+        }));
+    }
+    let mut steady = Vec::with_capacity(steady_calls);
+    for task in tasks {
+        steady.extend(task.await??);
+    }
+    let steady = Latencies::new(steady, began.elapsed().as_secs_f64());
+
+    let _ = handle.stop();
+    handle.stopped().await;
+    supervisor.shutdown().await;
+    drop(backend);
+    Ok(RpcFigures {
+        idle,
+        steady,
+        clients,
+    })
+}
