@@ -188,18 +188,55 @@ impl Supervisor {
         &self,
         params: JobParams,
     ) -> Result<String, SupervisorError> {
-        let id = self.create_job(params).await?;
-        // Subscribe before starting, so the end cannot slip past us.
-        let events = self.inner.store.subscribe();
-        self.start_job(id).await?;
-        let job = self.inner.store.get(id).await?;
+        params
+            .validate(&self.inner.limits)
+            .map_err(|e| SupervisorError::InvalidParams(e.to_string()))?;
+        let job = Job::new(JobId::new(), params, chrono::Utc::now());
+        let id = job.id;
         // Retries may run the job up to max_attempts times, each up to its timeout.
         let wait = Duration::from_secs(
             job.timeout_secs
                 .saturating_mul(u64::from(job.max_attempts())),
         ) + Duration::from_secs(2);
-        let job = self.wait_terminal(id, events, wait).await?;
-        job_result(job)
+        // Subscribe before starting, so the end cannot slip past us; then the terminal
+        // event itself says when to read the job: three store calls in all on the
+        // happy path (create, start, get).
+        let mut events = self.inner.store.subscribe();
+        self.inner.store.create(&job).await?;
+        let status = self.inner.store.start(id).await?;
+        if !status.is_terminal() {
+            let deadline = tokio::time::Instant::now() + wait;
+            let ended = async {
+                loop {
+                    match events.recv().await {
+                        Ok(StoreEvent::JobChanged {
+                            id: changed,
+                            status,
+                        }) if changed == id && status.is_terminal() => {
+                            return true;
+                        }
+                        Ok(_) => {}
+                        // Missed events, or none will come: fall back to reading.
+                        Err(_) => return false,
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, ended).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let events = self.inner.store.subscribe();
+                    return job_result(self.wait_terminal(id, events, rest).await?);
+                }
+                Err(_) => {
+                    return Err(SupervisorError::Timeout {
+                        id,
+                        waited_secs: wait.as_secs(),
+                    });
+                }
+            }
+        }
+        job_result(self.inner.store.get(id).await?)
     }
 
     /// Waits up to `wait` for the job to reach a terminal status and returns it.
