@@ -424,7 +424,7 @@ fn print_text_or_json(client: &ClientArgs, text: &str, value: &impl Serialize) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    hero_runner::cli::init_logging();
     let config = ServeConfig::resolve(args)?;
     // Refuse an unsafe listen address before spawning any runner.
     check_listen(config.listen, &config.rpc)?;
@@ -476,15 +476,4 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
-}
-
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
 }

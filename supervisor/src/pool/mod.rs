@@ -376,16 +376,7 @@ async fn establish(config: &PoolConfig, logs: mpsc::Sender<LogLine>) -> Result<S
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
                 return Err("child has no stdio pipes".to_owned());
             };
-            match RunnerConnection::open(stdout, stdin, &opts, logs).await {
-                Ok(conn) => Ok(Spawned {
-                    child: Some(child),
-                    conn: Arc::new(conn),
-                }),
-                Err(why) => {
-                    stop_child(&mut child, Duration::ZERO).await;
-                    Err(why)
-                }
-            }
+            open_with_child(child, stdout, stdin, &opts, logs).await
         }
         Transport::TcpExternal { addr } => {
             let stream = TcpStream::connect(addr)
@@ -432,16 +423,31 @@ async fn establish(config: &PoolConfig, logs: mpsc::Sender<LogLine>) -> Result<S
             };
             let _ = stream.set_nodelay(true);
             let (r, w) = stream.into_split();
-            match RunnerConnection::open(r, w, &opts, logs).await {
-                Ok(conn) => Ok(Spawned {
-                    child: Some(child),
-                    conn: Arc::new(conn),
-                }),
-                Err(why) => {
-                    stop_child(&mut child, Duration::ZERO).await;
-                    Err(why)
-                }
-            }
+            open_with_child(child, r, w, &opts, logs).await
+        }
+    }
+}
+
+/// Opens the connection to a spawned runner; kills the child when that fails.
+async fn open_with_child<R, W>(
+    mut child: Child,
+    reader: R,
+    writer: W,
+    opts: &ConnectionOptions,
+    logs: mpsc::Sender<LogLine>,
+) -> Result<Spawned, String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match RunnerConnection::open(reader, writer, opts, logs).await {
+        Ok(conn) => Ok(Spawned {
+            child: Some(child),
+            conn: Arc::new(conn),
+        }),
+        Err(why) => {
+            stop_child(&mut child, Duration::ZERO).await;
+            Err(why)
         }
     }
 }
