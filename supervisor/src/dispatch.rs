@@ -94,6 +94,8 @@ pub(crate) struct Dispatcher {
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) config: DispatchConfig,
     running: Mutex<HashMap<JobId, Running>>,
+    /// The tasks running claimed jobs: `drain` waits on it.
+    jobs: TaskTracker,
     /// Stops claiming.
     claiming: CancellationToken,
 }
@@ -104,6 +106,7 @@ impl Dispatcher {
             store,
             config,
             running: Mutex::default(),
+            jobs: TaskTracker::new(),
             claiming: CancellationToken::new(),
         })
     }
@@ -118,10 +121,7 @@ impl Dispatcher {
         for pool in pools {
             let owner: Arc<str> =
                 format!("{}/{}", self.config.instance_id, pool.config.name).into();
-            tracker.spawn(
-                self.clone()
-                    .claim_loop(pool.clone(), owner, tracker.clone()),
-            );
+            tracker.spawn(self.clone().claim_loop(pool.clone(), owner));
         }
         tracker.spawn(self.clone().renew_loop(shutdown.clone()));
         tracker.spawn(self.clone().cancel_loop(shutdown.clone()));
@@ -136,38 +136,30 @@ impl Dispatcher {
         }
     }
 
-    pub(crate) fn running_count(&self) -> usize {
-        self.running.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
     /// Graceful shutdown: stop claiming, give running jobs `shutdown_grace`, then hand
     /// the rest back to their queues without counting the attempt.
     pub(crate) async fn drain(&self) {
         self.claiming.cancel();
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
-        while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Claim loops stop at once; no job task is added after this.
+        self.jobs.close();
+        if tokio::time::timeout(self.config.shutdown_grace, self.jobs.wait())
+            .await
+            .is_ok()
+        {
+            return;
         }
         if let Ok(map) = self.running.lock() {
             for r in map.values() {
                 r.release.cancel();
             }
         }
-        let deadline =
-            tokio::time::Instant::now() + self.config.cancel_grace + Duration::from_secs(1);
-        while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let grace = self.config.cancel_grace + Duration::from_secs(1);
+        let _ = tokio::time::timeout(grace, self.jobs.wait()).await;
     }
 
     /// Claims as `owner` (`<instance id>/<pool name>`: the job's `runner` says which
     /// instance and pool ran it).
-    async fn claim_loop(
-        self: Arc<Self>,
-        pool: Arc<RunnerPool>,
-        owner: Arc<str>,
-        tracker: TaskTracker,
-    ) {
+    async fn claim_loop(self: Arc<Self>, pool: Arc<RunnerPool>, owner: Arc<str>) {
         let types = pool.config.script_types.clone();
         let mut next_type = 0usize;
         loop {
@@ -219,21 +211,13 @@ impl Dispatcher {
             }
             for job in claimed {
                 let Some(permit) = permits.pop() else { break };
-                tracker.spawn(
-                    self.clone()
-                        .run_job(pool.clone(), owner.clone(), job, permit),
-                );
+                self.jobs
+                    .spawn(self.clone().run_job(owner.clone(), job, permit));
             }
         }
     }
 
-    async fn run_job(
-        self: Arc<Self>,
-        pool: Arc<RunnerPool>,
-        owner: Arc<str>,
-        job: Job,
-        lease: Lease,
-    ) {
+    async fn run_job(self: Arc<Self>, owner: Arc<str>, job: Job, lease: Lease) {
         let id = job.id;
         let stop = CancellationToken::new();
         let release = CancellationToken::new();
@@ -251,9 +235,7 @@ impl Dispatcher {
         if job.cancel_requested {
             stop.cancel();
         }
-        let verdict = self
-            .execute(&pool, &lease.conn, &job, &stop, &release)
-            .await;
+        let verdict = self.execute(&lease.conn, &job, &stop, &release).await;
         // The request slot is free again before the store hears of it.
         drop(lease);
         self.apply(&job, verdict).await;
@@ -265,7 +247,6 @@ impl Dispatcher {
     /// Runs one attempt; says what happened.
     async fn execute(
         &self,
-        pool: &RunnerPool,
         conn: &Arc<RunnerConnection>,
         job: &Job,
         stop: &CancellationToken,
@@ -299,7 +280,8 @@ impl Dispatcher {
             if hard.is_err() {
                 tracing::warn!(job = %job.id, "request ignored its hard cancel; restarting the runner");
                 conn.forget(&request_id);
-                pool.kick(conn);
+                // Its slot sees the connection close, kills the runner, starts another.
+                conn.close("runner restarted: a request did not stop after its cancel");
             }
         }
         match why {
@@ -323,11 +305,11 @@ impl Dispatcher {
             }
             Verdict::Timeout(after) => {
                 let error = JobError::timeout(format!("no answer within {}s", after.as_secs()));
-                self.retry_or_fail(job, attempts_left, None, error).await
+                self.retry_or_fail(job, attempts_left, error).await
             }
             Verdict::Lost(why) => {
                 let error = JobError::runner_lost(why);
-                self.retry_or_fail(job, attempts_left, None, error).await
+                self.retry_or_fail(job, attempts_left, error).await
             }
             Verdict::Outcome(outcome) => self.apply_outcome(job, attempts_left, outcome).await,
         };
@@ -386,7 +368,7 @@ impl Dispatcher {
             OutcomeStatus::Timeout => {
                 let error = error.unwrap_or_else(|| JobError::timeout("runner reported a timeout"));
                 let error = JobError::new(JobError::TIMEOUT, error.message);
-                self.retry_or_fail(job, attempts_left, None, error).await
+                self.retry_or_fail(job, attempts_left, error).await
             }
             OutcomeStatus::Error if outcome.error_type() == Some(error_type::RUNNER_BUSY) => {
                 // The runner had no room (it serves other clients too, or it lowered its
@@ -408,7 +390,7 @@ impl Dispatcher {
                 if fatal {
                     self.store.fail(id, attempt, error).await
                 } else {
-                    self.retry_or_fail(job, attempts_left, None, error).await
+                    self.retry_or_fail(job, attempts_left, error).await
                 }
             }
         }
@@ -418,11 +400,10 @@ impl Dispatcher {
         &self,
         job: &Job,
         attempts_left: bool,
-        delay: Option<Duration>,
         error: JobError,
     ) -> Result<(), StoreError> {
         if attempts_left {
-            let delay = delay.unwrap_or_else(|| self.backoff(job.attempt));
+            let delay = self.backoff(job.attempt);
             self.schedule_retry(job, delay, Some(error)).await
         } else {
             self.store.fail(job.id, job.attempt, error).await

@@ -201,82 +201,65 @@ impl Supervisor {
         // Subscribe before starting, so the end cannot slip past us; then the terminal
         // event itself says when to read the job: three store calls in all on the
         // happy path (create, start, get).
-        let mut events = self.inner.store.subscribe();
+        let events = self.inner.store.subscribe();
         self.inner.store.create(&job).await?;
         let status = self.inner.store.start(id).await?;
-        if !status.is_terminal() {
-            let deadline = tokio::time::Instant::now() + wait;
-            let ended = async {
+        job_result(self.wait_terminal(id, events, wait, Some(status)).await?)
+    }
+
+    /// Waits up to `wait` for the job to reach a terminal status and returns it.
+    pub async fn wait_for_job(&self, id: JobId, wait: Duration) -> Result<Job, SupervisorError> {
+        let events = self.inner.store.subscribe();
+        self.wait_terminal(id, events, wait, None).await
+    }
+
+    /// Waits for the job to end, pushed by store events (`events` subscribed before the
+    /// job could change). `known` is its status when the caller just learned it (then no
+    /// read is needed until an event says it ended); `None` reads it first. Reads the
+    /// job only when it may have ended: a terminal event, or missed events.
+    async fn wait_terminal(
+        &self,
+        id: JobId,
+        mut events: broadcast::Receiver<StoreEvent>,
+        wait: Duration,
+        known: Option<JobStatus>,
+    ) -> Result<Job, SupervisorError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut read = known.is_none_or(JobStatus::is_terminal);
+        loop {
+            if read {
+                let job = self.inner.store.get(id).await?;
+                if job.status.is_terminal() {
+                    return Ok(job);
+                }
+            }
+            let next = async {
                 loop {
                     match events.recv().await {
                         Ok(StoreEvent::JobChanged {
                             id: changed,
                             status,
-                        }) if changed == id && status.is_terminal() => {
-                            return true;
+                        }) if changed == id => {
+                            return status.is_terminal();
                         }
                         Ok(_) => {}
-                        // Missed events, or none will come: fall back to reading.
-                        Err(_) => return false,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            // No more events (store gone): fall back to a slow re-read.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return true;
+                        }
                     }
                 }
             };
-            match tokio::time::timeout_at(deadline, ended).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let events = self.inner.store.subscribe();
-                    return job_result(self.wait_terminal(id, events, rest).await?);
-                }
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(may_have_ended) => read = may_have_ended,
                 Err(_) => {
                     return Err(SupervisorError::Timeout {
                         id,
                         waited_secs: wait.as_secs(),
                     });
                 }
-            }
-        }
-        job_result(self.inner.store.get(id).await?)
-    }
-
-    /// Waits up to `wait` for the job to reach a terminal status and returns it.
-    pub async fn wait_for_job(&self, id: JobId, wait: Duration) -> Result<Job, SupervisorError> {
-        let events = self.inner.store.subscribe();
-        self.wait_terminal(id, events, wait).await
-    }
-
-    async fn wait_terminal(
-        &self,
-        id: JobId,
-        mut events: broadcast::Receiver<StoreEvent>,
-        wait: Duration,
-    ) -> Result<Job, SupervisorError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let job = self.inner.store.get(id).await?;
-            if job.status.is_terminal() {
-                return Ok(job);
-            }
-            // Wait for a change of this job (or a lag: re-read), then look again.
-            let changed = async {
-                loop {
-                    match events.recv().await {
-                        Ok(StoreEvent::JobChanged { id: changed, .. }) if changed == id => return,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            // No more events (store gone): fall back to a slow re-read.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            return;
-                        }
-                    }
-                }
-            };
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(SupervisorError::Timeout {
-                    id,
-                    waited_secs: wait.as_secs(),
-                });
             }
         }
     }

@@ -232,12 +232,6 @@ impl RunnerPool {
         }
     }
 
-    /// Drops the connection `conn`: its slot kills the runner child and starts a new
-    /// one. For a request that would not stop after a hard cancel.
-    pub(crate) fn kick(&self, conn: &Arc<RunnerConnection>) {
-        conn.close("runner restarted: a request did not stop after its cancel");
-    }
-
     pub(crate) fn info(&self) -> RunnerInfo {
         let live: Vec<_> = self.live().collect();
         RunnerInfo {
