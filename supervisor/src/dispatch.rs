@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::job::{Job, JobError, JobId, ScriptType};
 use crate::pool::{CallError, Lease, RunnerConnection, RunnerPool};
-use crate::store::{JobStore, StoreError, StoreEvent};
+use crate::store::{Finished, JobStore, StoreError, StoreEvent};
 
 /// Jobs claimed in one store call at most.
 const CLAIM_BATCH: usize = 64;
@@ -37,6 +37,12 @@ const INTERPRETER_NOT_FOUND: &str = "interpreter_not_found";
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
 /// Log lines written to the store per call at most.
 const LOG_BATCH: usize = 512;
+/// Successful attempts recorded per store call at most.
+const FINISH_BATCH: usize = 256;
+/// Successful attempts waiting for the recorder at most; job tasks wait beyond that.
+const FINISH_QUEUE: usize = 4096;
+/// How long `drain` waits for the recorder to write the outcomes it already has.
+const RECORD_GRACE: Duration = Duration::from_secs(15);
 
 /// Timing and retry settings of the dispatcher.
 #[derive(Debug, Clone)]
@@ -98,16 +104,26 @@ pub(crate) struct Dispatcher {
     jobs: TaskTracker,
     /// Stops claiming.
     claiming: CancellationToken,
+    /// Successful attempts on their way to the recorder, which writes them in batches.
+    finished: mpsc::Sender<Finished>,
+    /// The recorder's end, until `start` hands it to the recorder task.
+    finished_rx: Mutex<Option<mpsc::Receiver<Finished>>>,
+    /// Fired when the recorder has written everything and stopped.
+    recorded: CancellationToken,
 }
 
 impl Dispatcher {
     pub(crate) fn new(store: Arc<dyn JobStore>, config: DispatchConfig) -> Arc<Dispatcher> {
+        let (finished, finished_rx) = mpsc::channel(FINISH_QUEUE);
         Arc::new(Dispatcher {
             store,
             config,
             running: Mutex::default(),
             jobs: TaskTracker::new(),
             claiming: CancellationToken::new(),
+            finished,
+            finished_rx: Mutex::new(Some(finished_rx)),
+            recorded: CancellationToken::new(),
         })
     }
 
@@ -122,6 +138,9 @@ impl Dispatcher {
             let owner: Arc<str> =
                 format!("{}/{}", self.config.instance_id, pool.config.name).into();
             tracker.spawn(self.clone().claim_loop(pool.clone(), owner));
+        }
+        if let Some(rx) = self.finished_rx.lock().ok().and_then(|mut rx| rx.take()) {
+            tracker.spawn(self.clone().record_loop(rx));
         }
         tracker.spawn(self.clone().renew_loop(shutdown.clone()));
         tracker.spawn(self.clone().cancel_loop(shutdown.clone()));
@@ -146,6 +165,7 @@ impl Dispatcher {
             .await
             .is_ok()
         {
+            self.await_recorder().await;
             return;
         }
         if let Ok(map) = self.running.lock() {
@@ -155,6 +175,15 @@ impl Dispatcher {
         }
         let grace = self.config.cancel_grace + Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, self.jobs.wait()).await;
+        self.await_recorder().await;
+    }
+
+    /// Waits (bounded) for the recorder to write the outcomes it was handed.
+    async fn await_recorder(&self) {
+        let started = self.finished_rx.lock().is_ok_and(|rx| rx.is_none());
+        if started {
+            let _ = tokio::time::timeout(RECORD_GRACE, self.recorded.cancelled()).await;
+        }
     }
 
     /// Claims as `owner` (`<instance id>/<pool name>`: the job's `runner` says which
@@ -313,16 +342,7 @@ impl Dispatcher {
             }
             Verdict::Outcome(outcome) => self.apply_outcome(job, attempts_left, outcome).await,
         };
-        match result {
-            Ok(()) => {}
-            Err(StoreError::NotFound(_)) => tracing::debug!(job = %id, "job deleted while it ran"),
-            Err(e @ (StoreError::Conflict { .. } | StoreError::InvalidTransition { .. })) => {
-                tracing::debug!(job = %id, error = %e, "job moved on while it ran (reclaimed or stopped)")
-            }
-            Err(e) => {
-                tracing::error!(job = %id, error = %e, "could not record the job's outcome; its lease will expire and it will be retried")
-            }
-        }
+        log_store_result(id, result);
     }
 
     async fn apply_outcome(
@@ -345,7 +365,19 @@ impl Dispatcher {
                     Some(Value::Null) | None => String::new(),
                     Some(other) => other.to_string(),
                 };
-                self.store.finish(id, attempt, output).await
+                let item = Finished {
+                    id,
+                    attempt,
+                    output,
+                };
+                // The recorder writes it with others in one store call (and logs what
+                // the store says); without a recorder, write it here.
+                match self.finished.send(item).await {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::SendError(item)) => {
+                        self.store.finish(id, attempt, item.output).await
+                    }
+                }
             }
             OutcomeStatus::Retry => {
                 if !attempts_left {
@@ -394,6 +426,38 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Writes successful attempts in batches: whatever arrived while the previous store
+    /// call ran goes in the next one. Ends once every job task has ended (after `drain`)
+    /// and the queue is empty.
+    async fn record_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Finished>) {
+        let mut batch = Vec::with_capacity(FINISH_BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, FINISH_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // Drained: no job task is left to send more.
+                _ = self.jobs.wait() => {
+                    while batch.len() < FINISH_BATCH && let Ok(item) = rx.try_recv() {
+                        batch.push(item);
+                    }
+                    if batch.is_empty() {
+                        break;
+                    }
+                }
+            }
+            let ids: Vec<JobId> = batch.iter().map(|f| f.id).collect();
+            let results = self.store.finish_many(std::mem::take(&mut batch)).await;
+            for (id, result) in ids.into_iter().zip(results) {
+                log_store_result(id, result);
+            }
+        }
+        self.recorded.cancel();
     }
 
     async fn retry_or_fail(
@@ -518,6 +582,20 @@ impl Dispatcher {
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "reclaiming expired leases failed"),
             }
+        }
+    }
+}
+
+/// Logs what the store said to an attempt's outcome, when it is not a plain success.
+fn log_store_result(id: JobId, result: Result<(), StoreError>) {
+    match result {
+        Ok(()) => {}
+        Err(StoreError::NotFound(_)) => tracing::debug!(job = %id, "job deleted while it ran"),
+        Err(e @ (StoreError::Conflict { .. } | StoreError::InvalidTransition { .. })) => {
+            tracing::debug!(job = %id, error = %e, "job moved on while it ran (reclaimed or stopped)")
+        }
+        Err(e) => {
+            tracing::error!(job = %id, error = %e, "could not record the job's outcome; its lease will expire and it will be retried")
         }
     }
 }

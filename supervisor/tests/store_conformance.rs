@@ -10,7 +10,7 @@ use chrono::Duration as Span;
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
-    CancelOutcome, JobStore, MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent,
+    CancelOutcome, Finished, JobStore, MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent,
 };
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast;
@@ -944,6 +944,106 @@ async fn events_announce_changes(h: Harness) {
     );
 }
 
+async fn finish_many_applies_each_item_on_its_own(h: Harness) {
+    assert!(h.store.finish_many(Vec::new()).await.is_empty());
+    for _ in 0..3 {
+        h.queued().await;
+    }
+    let claimed = h.claim(3).await;
+    let [a, b, c] = [0, 1, 2].map(|i| claimed[i].id);
+    let dependent = h.create_after(vec![a]).await;
+    h.store.start(dependent).await.unwrap();
+    let unknown = JobId::new();
+    let mut rx = h.store.subscribe();
+    let t_end = h.clock.advance(Span::seconds(1));
+    let item = |id, attempt, output: &str| Finished {
+        id,
+        attempt,
+        output: output.to_owned(),
+    };
+    let results = h
+        .store
+        .finish_many(vec![
+            item(a, 1, "A"),
+            item(b, 2, "B"),
+            item(unknown, 1, "?"),
+            item(c, 1, "C"),
+        ])
+        .await;
+    assert_eq!(
+        results,
+        vec![
+            Ok(()),
+            Err(StoreError::Conflict {
+                id: b,
+                expected: 2,
+                current: 1
+            }),
+            Err(StoreError::NotFound(unknown)),
+            Ok(()),
+        ]
+    );
+    for (id, output) in [(a, "A"), (c, "C")] {
+        let done = h.get(id).await;
+        assert_eq!(done.status, JobStatus::Finished);
+        assert_eq!(done.output.as_deref(), Some(output));
+        assert_eq!(done.finished_at, Some(t_end));
+        assert_eq!(done.lease_until, None);
+    }
+    let untouched = h.get(b).await;
+    assert_eq!(untouched.status, JobStatus::Started);
+    assert_eq!(untouched.output, None);
+    assert_eq!(h.status(dependent).await, JobStatus::Dispatched);
+    // Every change announced, nothing for the rejected items (order differs per store:
+    // Redis announces a batch's statuses first, then the released dependents).
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        events.push(next_event(&mut rx).await);
+    }
+    let want = [
+        StoreEvent::JobChanged {
+            id: a,
+            status: JobStatus::Finished,
+        },
+        StoreEvent::JobChanged {
+            id: c,
+            status: JobStatus::Finished,
+        },
+        StoreEvent::JobChanged {
+            id: dependent,
+            status: JobStatus::Dispatched,
+        },
+        StoreEvent::WorkAvailable {
+            script_type: ScriptType::Sal,
+        },
+    ];
+    for e in &want {
+        assert!(events.contains(e), "missing {e:?} in {events:?}");
+    }
+    // Only b's lease is left to expire.
+    h.clock.advance(Span::hours(1));
+    assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![b]);
+}
+
+/// A claim returns the whole job as stored, also what earlier attempts left on it.
+async fn claim_returns_the_stored_job(h: Harness) {
+    let job = h.running().await;
+    assert_eq!(job, h.get(job.id).await);
+    let err = JobError::new("flaky", "try again");
+    h.store
+        .retry_later(job.id, 1, h.clock.now(), Some(err.clone()))
+        .await
+        .unwrap();
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 1);
+    h.clock.advance(Span::seconds(3));
+    let again = h.claim(1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].error, Some(err));
+    assert_eq!(again[0].not_before, None);
+    assert_eq!(again[0], h.get(job.id).await);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory_store {
@@ -989,4 +1089,6 @@ conformance!(
     delete_removes_everything,
     clear_all_leaves_nothing,
     events_announce_changes,
+    finish_many_applies_each_item_on_its_own,
+    claim_returns_the_stored_job,
 );

@@ -23,6 +23,9 @@ const OUTGOING_QUEUE: usize = 1024;
 /// logs faster than the store writes is slowed down, not buffered without limit.
 pub(crate) const LOG_QUEUE: usize = 4096;
 
+/// Frames the writer takes from its queue before one flush.
+const WRITE_BATCH: usize = 64;
+
 /// How long a runner has to answer our `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,18 +146,20 @@ impl RunnerConnection {
             let close = close.clone();
             let closed = closed.clone();
             tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(WRITE_BATCH);
                 loop {
-                    tokio::select! {
+                    let n = tokio::select! {
                         _ = closed.cancelled() => break,
-                        msg = rx.recv() => match msg {
-                            Some(msg) => {
-                                if let Err(e) = write.send(msg).await {
-                                    close(format!("write failed: {e}"));
-                                    break;
-                                }
-                            }
-                            None => break,
-                        }
+                        n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    // Every frame queued meanwhile goes out with one flush (one write
+                    // when they fit the buffer), not a syscall per frame.
+                    if let Err(e) = write_all(&mut write, &mut batch).await {
+                        close(format!("write failed: {e}"));
+                        break;
                     }
                 }
             });
@@ -303,6 +308,20 @@ impl RunnerConnection {
             .unwrap_or_else(|| "connection closed".to_owned());
         CallError::Lost(why)
     }
+}
+
+/// Feeds `batch` (emptied) into `write`, then flushes once.
+async fn write_all<W>(
+    write: &mut FramedWrite<W, FrameCodec>,
+    batch: &mut Vec<Message>,
+) -> Result<(), hero_protocol::FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    for msg in batch.drain(..) {
+        write.feed(msg).await?;
+    }
+    SinkExt::<Message>::flush(write).await
 }
 
 /// Hands `outcome` to the caller waiting for its `request_id`. An outcome whose

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::{
-    CancelOutcome, EVENT_CHANNEL_CAPACITY, JobStore, StoreConfig, StoreError, StoreEvent, deadline,
-    to_ms, trunc_ms, truncate_line,
+    CancelOutcome, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError, StoreEvent,
+    deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -176,6 +176,26 @@ impl State {
                 todo.push(d);
             }
         }
+    }
+
+    /// The CAS `Started`(attempt) -> `Finished` of one item of `finish_many`.
+    fn finish(
+        &mut self,
+        item: Finished,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) -> Result<(), StoreError> {
+        let id = item.id;
+        self.started_on(id, item.attempt, "finish")?;
+        self.clear_lease(id);
+        let job = self.job_mut(id);
+        job.status = JobStatus::Finished;
+        job.output = Some(item.output);
+        job.finished_at = Some(now);
+        job.updated_at = now;
+        changed(ev, job);
+        self.release_dependents(id, now, ev);
+        Ok(())
     }
 
     fn release_dependents(&mut self, done: JobId, now: DateTime<Utc>, ev: &mut Events) {
@@ -385,22 +405,27 @@ impl JobStore for MemoryStore {
     }
 
     async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError> {
+        let item = Finished {
+            id,
+            attempt,
+            output,
+        };
+        let mut results = self.finish_many(vec![item]).await;
+        results.pop().unwrap_or(Err(StoreError::NotFound(id)))
+    }
+
+    async fn finish_many(&self, items: Vec<Finished>) -> Vec<Result<(), StoreError>> {
         let now = self.now();
         let mut ev = Events::new();
-        {
+        let results = {
             let mut st = self.lock();
-            st.started_on(id, attempt, "finish")?;
-            st.clear_lease(id);
-            let job = st.job_mut(id);
-            job.status = JobStatus::Finished;
-            job.output = Some(output);
-            job.finished_at = Some(now);
-            job.updated_at = now;
-            changed(&mut ev, job);
-            st.release_dependents(id, now, &mut ev);
-        }
+            items
+                .into_iter()
+                .map(|item| st.finish(item, now, &mut ev))
+                .collect()
+        };
         self.emit(ev);
-        Ok(())
+        results
     }
 
     async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError> {

@@ -115,6 +115,17 @@ pub enum CancelOutcome {
     AlreadyTerminal(JobStatus),
 }
 
+/// A successful attempt to record: an item of [`JobStore::finish_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The job.
+    pub id: JobId,
+    /// The attempt that succeeded (the CAS compares it).
+    pub attempt: u32,
+    /// The runner's result.
+    pub output: String,
+}
+
 /// A change, for waiters that must not poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
@@ -182,6 +193,11 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// CAS `Started`(attempt) -> `Finished` with `output`; releases dependents whose
     /// prerequisites are now all finished.
     async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError>;
+
+    /// [`JobStore::finish`] for many jobs in one store call (one Lua script on Redis, one
+    /// lock on the memory store): the dispatcher's hot path. One result per item, in
+    /// order; each item is its own CAS, so one stale answer does not fail the others.
+    async fn finish_many(&self, items: Vec<Finished>) -> Vec<Result<(), StoreError>>;
 
     /// CAS `Started`(attempt) -> `Error(error)`; every dependent, transitively, ends in
     /// `Error(prerequisite_failed)`.

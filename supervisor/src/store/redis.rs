@@ -44,8 +44,8 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::AbortHandle;
 
 use super::{
-    CancelOutcome, EVENT_CHANNEL_CAPACITY, JobStore, StoreConfig, StoreError, StoreEvent, deadline,
-    from_ms, to_ms, truncate_line,
+    CancelOutcome, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError, StoreEvent,
+    deadline, from_ms, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -75,7 +75,7 @@ struct Scripts {
     start: Script,
     claim: Script,
     renew: Script,
-    finish: Script,
+    finish_batch: Script,
     fail: Script,
     retry_later: Script,
     release: Script,
@@ -92,7 +92,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     start: lua!("start.lua"),
     claim: lua!("claim.lua"),
     renew: lua!("renew.lua"),
-    finish: lua!("finish.lua"),
+    finish_batch: lua!("finish_batch.lua"),
     fail: lua!("fail.lua"),
     retry_later: lua!("retry_later.lua"),
     release: lua!("release.lua"),
@@ -153,6 +153,9 @@ fn corrupt(id: JobId, reason: impl Into<String>) -> StoreError {
 enum WireEvent {
     #[serde(rename = "job")]
     Job { id: JobId, status: JobStatus },
+    /// Many jobs changed to the same status in one script (claim, finish_batch).
+    #[serde(rename = "jobs")]
+    Jobs { ids: Vec<JobId>, status: JobStatus },
     #[serde(rename = "work")]
     Work { script_type: ScriptType },
     #[serde(rename = "log")]
@@ -161,13 +164,23 @@ enum WireEvent {
     Cancel { id: JobId },
 }
 
-impl From<WireEvent> for StoreEvent {
-    fn from(e: WireEvent) -> Self {
-        match e {
-            WireEvent::Job { id, status } => StoreEvent::JobChanged { id, status },
-            WireEvent::Work { script_type } => StoreEvent::WorkAvailable { script_type },
-            WireEvent::Log { id } => StoreEvent::LogAppended { id },
-            WireEvent::Cancel { id } => StoreEvent::CancelRequested { id },
+impl WireEvent {
+    /// Hands the event to `events`, one [`StoreEvent`] per job.
+    fn forward(self, events: &broadcast::Sender<StoreEvent>) {
+        // No receiver is fine: nobody is waiting.
+        let send = |e| {
+            let _ = events.send(e);
+        };
+        match self {
+            WireEvent::Job { id, status } => send(StoreEvent::JobChanged { id, status }),
+            WireEvent::Jobs { ids, status } => {
+                for id in ids {
+                    send(StoreEvent::JobChanged { id, status });
+                }
+            }
+            WireEvent::Work { script_type } => send(StoreEvent::WorkAvailable { script_type }),
+            WireEvent::Log { id } => send(StoreEvent::LogAppended { id }),
+            WireEvent::Cancel { id } => send(StoreEvent::CancelRequested { id }),
         }
     }
 }
@@ -340,68 +353,112 @@ fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// Decodes a job HASH (as field -> value).
-fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreError> {
-    let mut take = |name: &str| h.remove(name);
-    fn req(id: JobId, name: &str, v: Option<String>) -> Result<String, StoreError> {
-        v.ok_or_else(|| corrupt(id, format!("missing field {name}")))
-    }
-    fn num<T: std::str::FromStr>(id: JobId, name: &str, v: String) -> Result<T, StoreError> {
-        v.parse()
-            .map_err(|_| corrupt(id, format!("bad {name} {v:?}")))
-    }
-    fn time(id: JobId, name: &str, v: String) -> Result<DateTime<Utc>, StoreError> {
-        from_ms(num(id, name, v)?).ok_or_else(|| corrupt(id, format!("bad {name}")))
-    }
-    fn opt_time(
-        id: JobId,
-        name: &str,
-        v: Option<String>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        v.map(|v| time(id, name, v)).transpose()
-    }
-    fn json<T: serde::de::DeserializeOwned>(
-        id: JobId,
-        name: &str,
-        v: String,
-    ) -> Result<T, StoreError> {
-        serde_json::from_str(&v).map_err(|e| corrupt(id, format!("bad {name}: {e}")))
+fn required(id: JobId, name: &str, v: Option<String>) -> Result<String, StoreError> {
+    v.ok_or_else(|| corrupt(id, format!("missing field {name}")))
+}
+
+fn number<T: std::str::FromStr>(id: JobId, name: &str, v: String) -> Result<T, StoreError> {
+    v.parse()
+        .map_err(|_| corrupt(id, format!("bad {name} {v:?}")))
+}
+
+fn time(id: JobId, name: &str, v: String) -> Result<DateTime<Utc>, StoreError> {
+    from_ms(number(id, name, v)?).ok_or_else(|| corrupt(id, format!("bad {name}")))
+}
+
+fn opt_time(id: JobId, name: &str, v: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    v.map(|v| time(id, name, v)).transpose()
+}
+
+fn json<T: serde::de::DeserializeOwned>(id: JobId, name: &str, v: String) -> Result<T, StoreError> {
+    serde_json::from_str(&v).map_err(|e| corrupt(id, format!("bad {name}: {e}")))
+}
+
+/// The fields every job has from `create` on, as stored: the part of a job the
+/// dispatcher needs to run it.
+struct Core {
+    caller_id: String,
+    context_id: String,
+    script: String,
+    script_type: ScriptType,
+    timeout_secs: u64,
+    retries: u32,
+    prerequisites: Vec<JobId>,
+    env_vars: BTreeMap<String, String>,
+    created_at: DateTime<Utc>,
+}
+
+impl Core {
+    /// Decodes the fields, each taken by name from `take`.
+    fn decode(id: JobId, mut take: impl FnMut(&str) -> Option<String>) -> Result<Core, StoreError> {
+        let mut field = |name: &str| required(id, name, take(name));
+        Ok(Core {
+            caller_id: field("caller_id")?,
+            context_id: field("context_id")?,
+            script: field("script")?,
+            script_type: field("script_type")?
+                .parse()
+                .map_err(|e| corrupt(id, format!("{e}")))?,
+            timeout_secs: number(id, "timeout_secs", field("timeout_secs")?)?,
+            retries: number(id, "retries", field("retries")?)?,
+            prerequisites: json(id, "prerequisites", field("prerequisites")?)?,
+            env_vars: json(id, "env_vars", field("env_vars")?)?,
+            created_at: time(id, "created_at", field("created_at")?)?,
+        })
     }
 
-    let stored_id = req(id, "id", take("id"))?;
+    /// The job with these fields and the rest given.
+    fn into_job(
+        self,
+        id: JobId,
+        status: JobStatus,
+        attempt: u32,
+        updated_at: DateTime<Utc>,
+    ) -> Job {
+        Job {
+            id,
+            caller_id: self.caller_id,
+            context_id: self.context_id,
+            script: self.script,
+            script_type: self.script_type,
+            timeout_secs: self.timeout_secs,
+            retries: self.retries,
+            prerequisites: self.prerequisites,
+            env_vars: self.env_vars,
+            status,
+            attempt,
+            created_at: self.created_at,
+            updated_at,
+            started_at: None,
+            finished_at: None,
+            output: None,
+            error: None,
+            runner: None,
+            lease_owner: None,
+            lease_until: None,
+            not_before: None,
+            cancel_requested: false,
+        }
+    }
+}
+
+/// Decodes a job HASH (as field -> value).
+fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreError> {
+    let stored_id = required(id, "id", h.remove("id"))?;
     if stored_id != id.to_string() {
         return Err(corrupt(id, "id field does not match the key"));
     }
-    let script_type = req(id, "script_type", take("script_type"))?;
-    let status = req(id, "status", take("status"))?;
-    Ok(Job {
+    let core = Core::decode(id, |name| h.remove(name))?;
+    let status = required(id, "status", h.remove("status"))?;
+    let status = parse_status(id, &status)?;
+    let attempt = number(id, "attempt", required(id, "attempt", h.remove("attempt"))?)?;
+    let updated_at = time(
         id,
-        caller_id: req(id, "caller_id", take("caller_id"))?,
-        context_id: req(id, "context_id", take("context_id"))?,
-        script: req(id, "script", take("script"))?,
-        script_type: script_type
-            .parse()
-            .map_err(|e| corrupt(id, format!("{e}")))?,
-        timeout_secs: num(
-            id,
-            "timeout_secs",
-            req(id, "timeout_secs", take("timeout_secs"))?,
-        )?,
-        retries: num(id, "retries", req(id, "retries", take("retries"))?)?,
-        prerequisites: json(
-            id,
-            "prerequisites",
-            req(id, "prerequisites", take("prerequisites"))?,
-        )?,
-        env_vars: json::<BTreeMap<String, String>>(
-            id,
-            "env_vars",
-            req(id, "env_vars", take("env_vars"))?,
-        )?,
-        status: parse_status(id, &status)?,
-        attempt: num(id, "attempt", req(id, "attempt", take("attempt"))?)?,
-        created_at: time(id, "created_at", req(id, "created_at", take("created_at"))?)?,
-        updated_at: time(id, "updated_at", req(id, "updated_at", take("updated_at"))?)?,
+        "updated_at",
+        required(id, "updated_at", h.remove("updated_at"))?,
+    )?;
+    let mut take = |name: &str| h.remove(name);
+    Ok(Job {
         started_at: opt_time(id, "started_at", take("started_at"))?,
         finished_at: opt_time(id, "finished_at", take("finished_at"))?,
         output: take("output"),
@@ -413,21 +470,98 @@ fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreErr
         lease_until: opt_time(id, "lease_until", take("lease_until"))?,
         not_before: opt_time(id, "not_before", take("not_before"))?,
         cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
+        ..core.into_job(id, status, attempt, updated_at)
     })
 }
 
-/// Decodes a flat HGETALL reply (`[field, value, field, value, ...]`).
-fn decode_flat(flat: Vec<String>) -> Result<Job, StoreError> {
-    let mut map = HashMap::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        map.insert(k, v);
+/// Entries per claimed job in claim.lua's reply: id, attempt, then [`CLAIM_FIELDS`].
+const CLAIM_STRIDE: usize = 2 + CLAIM_FIELDS.len();
+/// The job fields claim.lua returns after the id and the attempt, in its order.
+const CLAIM_FIELDS: [&str; 13] = [
+    "caller_id",
+    "context_id",
+    "script",
+    "script_type",
+    "timeout_secs",
+    "retries",
+    "prerequisites",
+    "env_vars",
+    "created_at",
+    "output",
+    "error",
+    "finished_at",
+    "cancel_requested",
+];
+
+/// A bulk string of a script reply as an owned `String` (no copy); nil as `None`.
+fn reply_string(v: redis::Value) -> Result<Option<String>, StoreError> {
+    match v {
+        redis::Value::Nil => Ok(None),
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| StoreError::Unavailable("redis claim: a field is not UTF-8".to_owned())),
+        other => Err(StoreError::Unavailable(format!(
+            "redis claim: unexpected value {}",
+            truncate_line(&format!("{other:?}"), 100)
+        ))),
     }
-    let raw_id = map.get("id").cloned().unwrap_or_default();
-    let id = JobId::parse(&raw_id).map_err(|e| {
-        StoreError::Unavailable(format!("redis claim: job hash with a bad id field: {e}"))
-    })?;
-    decode_job(id, map)
+}
+
+/// Decodes claim.lua's flat reply into the claimed jobs, completing the fields the
+/// claim set (status, times, lease, runner) from what the caller passed it.
+fn decode_claimed(
+    reply: Vec<redis::Value>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Vec<Job>, StoreError> {
+    if reply.len() % CLAIM_STRIDE != 0 {
+        return Err(StoreError::Unavailable(format!(
+            "redis claim: reply of {} entries is not a whole number of jobs",
+            reply.len()
+        )));
+    }
+    let mut jobs = Vec::with_capacity(reply.len() / CLAIM_STRIDE);
+    let mut it = reply.into_iter();
+    while let Some(raw_id) = it.next() {
+        let raw_id = reply_string(raw_id)?.unwrap_or_default();
+        let id = JobId::parse(&raw_id).map_err(|e| {
+            StoreError::Unavailable(format!("redis claim: a claimed job with a bad id: {e}"))
+        })?;
+        let mut values = it.by_ref().take(CLAIM_STRIDE - 1);
+        let mut next = || {
+            values
+                .next()
+                .map(reply_string)
+                .transpose()
+                .map(Option::flatten)
+        };
+        let attempt = number(id, "attempt", required(id, "attempt", next()?)?)?;
+        let mut fields: [Option<String>; CLAIM_FIELDS.len()] = Default::default();
+        for f in &mut fields {
+            *f = next()?;
+        }
+        let mut take = |name: &str| {
+            let i = CLAIM_FIELDS.iter().position(|f| *f == name)?;
+            fields[i].take()
+        };
+        let core = Core::decode(id, &mut take)?;
+        let owner = Some(owner.to_owned());
+        jobs.push(Job {
+            started_at: Some(now),
+            finished_at: opt_time(id, "finished_at", take("finished_at"))?,
+            output: take("output"),
+            error: take("error")
+                .map(|e| json::<JobError>(id, "error", e))
+                .transpose()?,
+            runner: owner.clone(),
+            lease_owner: owner,
+            lease_until: Some(lease_until),
+            cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
+            ..core.into_job(id, JobStatus::Started, attempt, now)
+        });
+    }
+    Ok(jobs)
 }
 
 /// The event listener: one dedicated pub/sub connection, resubscribing after failures.
@@ -461,9 +595,7 @@ async fn listen(
             let mut stream = pubsub.into_on_message();
             while let Some(msg) = stream.next().await {
                 match serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) {
-                    Ok(e) => {
-                        let _ = events.send(e.into());
-                    }
+                    Ok(e) => e.forward(&events),
                     Err(e) => tracing::warn!(error = %e, "undecodable store event"),
                 }
             }
@@ -531,20 +663,21 @@ impl JobStore for RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let now = self.clock.now();
+        let now = trunc_ms(self.clock.now());
+        let until = trunc_ms(deadline(now, lease));
         let mut inv = SCRIPTS.claim.prepare_invoke();
         inv.key(self.queue_key(script_type))
             .key(self.key("leases"))
             .arg(&self.config.prefix)
             .arg(max)
             .arg(owner)
-            .arg(to_ms(deadline(now, lease)))
+            .arg(to_ms(until))
             .arg(to_ms(now));
-        let hashes: Vec<Vec<String>> = inv
+        let reply: Vec<redis::Value> = inv
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        hashes.into_iter().map(decode_flat).collect()
+        decode_claimed(reply, owner, now, until)
     }
 
     async fn renew(
@@ -571,15 +704,47 @@ impl JobStore for RedisStore {
     }
 
     async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError> {
-        let args = vec![
-            self.config.prefix.clone(),
-            id.to_string(),
-            attempt.to_string(),
+        let item = Finished {
+            id,
+            attempt,
             output,
-            self.now_ms().to_string(),
-        ];
-        let reply = self.run(&SCRIPTS.finish, &[self.job_key(id)], args).await?;
-        Self::cas_reply(id, attempt, "finish", &reply)
+        };
+        let mut results = self.finish_many(vec![item]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(unexpected("finish", &[])))
+    }
+
+    async fn finish_many(&self, items: Vec<Finished>) -> Vec<Result<(), StoreError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let mut inv = SCRIPTS.finish_batch.prepare_invoke();
+        inv.key(self.key("leases"))
+            .arg(&self.config.prefix)
+            .arg(self.now_ms());
+        for item in &items {
+            inv.arg(item.id.to_string())
+                .arg(item.attempt)
+                .arg(&item.output);
+        }
+        let replies: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut self.conn.clone()).await;
+        match replies {
+            Ok(replies) if replies.len() == items.len() => items
+                .iter()
+                .zip(&replies)
+                .map(|(item, reply)| Self::cas_reply(item.id, item.attempt, "finish", reply))
+                .collect(),
+            Ok(replies) => {
+                let e = StoreError::Unavailable(format!(
+                    "redis finish: {} replies for {} jobs",
+                    replies.len(),
+                    items.len()
+                ));
+                vec![Err(e); items.len()]
+            }
+            Err(e) => vec![Err(unavailable(e)); items.len()],
+        }
     }
 
     async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError> {

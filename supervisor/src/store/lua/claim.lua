@@ -1,24 +1,43 @@
--- claim.lua: pop up to max ready ids (FIFO, LPOP from the head); each becomes Started,
--- attempt + 1, with a lease. Stale entries (job deleted or not Dispatched) are dropped.
+-- claim.lua: pop up to max ready ids (FIFO, one LPOP from the head); each becomes
+-- Started, attempt + 1, with a lease. Stale entries (job deleted or not Dispatched) are
+-- dropped. Needs Redis >= 6.2 (LPOP with a count).
 -- KEYS[1]: <prefix>:q:work:type:<ScriptType> (LIST)   KEYS[2]: <prefix>:leases (ZSET)
 -- ARGV[1]: prefix   ARGV[2]: max   ARGV[3]: owner   ARGV[4]: lease_until ms   ARGV[5]: now ms
--- Returns: one HGETALL field/value array per claimed job, in claim order
-local prefix, max, owner, until_ms, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local claimed = {}
-while #claimed < max do
-  local id = redis.call('LPOP', KEYS[1])
-  if not id then
-    break
-  end
+-- Returns: one flat array, 15 entries per claimed job in claim order: id, the new attempt,
+-- then the fields caller_id, context_id, script, script_type, timeout_secs, retries,
+-- prerequisites, env_vars, created_at, output, error, finished_at, cancel_requested (nil
+-- when absent). The fields claim sets itself (status, times, lease, runner) are known to
+-- the caller, so they are not sent back.
+local prefix, owner, until_ms, now = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
+if not ids then
+  return {}
+end
+local out, claimed, scores = {}, {}, {}
+for _, id in ipairs(ids) do
   local k = jkey(prefix, id)
-  if redis.call('HGET', k, 'status') == 'Dispatched' then
-    redis.call('HINCRBY', k, 'attempt', 1)
-    redis.call('HSET', k, 'status', 'Started', 'started_at', now, 'updated_at', now,
-      'lease_owner', owner, 'lease_until', until_ms, 'runner', owner)
-    redis.call('HDEL', k, 'not_before')
-    redis.call('ZADD', KEYS[2], until_ms, id)
-    changed(prefix, id, 'Started')
-    table.insert(claimed, redis.call('HGETALL', k))
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', 'caller_id', 'context_id',
+    'script', 'script_type', 'timeout_secs', 'retries', 'prerequisites', 'env_vars', 'created_at',
+    'output', 'error', 'finished_at', 'cancel_requested')
+  if f[1] == 'Dispatched' then
+    local attempt = tostring(tonumber(f[2]) + 1)
+    redis.call('HSET', k, 'status', 'Started', 'attempt', attempt, 'started_at', now,
+      'updated_at', now, 'lease_owner', owner, 'lease_until', until_ms, 'runner', owner)
+    if f[3] then
+      redis.call('HDEL', k, 'not_before')
+    end
+    claimed[#claimed + 1] = id
+    scores[#scores + 1] = until_ms
+    scores[#scores + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = attempt
+    for j = 4, 16 do
+      out[#out + 1] = f[j]
+    end
   end
 end
-return claimed
+if #claimed > 0 then
+  redis.call('ZADD', KEYS[2], unpack(scores))
+  changed_many(prefix, claimed, 'Started')
+end
+return out

@@ -19,6 +19,11 @@ local function changed(prefix, id, status)
   publish(prefix, { k = 'job', id = id, status = status })
 end
 
+-- One event for many jobs that changed to the same status (`ids` not empty).
+local function changed_many(prefix, ids, status)
+  publish(prefix, { k = 'jobs', ids = ids, status = status })
+end
+
 -- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
 local function push_ready(prefix, id, script_type, front)
   if front then
@@ -63,6 +68,9 @@ end
 local function release_dependents(prefix, done, now)
   local dkey = jkey(prefix, done) .. ':dependents'
   local deps = redis.call('SMEMBERS', dkey)
+  if #deps == 0 then
+    return
+  end
   redis.call('DEL', dkey)
   for _, d in ipairs(deps) do
     local dk = jkey(prefix, d)
