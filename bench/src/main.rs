@@ -167,8 +167,22 @@ fn vs_ceiling(rate: f64, ceiling: &Ceiling) -> String {
     )
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Worker threads of the runtime the supervisor runs on in this process: what
+/// `hero-supervisor serve` takes (`HERO_WORKER_THREADS`, else the cores less one).
+fn worker_threads() -> usize {
+    std::env::var("HERO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(hero_supervisor::runtime::default_worker_threads)
+}
+
+fn main() -> Result<()> {
+    hero_supervisor::runtime::build(worker_threads())
+        .context("start the tokio runtime")?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     let args = Args::parse()?;
     if args.memory_probe {
         let url = args
@@ -335,8 +349,11 @@ async fn main() -> Result<()> {
         "Burn-down: jobs created and started through the store before the supervisor starts; \
          timed from Supervisor::start (includes spawning the runner processes) to the last \
          JobChanged(Finished) event; runner: hero-noop-runner (SDK, success \"\" at once); \
-         the bench, the supervisor, the runners and redis-server share the {} cores.",
-        machine.cores
+         the bench, the supervisor, the runners and redis-server share the {} cores; \
+         the supervisor's runtime has {} worker thread(s), as `hero-supervisor serve` \
+         takes on this machine (HERO_WORKER_THREADS overrides).",
+        machine.cores,
+        worker_threads()
     ));
     output::report(&machine, &ceiling_lines, &rows, &notes);
     Ok(())

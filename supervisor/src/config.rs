@@ -12,6 +12,7 @@
 //! max_subscriptions_per_connection = 64  # HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION, ...
 //! max_script_bytes = 1048576         # HERO_MAX_SCRIPT_BYTES, --max-script-bytes
 //! lease_secs = 30                    # HERO_LEASE_SECS, --lease-secs
+//! worker_threads = 1                 # HERO_WORKER_THREADS, --worker-threads (default: cores - 1, at least 1)
 //! runners = ["Python=tcp://127.0.0.1:9000", "V=stdio:my-v-runner --stdio"]  # --runner (repeatable)
 //! ```
 //!
@@ -57,6 +58,9 @@ pub enum ConfigError {
     /// `listen` is not `HOST:PORT` with an IP address.
     #[error("invalid listen address {0:?}: expected IP:PORT, e.g. 127.0.0.1:9652")]
     Listen(String),
+    /// `worker_threads` out of range.
+    #[error("invalid worker_threads {0}: expected 1..=1024")]
+    WorkerThreads(u16),
     /// `lease_secs` out of range.
     #[error("invalid lease_secs {0}: expected 1..=3600 seconds")]
     Lease(u64),
@@ -110,6 +114,10 @@ pub struct ServeArgs {
     /// takes its jobs over [default: 30].
     #[arg(long, env = "HERO_LEASE_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_secs: Option<u64>,
+    /// Worker threads of the async runtime [default: the cores less one, at least one:
+    /// the rest is left to the runner processes].
+    #[arg(long, env = "HERO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
     /// Repeatable; replaces the built-in runner for those types.
     #[arg(long = "runner", value_name = "TYPE=SPEC")]
@@ -129,6 +137,7 @@ struct FileConfig {
     max_subscriptions_per_connection: Option<u32>,
     max_script_bytes: Option<usize>,
     lease_secs: Option<u64>,
+    worker_threads: Option<u16>,
     #[serde(default)]
     runners: Vec<String>,
 }
@@ -146,6 +155,8 @@ pub struct ServeConfig {
     pub rpc: RpcConfig,
     /// Runner pools, limits and dispatcher settings.
     pub supervisor: SupervisorConfig,
+    /// Worker threads of the async runtime.
+    pub worker_threads: usize,
 }
 
 impl ServeConfig {
@@ -202,7 +213,13 @@ impl ServeConfig {
             }
             supervisor.dispatch.lease = std::time::Duration::from_secs(secs);
         }
+        let worker_threads = match args.worker_threads.or(file.worker_threads) {
+            None => crate::runtime::default_worker_threads(),
+            Some(n @ 1..=1024) => usize::from(n),
+            Some(n) => return Err(ConfigError::WorkerThreads(n)),
+        };
         Ok(ServeConfig {
+            worker_threads,
             listen,
             redis_url: args.redis_url.or(file.redis_url),
             store,
@@ -337,6 +354,26 @@ mod tests {
         std::fs::write(&path, "listne = \"x\"\n").unwrap();
         let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn worker_threads_default_file_and_flag() {
+        let c = ServeConfig::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(c.worker_threads, crate::runtime::default_worker_threads());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        std::fs::write(&path, "worker_threads = 3\n").unwrap();
+        let from_file = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(from_file.worker_threads, 3);
+        let flag = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.worker_threads = Some(2);
+        }))
+        .unwrap();
+        assert_eq!(flag.worker_threads, 2);
+        std::fs::write(&path, "worker_threads = 0\n").unwrap();
+        let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
+        assert!(err.to_string().contains("worker_threads 0"), "{err}");
     }
 
     #[test]

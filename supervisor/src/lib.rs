@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod job;
 pub mod pool;
 pub mod rpc;
+pub mod runtime;
 pub mod service;
 pub mod store;
 

@@ -165,6 +165,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // The runner builds its own runtime and logging.
         Some(Command::Runner(args)) => hero_runner::cli::main_with(args),
+        // The server's runtime is sized by its config, so that is read first.
+        None => serve_blocking(cli.serve),
+        Some(Command::Serve(args)) => serve_blocking(args),
         command => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(dispatch(command, cli.serve)),
             Err(e) => Err(anyhow!(e).context("starting the tokio runtime")),
@@ -184,10 +187,18 @@ fn report_error(e: &anyhow::Error) {
     eprintln!("error: {e:#}");
 }
 
+/// Resolves the server's config, then runs it on a runtime of its size.
+fn serve_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::resolve(args)?;
+    let rt = hero_supervisor::runtime::build(config.worker_threads)
+        .context("starting the tokio runtime")?;
+    rt.block_on(serve(config))
+}
+
 async fn dispatch(command: Option<Command>, serve_args: ServeArgs) -> anyhow::Result<()> {
     let command = command.unwrap_or(Command::Serve(serve_args));
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(_) => Err(anyhow!("serve runs on a runtime of its own")),
         Command::Runner(_) => Err(anyhow!("the runner is started before the runtime")),
         Command::Run {
             client,
@@ -423,9 +434,9 @@ fn print_text_or_json(client: &ClientArgs, text: &str, value: &impl Serialize) {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     hero_runner::cli::init_logging();
-    let config = ServeConfig::resolve(args)?;
+    tracing::debug!(worker_threads = config.worker_threads, "runtime");
     // Refuse an unsafe listen address before spawning any runner.
     check_listen(config.listen, &config.rpc)?;
     let clock = Arc::new(SystemClock);

@@ -515,7 +515,7 @@ fn decode_claimed(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Vec<Job>, StoreError> {
-    if reply.len() % CLAIM_STRIDE != 0 {
+    if !reply.len().is_multiple_of(CLAIM_STRIDE) {
         return Err(StoreError::Unavailable(format!(
             "redis claim: reply of {} entries is not a whole number of jobs",
             reply.len()
