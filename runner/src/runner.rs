@@ -304,13 +304,8 @@ impl Runner {
             require_auth: false,
             shutdown,
         };
-        connection::serve(
-            self.inner.clone(),
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-            options,
-        )
-        .await;
+        let (reader, writer) = stdio();
+        connection::serve(self.inner.clone(), reader, writer, options).await;
         Ok(())
     }
 
@@ -383,4 +378,33 @@ impl Runner {
         connections.wait().await;
         Ok(())
     }
+}
+
+/// This process's stdin and stdout for the wire. When they are pipes (a supervisor
+/// spawned us), they become non-blocking pipes driven by the reactor: each read and
+/// write is one syscall on the runtime's own thread. Otherwise (a terminal, a file)
+/// tokio's stdin/stdout, which hand every read and write to a blocking thread.
+fn stdio() -> (
+    Box<dyn AsyncRead + Unpin + Send>,
+    Box<dyn AsyncWrite + Unpin + Send>,
+) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let reader = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)));
+    let writer = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)));
+    let reader: Box<dyn AsyncRead + Unpin + Send> = match reader {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let writer: Box<dyn AsyncWrite + Unpin + Send> = match writer {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (reader, writer)
 }
