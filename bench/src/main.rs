@@ -177,9 +177,12 @@ fn worker_threads() -> usize {
 }
 
 fn main() -> Result<()> {
+    // `run` is a task on the runtime's workers, not `block_on`'s own future on the main
+    // thread: its event counting would otherwise wake a parked thread per event.
     hero_supervisor::runtime::build(worker_threads())
         .context("start the tokio runtime")?
-        .block_on(run())
+        .block_on(async { tokio::spawn(run()).await })
+        .context("the benchmark task panicked")?
 }
 
 async fn run() -> Result<()> {
