@@ -124,7 +124,37 @@ both_stores!(
     garbage_frame_drops_the_connection_not_the_job,
     prerequisites_chain_and_failure_propagation,
     logs_from_the_runner_reach_the_job,
+    shutdown_leaves_no_job_started,
 );
+
+/// Successes are written in batches after their job task ended: shutdown must still
+/// write every one it received before it returns, and hand back the rest.
+async fn shutdown_leaves_no_job_started(b: Backend) {
+    let sup = supervisor(&b).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit(&sup, params("sleep 0.3")).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sup.get_job_status(ids[0]).await.unwrap() != JobStatus::Started {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sup.shutdown().await;
+    let mut finished = 0;
+    for id in ids {
+        let job = b.store.get(id).await.unwrap();
+        match job.status {
+            JobStatus::Finished => {
+                assert_eq!(job.output.as_deref(), Some("slept"));
+                finished += 1;
+            }
+            JobStatus::Dispatched => assert_eq!(job.attempt, 0, "released, not counted"),
+            other => panic!("job {id} left {other:?} after shutdown"),
+        }
+    }
+    assert!(finished > 0, "the grace period let running jobs finish");
+}
 
 async fn success_finishes_with_output(b: Backend) {
     let sup = supervisor(&b).await;
