@@ -543,9 +543,8 @@ impl Dispatcher {
                 Ok(StoreEvent::CancelRequested { id }) => {
                     self.stop_local(id);
                 }
-                Ok(_) => {}
                 // Missed events: look at the cancel flags of what runs here.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     let ids: Vec<JobId> = match self.running.lock() {
                         Ok(map) => map.keys().copied().collect(),
                         Err(_) => continue,
@@ -558,6 +557,7 @@ impl Dispatcher {
                         }
                     }
                 }
+                Ok(_) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
@@ -628,6 +628,7 @@ async fn wait_for_work(events: &mut broadcast::Receiver<StoreEvent>, types: &[Sc
     loop {
         match events.recv().await {
             Ok(StoreEvent::WorkAvailable { script_type }) if types.contains(&script_type) => return,
+            Ok(StoreEvent::Resync) => return,
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,

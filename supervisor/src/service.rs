@@ -242,8 +242,10 @@ impl Supervisor {
                         }) if changed == id => {
                             return status.is_terminal();
                         }
+                        Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return true;
+                        }
                         Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return true,
                         Err(broadcast::error::RecvError::Closed) => {
                             // No more events (store gone): fall back to a slow re-read.
                             tokio::time::sleep(Duration::from_millis(200)).await;

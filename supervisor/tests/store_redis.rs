@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{JobStore, RedisStore, StoreConfig, StoreError, StoreEvent};
-use hero_testkit::RedisServer;
+use hero_testkit::{RedisServer, SilentProxy};
 use tokio::sync::broadcast;
 
 /// Bound on how long the store may take to notice Redis is back.
@@ -126,6 +126,54 @@ async fn store_survives_a_redis_restart() {
         .await
         .unwrap();
     assert!(!claimed.is_empty());
+}
+
+/// A pub/sub connection that goes silent (no FIN, no RST: a forgetful NAT) is noticed by
+/// its unanswered ping and replaced; waiters hear `Resync`, then events again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_listener_replaces_a_silent_connection() {
+    let server = RedisServer::start();
+    let proxy = SilentProxy::start(server.socket_path());
+    let clock = Arc::new(ManualClock::default());
+    let listening = RedisStore::connect(&proxy.url(), StoreConfig::default(), clock.clone())
+        .await
+        .expect("connect through the proxy");
+    // Changes are made over a direct connection, which stays healthy.
+    let (direct, _) = connect(&server).await;
+    let mut rx = listening.subscribe();
+    let first = new_job(&clock);
+    direct.create(&first).await.unwrap();
+    direct.start(first.id).await.unwrap();
+    assert!(saw_change(&mut rx, first.id, Duration::from_secs(5)).await);
+
+    proxy.silence_existing();
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    let mut resynced = false;
+    loop {
+        let probe = new_job(&clock);
+        direct.create(&probe).await.unwrap();
+        direct.start(probe.id).await.unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        let mut seen = false;
+        while let Ok(event) = tokio::time::timeout_at(until, rx.recv()).await {
+            match event {
+                Ok(StoreEvent::Resync) => resynced = true,
+                Ok(StoreEvent::JobChanged { id, .. }) if id == probe.id => seen = true,
+                _ => {}
+            }
+        }
+        if seen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events never came back after the connection went silent"
+        );
+    }
+    assert!(
+        resynced,
+        "waiters must be told that events may have been lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,13 @@
 //!
 //! - [`RedisServer`]: a throwaway `redis-server` on a unix socket in a temp dir.
 //! - [`free_tcp_port`]: a loopback port that was free a moment ago.
+//! - [`SilentProxy`]: a TCP proxy to a unix socket whose connections can go silent.
 //!
 //! Test code: panics with clear messages instead of returning errors.
+
+mod proxy;
+
+pub use proxy::SilentProxy;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

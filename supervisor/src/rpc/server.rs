@@ -110,8 +110,8 @@ impl RpcHandler {
                     event = events.recv() => match event {
                         Ok(StoreEvent::JobChanged { id: changed, .. }
                             | StoreEvent::LogAppended { id: changed }) if changed == id => break,
+                        Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => break,
                         Ok(_) => continue,
-                        Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => return Err(internal("supervisor shutting down")),
                     },
                     () = sink.closed() => return Ok(None),

@@ -151,6 +151,9 @@ pub enum StoreEvent {
         /// The job.
         id: JobId,
     },
+    /// Events may have been lost (the store's event connection was replaced after a
+    /// failure): like a lagged receiver, re-read whatever you wait for.
+    Resync,
 }
 
 /// The operations the dispatcher and the API need, each atomic.

@@ -27,8 +27,9 @@
 //! with connection and response timeouts, so a dead Redis gives
 //! [`StoreError::Unavailable`] within seconds rather than a hang. Pub/sub runs on a
 //! connection of its own, in one background task that forwards events to the in-process
-//! broadcast channel and resubscribes after Redis comes back (it sends nothing for the
-//! outage itself: waiters re-read the state they care about).
+//! broadcast channel, pings Redis every few seconds (a connection that went silent is
+//! replaced, not waited on forever) and resubscribes after a failure, then sends
+//! [`StoreEvent::Resync`]: waiters re-read the state they care about.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
@@ -60,6 +61,10 @@ const CLEAR_BATCH: usize = 500;
 /// Bounds of the event listener's reconnect backoff.
 const LISTENER_MIN_BACKOFF: Duration = Duration::from_millis(50);
 const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often the event listener pings Redis on its pub/sub connection. A connection that
+/// went silent (a NAT or firewall forgot it: no FIN, no RST) would otherwise never end;
+/// one whose ping is not answered within [`RESPONSE_TIMEOUT`] is dropped and replaced.
+const LISTENER_PING_EVERY: Duration = Duration::from_secs(3);
 
 macro_rules! lua {
     ($file:literal) => {
@@ -587,19 +592,42 @@ async fn listen(
         }
         .await;
         if let Some(pubsub) = subscribed {
-            if let Some(ready) = ready.take() {
-                let _ = ready.send(());
+            match ready.take() {
+                Some(ready) => {
+                    let _ = ready.send(());
+                }
+                // Whatever was published while we were away is lost.
+                None => {
+                    let _ = events.send(StoreEvent::Resync);
+                }
             }
             tracing::debug!(%channel, "store event listener subscribed");
             backoff = LISTENER_MIN_BACKOFF;
-            let mut stream = pubsub.into_on_message();
-            while let Some(msg) = stream.next().await {
-                match serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) {
-                    Ok(e) => e.forward(&events),
-                    Err(e) => tracing::warn!(error = %e, "undecodable store event"),
+            let (mut sink, mut stream) = pubsub.split();
+            let mut ping = tokio::time::interval(LISTENER_PING_EVERY);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ping.reset();
+            loop {
+                tokio::select! {
+                    msg = stream.next() => {
+                        let Some(msg) = msg else {
+                            tracing::warn!(%channel, "store event listener lost redis, resubscribing");
+                            break;
+                        };
+                        match serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) {
+                            Ok(e) => e.forward(&events),
+                            Err(e) => tracing::warn!(error = %e, "undecodable store event"),
+                        }
+                    }
+                    _ = ping.tick() => {
+                        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await;
+                        if !matches!(answer, Ok(Ok(_))) {
+                            tracing::warn!(%channel, "store event listener: redis did not answer a ping, resubscribing");
+                            break;
+                        }
+                    }
                 }
             }
-            tracing::warn!(%channel, "store event listener lost redis, resubscribing");
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(LISTENER_MAX_BACKOFF);
