@@ -5,22 +5,28 @@
 //!
 //! ```text
 //! cargo build --release -p hero-bench
-//! cargo run --release -p hero-bench -- [--jobs N] [--only burn-down,memory,rpc] [--repeat K]
+//! cargo run --release -p hero-bench -- [--jobs N] [--only burn-down,peer-bullmq,memory,rpc]
+//!     [--repeat K]
 //! ```
 //!
-//! Scenarios (`--only`, comma-separated): `burn-down` (= `burn-down-memory` +
-//! `burn-down-redis`), `memory`, `rpc`. Other flags: `--processes 1,2` (runner processes
-//! tried in the burn-down; the best is reported), `--in-flight N` (pool's requests in
-//! flight per runner process, default 256), `--repeat K` (runs per burn-down setting,
-//! the median is reported; default 3), `--clients N` (concurrent HTTP clients and
-//! `redis-benchmark -c`, default 50), `--rpc-calls N` (idle round trips, default 2,000),
-//! `--steady-calls N` (calls in the steady state, default 20,000).
+//! Scenarios (`--only`, comma-separated; all when absent): `burn-down` (=
+//! `burn-down-memory` + `burn-down-redis`), `peer-bullmq` (BullMQ's burn-down on its own
+//! private Redis, same `--jobs` and `--repeat`, by `bench/peers/bullmq/burn_down.mjs`:
+//! needs Node.js and npm, installs the locked BullMQ there on first use, and its row says
+//! "not measured: <reason>" when it cannot run), `memory`, `rpc`. Other flags:
+//! `--processes 1,2` (runner processes tried in the burn-down; the best is reported),
+//! `--in-flight N` (pool's requests in flight per runner process, default 256),
+//! `--repeat K` (runs per burn-down setting, the median is reported; default 3),
+//! `--clients N` (concurrent HTTP clients and `redis-benchmark -c`, default 50),
+//! `--rpc-calls N` (idle round trips, default 2,000), `--steady-calls N` (calls in the
+//! steady state, default 20,000).
 
 mod burn_down;
 mod ceiling;
 mod machine;
 mod memory;
 mod output;
+mod peers;
 #[cfg(feature = "rpc")]
 mod rpc;
 
@@ -105,7 +111,7 @@ impl Args {
                 "--runner" => args.runner = Some(PathBuf::from(value()?)),
                 other => bail!(
                     "unknown flag {other}; usage: hero-bench [--jobs N] \
-                     [--only burn-down,burn-down-memory,burn-down-redis,memory,rpc] \
+                     [--only burn-down,burn-down-memory,burn-down-redis,peer-bullmq,memory,rpc] \
                      [--repeat K] [--processes 1,2] [--in-flight N] [--clients N] \
                      [--rpc-calls N] [--steady-calls N]"
                 ),
@@ -134,10 +140,11 @@ impl Args {
     }
 }
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "burn-down",
     "burn-down-memory",
     "burn-down-redis",
+    "peer-bullmq",
     "memory",
     "rpc",
 ];
@@ -224,6 +231,8 @@ async fn run() -> Result<()> {
         })
         .collect::<Vec<_>>();
 
+    // Hero's Redis burn-down figure, for the ratio to BullMQ's.
+    let mut hero_redis = None;
     for kind in [StoreKind::Memory, StoreKind::Redis] {
         if !args.wants(&format!("burn-down-{}", kind.name())) {
             continue;
@@ -269,6 +278,9 @@ async fn run() -> Result<()> {
         if !others.is_empty() {
             setting.push_str(&format!(" ({})", others.join(", ")));
         }
+        if kind == StoreKind::Redis {
+            hero_redis = Some(best);
+        }
         rows.push(Row {
             scenario: "burn-down".to_owned(),
             store: kind.name().to_owned(),
@@ -278,6 +290,10 @@ async fn run() -> Result<()> {
             target: format!(">= {} jobs/s", thousands(target)),
             met: Some(best >= target),
         });
+    }
+
+    if args.wants("peer-bullmq") {
+        peer_bullmq_row(&args, &ceiling, hero_redis, &mut rows, &mut notes).await;
     }
 
     if args.wants("memory") {
@@ -360,6 +376,75 @@ async fn run() -> Result<()> {
     ));
     output::report(&machine, &ceiling_lines, &rows, &notes);
     Ok(())
+}
+
+/// The `peer-bullmq` row: BullMQ's burn-down median, or why it was not measured; and,
+/// when hero's Redis burn-down ran too, the note with the ratio.
+async fn peer_bullmq_row(
+    args: &Args,
+    ceiling: &Ceiling,
+    hero_redis: Option<f64>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) {
+    let (jobs, repeat) = (args.jobs, args.repeat);
+    // Blocking child processes; a panic there (no redis-server) becomes a reason too.
+    let measured = tokio::task::spawn_blocking(move || peers::bullmq(jobs, repeat))
+        .await
+        .unwrap_or_else(|e| Err(format!("the BullMQ run panicked: {e}")));
+    let concurrency = peers::BULLMQ_CONCURRENCY;
+    let (setting, figure, vs) = match &measured {
+        Ok(bullmq) => {
+            let rate = bullmq.median();
+            (
+                format!(
+                    "BullMQ {}, {} no-op jobs, 1 worker process, concurrency {concurrency}, \
+                     removeOnComplete, median of {repeat}",
+                    bullmq.version,
+                    thousands(jobs as f64)
+                ),
+                format!("{} jobs/s", thousands(rate)),
+                vs_ceiling(rate, ceiling),
+            )
+        }
+        Err(reason) => {
+            progress(&format!("peer BullMQ not measured: {reason}"));
+            (
+                format!(
+                    "BullMQ, {} no-op jobs, 1 worker process, concurrency {concurrency}, \
+                     removeOnComplete",
+                    thousands(jobs as f64)
+                ),
+                format!("not measured: {reason}"),
+                "-".to_owned(),
+            )
+        }
+    };
+    rows.push(Row {
+        scenario: "burn-down (peer)".to_owned(),
+        store: "redis".to_owned(),
+        setting,
+        figure,
+        ceiling: vs,
+        target: "-".to_owned(),
+        met: None,
+    });
+    if let Ok(bullmq) = &measured {
+        notes.push(format!(
+            "BullMQ peer: `node bench/peers/bullmq/burn_down.mjs` (BullMQ {}, pinned by its \
+             package-lock.json) on its own private redis-server (unix socket); the jobs queued \
+             first with addBulk, timed from creating one Worker (concurrency {concurrency}, \
+             a processor that returns at once) to its last `completed` event; node and \
+             redis-server share the same cores.",
+            bullmq.version
+        ));
+        if let Some(hero) = hero_redis {
+            notes.push(format!(
+                "hero / BullMQ burn-down through Redis, same run: {:.2}x",
+                hero / bullmq.median()
+            ));
+        }
+    }
 }
 
 #[cfg(feature = "rpc")]

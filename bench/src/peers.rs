@@ -1,0 +1,336 @@
+//! Peer measurements: another job queue's burn-down, measured in the same run on the
+//! same kind of private Redis, so the table can say how hero compares.
+//!
+//! Now one peer: BullMQ (npm), driven by `bench/peers/bullmq/burn_down.mjs` under
+//! Node.js. Its dependencies are pinned by the committed `package-lock.json` and
+//! installed with `npm ci` on first use. Every failure is a `String` reason: the table
+//! then says "not measured: <reason>" and the rest of the benchmark goes on.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hero_testkit::RedisServer;
+
+use crate::output::{progress, thousands};
+
+/// The BullMQ worker's `concurrency` (the configuration the target names).
+pub(crate) const BULLMQ_CONCURRENCY: usize = 64;
+
+/// How long one `npm ci` or `npm install` may take (npm retries an unreachable
+/// registry for minutes).
+const NPM_LIMIT: Duration = Duration::from_secs(300);
+
+/// What to install when Node.js or npm is missing.
+const INSTALL_NODE: &str = "install Node.js 20 or later with npm (apt-get install nodejs npm)";
+
+/// The BullMQ burn-down's figures over `--repeat` runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Bullmq {
+    /// The BullMQ version that ran (from its `package.json`).
+    pub(crate) version: String,
+    /// Jobs per second of each run, in order.
+    pub(crate) rates: Vec<f64>,
+}
+
+impl Bullmq {
+    /// The median of the runs' rates.
+    pub(crate) fn median(&self) -> f64 {
+        crate::median(self.rates.clone())
+    }
+}
+
+/// One run's line from `burn_down.mjs`.
+#[derive(Debug, Clone)]
+struct Run {
+    jobs: u64,
+    queue_secs: f64,
+    drain_secs: f64,
+    jobs_per_sec: f64,
+    version: String,
+}
+
+/// `bench/peers/bullmq`, next to this crate's sources.
+pub(crate) fn bullmq_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join("bullmq")
+}
+
+/// Ok when `node` and `npm` run and the BullMQ script is where it should be.
+pub(crate) fn bullmq_available() -> Result<(), String> {
+    for tool in ["node", "npm"] {
+        let out = Command::new(tool)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("`{tool}` not found on PATH: {INSTALL_NODE}")
+                }
+                _ => format!("`{tool} --version` failed ({e}): {INSTALL_NODE}"),
+            })?;
+        if !out.status.success() {
+            return Err(format!(
+                "`{tool} --version` exited with {}: {INSTALL_NODE}",
+                out.status
+            ));
+        }
+    }
+    let script = bullmq_dir().join("burn_down.mjs");
+    if !script.is_file() {
+        return Err(format!(
+            "{} is missing (hero-bench must run from its source tree)",
+            script.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Installs the pinned dependencies when `node_modules` lacks BullMQ: `npm ci`, else
+/// `npm install --no-save`. The second is for a lock file that `npm ci` rejects although
+/// `npm install` wrote it: a registry that lacks some other platform's optional package
+/// (here msgpackr's prebuilt darwin and win32 binaries) leaves it out of the lock, and
+/// `npm ci` then calls the lock out of sync. `npm install` still installs the locked
+/// versions, and `--no-save` leaves `package.json` and the lock as committed.
+fn ensure_installed(dir: &Path) -> Result<(), String> {
+    let installed = || {
+        dir.join("node_modules/bullmq/package.json").is_file()
+            && dir.join("node_modules/ioredis/package.json").is_file()
+    };
+    if installed() {
+        return Ok(());
+    }
+    let ci = npm(dir, &["ci", "--no-audit", "--no-fund"]);
+    if let Err(why) = ci {
+        progress(&format!("{why}; trying npm install --no-save"));
+        npm(dir, &["install", "--no-save", "--no-audit", "--no-fund"])?;
+    }
+    if !installed() {
+        return Err(format!(
+            "npm reported success but {} has no bullmq or ioredis",
+            dir.join("node_modules").display()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `npm <args>` in `dir`; the error names the command and npm's first error lines.
+fn npm(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let command = format!("npm {}", args.join(" "));
+    progress(&format!(
+        "installing BullMQ: {command} in {}",
+        dir.display()
+    ));
+    let mut cmd = Command::new("npm");
+    cmd.args(args).current_dir(dir);
+    let out = run_bounded(cmd, NPM_LIMIT, &command)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = out.stderr;
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("npm error"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect();
+    let why = if errors.is_empty() {
+        tail(&stderr)
+    } else {
+        errors.join(" / ").replace('|', "\\|")
+    };
+    Err(format!(
+        "`{command}` in {} exited with {} (it needs the npm registry): {why}",
+        dir.display(),
+        out.status
+    ))
+}
+
+/// Runs the BullMQ burn-down `repeat` times, each on a fresh private redis-server, with
+/// `jobs` no-op jobs. Blocking (child processes): call it from `spawn_blocking`.
+pub(crate) fn bullmq(jobs: usize, repeat: usize) -> Result<Bullmq, String> {
+    bullmq_available()?;
+    let dir = bullmq_dir();
+    ensure_installed(&dir)?;
+    let mut version = String::new();
+    let mut rates = Vec::with_capacity(repeat);
+    for r in 1..=repeat {
+        let run = run_once(&dir, jobs)?;
+        progress(&format!(
+            "peer BullMQ {}, 1 worker x concurrency {BULLMQ_CONCURRENCY}, run {r}/{repeat}: \
+             {} jobs in {:.3} s = {} jobs/s (queued in {:.1} s)",
+            run.version,
+            run.jobs,
+            run.drain_secs,
+            thousands(run.jobs_per_sec),
+            run.queue_secs
+        ));
+        version = run.version;
+        rates.push(run.jobs_per_sec);
+    }
+    Ok(Bullmq { version, rates })
+}
+
+/// One `node burn_down.mjs <socket> <jobs> 64` on its own private redis-server.
+fn run_once(dir: &Path, jobs: usize) -> Result<Run, String> {
+    let redis = RedisServer::start();
+    let mut cmd = Command::new("node");
+    cmd.arg("burn_down.mjs")
+        .arg(redis.socket_path())
+        .arg(jobs.to_string())
+        .arg(BULLMQ_CONCURRENCY.to_string())
+        .current_dir(dir);
+    // The script gives up by itself after 120 s + 2 ms per job; this is the backstop.
+    let limit = Duration::from_secs(150) + Duration::from_millis(2 * jobs as u64);
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = run_bounded(cmd, limit, "node burn_down.mjs")?;
+    drop(redis);
+    if !status.success() {
+        // The script's own last word, else whatever node printed last.
+        let why = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("burn_down.mjs: "))
+            .map_or_else(|| tail(&stderr), |l| l.replace('|', "\\|"));
+        return Err(format!("burn_down.mjs exited with {status}: {why}"));
+    }
+    let run = parse(&stdout)?;
+    if run.jobs != jobs as u64 {
+        return Err(format!(
+            "burn_down.mjs reported {} jobs, {jobs} were asked",
+            run.jobs
+        ));
+    }
+    Ok(run)
+}
+
+/// What a child run by [`run_bounded`] left behind.
+#[derive(Debug)]
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` (stdin closed, stdout and stderr captured) for at most `limit`; past it
+/// the child is killed and the error says so. `what` names the command in errors.
+fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Result<Finished, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start `{what}` ({e}): {INSTALL_NODE}"))?;
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The readers are left behind: a grandchild may still hold the pipes.
+                return Err(format!(
+                    "`{what}` did not finish within {} s (killed)",
+                    limit.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("wait for `{what}`: {e}")),
+        }
+    };
+    Ok(Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Reads a child's pipe to the end on a thread, so neither pipe fills while it runs.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The script's result: the last non-empty stdout line, one JSON object.
+fn parse(stdout: &str) -> Result<Run, String> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| "burn_down.mjs printed no result".to_owned())?;
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("burn_down.mjs printed {line:?}, not JSON: {e}"))?;
+    let number = |key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| format!("no number {key:?} in burn_down.mjs's result {line}"))
+    };
+    Ok(Run {
+        jobs: v
+            .get("jobs")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("no \"jobs\" in burn_down.mjs's result {line}"))?,
+        queue_secs: number("queue_secs")?,
+        drain_secs: number("drain_secs")?,
+        jobs_per_sec: number("jobs_per_sec")?,
+        version: v
+            .get("bullmq")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("no \"bullmq\" version in burn_down.mjs's result {line}"))?
+            .to_owned(),
+    })
+}
+
+/// The last few lines of a child's stderr, on one line, for a table cell.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("npm warn"))
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    if tail.is_empty() {
+        "no output on stderr".to_owned()
+    } else {
+        tail.replace('|', "\\|")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, tail};
+
+    #[test]
+    fn parses_the_result_line() {
+        let out = "{\"jobs\":20000,\"concurrency\":64,\"queue_secs\":1.2,\"drain_secs\":1.91,\
+                   \"jobs_per_sec\":10471,\"bullmq\":\"6.7.0\",\"ioredis\":\"6.0.0\"}\n";
+        let run = parse(out).expect("parse");
+        assert_eq!(run.jobs, 20_000);
+        assert_eq!(run.version, "6.7.0");
+        assert!((run.jobs_per_sec - 10_471.0).abs() < 1e-9);
+        assert!(parse("").is_err());
+        assert!(parse("not json\n").is_err());
+        assert!(parse("{\"jobs\":1}\n").is_err());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_for_a_cell() {
+        assert_eq!(tail(""), "no output on stderr");
+        assert_eq!(tail("npm warn x\na\nb|c\n"), "a / b\\|c");
+    }
+}
