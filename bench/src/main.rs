@@ -15,7 +15,7 @@
 //! needs Node.js and npm, installs the locked BullMQ there on first use, and its row says
 //! "not measured: <reason>" when it cannot run), `memory`, `rpc`. Other flags:
 //! `--processes 1,2` (runner processes tried in the burn-down; the best is reported),
-//! `--in-flight N` (pool's requests in flight per runner process, default 256),
+//! `--in-flight N` (pool's requests in flight per runner process, default 512),
 //! `--repeat K` (runs per burn-down setting, the median is reported; default 3),
 //! `--clients N` (concurrent HTTP clients and `redis-benchmark -c`, default 50),
 //! `--rpc-calls N` (idle round trips, default 2,000), `--steady-calls N` (calls in the
@@ -76,7 +76,7 @@ impl Args {
             only: None,
             repeat: 3,
             processes: vec![1, 2],
-            in_flight: 256,
+            in_flight: 512,
             clients: 50,
             rpc_calls: 2_000,
             steady_calls: 20_000,

@@ -27,7 +27,7 @@ use crate::pool::{CallError, Lease, RunnerConnection, RunnerPool};
 use crate::store::{Finished, JobStore, StoreError, StoreEvent};
 
 /// Jobs claimed in one store call at most.
-const CLAIM_BATCH: usize = 64;
+const CLAIM_BATCH: usize = 256;
 /// Promotions and reclaims handled per maintenance tick at most.
 const MAINTENANCE_BATCH: usize = 256;
 /// The built-in runner's error type for a missing interpreter (`v`, `python3`): as
