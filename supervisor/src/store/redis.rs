@@ -5,7 +5,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `<prefix>:job:<id>` | HASH | every job field; `prerequisites`, `env_vars`, `error` as JSON strings, times as epoch ms, absent `Option`s as absent fields |
+//! | `<prefix>:job:<id>` | HASH | every job field; `prerequisites`, `env_vars`, `error` as JSON strings, times as epoch ms, absent `Option`s as absent fields; `has_dependents` = `1` once a job waited on it |
 //! | `<prefix>:job:<id>:dependents` | SET | ids of jobs waiting on this one (deleted once it ends) |
 //! | `<prefix>:job:<id>:logs` | LIST | log lines, oldest first, capped at `max_log_lines` |
 //! | `<prefix>:q:work:type:<ScriptType>` | LIST | ready job ids; RPUSH at the tail, LPOP from the head (the left end is the head) |

@@ -5,24 +5,32 @@
 -- Returns: one reply per triple, in order:
 --   {'OK'} | {'NOT_FOUND'} | {'BAD_STATE', status} | {'CONFLICT', attempt}
 local prefix, now = ARGV[1], ARGV[2]
-local replies, done = {}, {}
+local replies, done, parents = {}, {}, {}
 for i = 3, #ARGV - 2, 3 do
   local id = ARGV[i]
   local k = jkey(prefix, id)
-  local bad = check_started(k, ARGV[i + 1])
-  if bad then
-    replies[#replies + 1] = bad
+  -- check_started's CAS, with the dependents flag read in the same call.
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'has_dependents')
+  if not f[1] then
+    replies[#replies + 1] = { 'NOT_FOUND' }
+  elseif f[1] ~= 'Started' then
+    replies[#replies + 1] = { 'BAD_STATE', f[1] }
+  elseif f[2] ~= ARGV[i + 1] then
+    replies[#replies + 1] = { 'CONFLICT', f[2] }
   else
     redis.call('HDEL', k, 'lease_owner', 'lease_until')
     redis.call('HSET', k, 'status', 'Finished', 'output', ARGV[i + 2], 'finished_at', now, 'updated_at', now)
     done[#done + 1] = id
+    if f[3] then
+      parents[#parents + 1] = id
+    end
     replies[#replies + 1] = { 'OK' }
   end
 end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
   changed_many(prefix, done, 'Finished')
-  for _, id in ipairs(done) do
+  for _, id in ipairs(parents) do
     release_dependents(prefix, id, now)
   end
 end
