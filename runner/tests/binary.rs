@@ -379,6 +379,31 @@ async fn any_type_can_be_mapped_to_a_command() {
 }
 
 #[tokio::test]
+async fn a_config_file_maps_types_and_a_flag_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runner.toml");
+    std::fs::write(&path, "[map]\nBash = \"sh\"\nV = \"false\"\n").unwrap();
+    let file = path.to_str().unwrap();
+    let (_child, mut peer) = stdio_runner(&["--config", file, "--map", "V=sh"]).await;
+    for (request, script_type) in [("r1", "Bash"), ("r2", "V")] {
+        peer.request(script(
+            "j",
+            request,
+            script_type,
+            "echo \"from $X\"",
+            &[("X", script_type)],
+        ))
+        .await;
+        let (outcome, _) = peer.response_with_logs().await;
+        assert_eq!(
+            outcome.result,
+            Some(json!(format!("from {script_type}"))),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_stdio_runner_exits_when_stdin_closes() {
     let (mut child, peer) = stdio_runner(&[]).await;
     drop(peer);
