@@ -139,6 +139,37 @@ fn deeply_nested_json_is_an_error_not_a_crash() {
 }
 
 #[test]
+fn brackets_inside_strings_do_not_count_as_nesting() {
+    // 300 brackets and escaped quotes inside strings: flat JSON, decoded normally.
+    let text = format!("{}\\\"{}", "[".repeat(150), "{".repeat(150));
+    let payload = format!(
+        r#"{{"type":"response","payload":{{"request_id":"r","status":"success","result":"{text}"}}}}"#
+    );
+    let msg = decode_frame(&frame_of(payload.as_bytes())).unwrap();
+    let Message::Response(outcome) = msg else {
+        panic!("not a response: {msg:?}")
+    };
+    let want = format!("{}\\\"{}", "[".repeat(150), "{".repeat(150));
+    let want = serde_json::from_str::<String>(&format!("\"{want}\"")).unwrap();
+    assert_eq!(outcome.result, Some(serde_json::Value::String(want)));
+}
+
+#[test]
+fn nesting_up_to_the_limit_decodes_and_beyond_is_an_error() {
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"type":"response","payload":{{"request_id":"r","status":"success","result":{}1{}}}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    // The envelope and the payload are two levels of their own.
+    assert!(decode_frame(&frame_of(nested(100).as_bytes())).is_ok());
+    let err = decode_frame(&frame_of(nested(5_000).as_bytes())).unwrap_err();
+    assert!(matches!(err, FrameError::Json(_)), "{err}");
+}
+
+#[test]
 fn header_split_across_reads_waits_for_the_rest() {
     let frame = encode_frame(&cancel()).unwrap();
     let mut codec = FrameCodec::new();
