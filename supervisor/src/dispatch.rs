@@ -43,6 +43,12 @@ const FINISH_BATCH: usize = 256;
 const FINISH_QUEUE: usize = 4096;
 /// How long `drain` waits for the recorder to write the outcomes it already has.
 const RECORD_GRACE: Duration = Duration::from_secs(15);
+/// Further tries to record successes the store could not take; with the delays below,
+/// about 8 s in all (a lease is 30 s by default).
+const RECORD_RETRIES: u32 = 6;
+/// First and largest delay between those tries.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Timing and retry settings of the dispatcher.
 #[derive(Debug, Clone)]
@@ -451,13 +457,40 @@ impl Dispatcher {
                     }
                 }
             }
-            let ids: Vec<JobId> = batch.iter().map(|f| f.id).collect();
-            let results = self.store.finish_many(std::mem::take(&mut batch)).await;
-            for (id, result) in ids.into_iter().zip(results) {
-                log_store_result(id, result);
-            }
+            self.record(std::mem::take(&mut batch)).await;
         }
         self.recorded.cancel();
+    }
+
+    /// Writes one batch of successes. Items the store could not take (Redis down, a
+    /// timeout) are tried again with backoff for a few seconds, well within the lease,
+    /// so a short outage does not make a finished job run again after its lease expires.
+    async fn record(&self, mut items: Vec<Finished>) {
+        let mut delay = RECORD_RETRY_FIRST;
+        for attempt in 0..=RECORD_RETRIES {
+            let results = self.store.finish_many(&items).await;
+            let mut again = Vec::new();
+            let mut last_error = None;
+            for (item, result) in items.into_iter().zip(results) {
+                match result {
+                    Err(StoreError::Unavailable(why)) if attempt < RECORD_RETRIES => {
+                        last_error = Some(why);
+                        again.push(item);
+                    }
+                    other => log_store_result(item.id, other),
+                }
+            }
+            let Some(why) = last_error else { return };
+            tracing::warn!(
+                count = again.len(),
+                error = %why,
+                retry_in = ?delay,
+                "could not record finished jobs; trying again"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECORD_RETRY_MAX);
+            items = again;
+        }
     }
 
     async fn retry_or_fail(

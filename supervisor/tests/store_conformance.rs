@@ -945,7 +945,7 @@ async fn events_announce_changes(h: Harness) {
 }
 
 async fn finish_many_applies_each_item_on_its_own(h: Harness) {
-    assert!(h.store.finish_many(Vec::new()).await.is_empty());
+    assert!(h.store.finish_many(&[]).await.is_empty());
     for _ in 0..3 {
         h.queued().await;
     }
@@ -963,7 +963,7 @@ async fn finish_many_applies_each_item_on_its_own(h: Harness) {
     };
     let results = h
         .store
-        .finish_many(vec![
+        .finish_many(&[
             item(a, 1, "A"),
             item(b, 2, "B"),
             item(unknown, 1, "?"),

@@ -595,3 +595,45 @@ async fn a_pool_never_sends_a_runner_more_than_its_hello_accepts() {
     );
     sup.shutdown().await;
 }
+
+/// A job that succeeds while Redis is briefly down: the recorder tries again, and the
+/// success lands once Redis is back, instead of waiting for the lease to expire and
+/// running the job a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_during_a_short_redis_outage_is_recorded_when_redis_is_back() {
+    let mut server = RedisServer::builder().aof(true).start();
+    let store: Arc<dyn JobStore> = Arc::new(
+        RedisStore::connect(&server.url(), StoreConfig::default(), Arc::new(SystemClock))
+            .await
+            .expect("connect to the test redis"),
+    );
+    let sup = Supervisor::start(config(ScriptType::ALL.to_vec()), store.clone())
+        .await
+        .expect("supervisor starts");
+    let id = submit(&sup, params("sleep 0.5")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.get(id).await.unwrap().status != JobStatus::Started {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop();
+    // The job answers meanwhile; the first tries to record it fail.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        if let Ok(job) = store.get(id).await
+            && job.status == JobStatus::Finished
+        {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the success was not recorded after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job.attempt, 1, "recorded, not run again");
+    assert_eq!(job.output.as_deref(), Some("slept"));
+    sup.shutdown().await;
+}

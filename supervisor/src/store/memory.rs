@@ -181,7 +181,7 @@ impl State {
     /// The CAS `Started`(attempt) -> `Finished` of one item of `finish_many`.
     fn finish(
         &mut self,
-        item: Finished,
+        item: &Finished,
         now: DateTime<Utc>,
         ev: &mut Events,
     ) -> Result<(), StoreError> {
@@ -190,7 +190,7 @@ impl State {
         self.clear_lease(id);
         let job = self.job_mut(id);
         job.status = JobStatus::Finished;
-        job.output = Some(item.output);
+        job.output = Some(item.output.clone());
         job.finished_at = Some(now);
         job.updated_at = now;
         changed(ev, job);
@@ -410,17 +410,17 @@ impl JobStore for MemoryStore {
             attempt,
             output,
         };
-        let mut results = self.finish_many(vec![item]).await;
+        let mut results = self.finish_many(&[item]).await;
         results.pop().unwrap_or(Err(StoreError::NotFound(id)))
     }
 
-    async fn finish_many(&self, items: Vec<Finished>) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(&self, items: &[Finished]) -> Vec<Result<(), StoreError>> {
         let now = self.now();
         let mut ev = Events::new();
         let results = {
             let mut st = self.lock();
             items
-                .into_iter()
+                .iter()
                 .map(|item| st.finish(item, now, &mut ev))
                 .collect()
         };

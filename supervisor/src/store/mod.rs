@@ -200,7 +200,7 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// [`JobStore::finish`] for many jobs in one store call (one Lua script on Redis, one
     /// lock on the memory store): the dispatcher's hot path. One result per item, in
     /// order; each item is its own CAS, so one stale answer does not fail the others.
-    async fn finish_many(&self, items: Vec<Finished>) -> Vec<Result<(), StoreError>>;
+    async fn finish_many(&self, items: &[Finished]) -> Vec<Result<(), StoreError>>;
 
     /// CAS `Started`(attempt) -> `Error(error)`; every dependent, transitively, ends in
     /// `Error(prerequisite_failed)`.

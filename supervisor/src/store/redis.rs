@@ -737,13 +737,13 @@ impl JobStore for RedisStore {
             attempt,
             output,
         };
-        let mut results = self.finish_many(vec![item]).await;
+        let mut results = self.finish_many(&[item]).await;
         results
             .pop()
             .unwrap_or_else(|| Err(unexpected("finish", &[])))
     }
 
-    async fn finish_many(&self, items: Vec<Finished>) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(&self, items: &[Finished]) -> Vec<Result<(), StoreError>> {
         if items.is_empty() {
             return Vec::new();
         }
@@ -751,7 +751,7 @@ impl JobStore for RedisStore {
         inv.key(self.key("leases"))
             .arg(&self.config.prefix)
             .arg(self.now_ms());
-        for item in &items {
+        for item in items {
             inv.arg(item.id.to_string())
                 .arg(item.attempt)
                 .arg(&item.output);
