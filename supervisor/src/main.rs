@@ -168,8 +168,9 @@ fn main() -> ExitCode {
         // The server's runtime is sized by its config, so that is read first.
         None => serve_blocking(cli.serve),
         Some(Command::Serve(args)) => serve_blocking(args),
-        command => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(dispatch(command, cli.serve)),
+        // The client commands.
+        Some(command) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(client_command(command)),
             Err(e) => Err(anyhow!(e).context("starting the tokio runtime")),
         },
     };
@@ -195,11 +196,13 @@ fn serve_blocking(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(serve(config))
 }
 
-async fn dispatch(command: Option<Command>, serve_args: ServeArgs) -> anyhow::Result<()> {
-    let command = command.unwrap_or(Command::Serve(serve_args));
+/// Runs one client command against a running server.
+async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) => Err(anyhow!("serve runs on a runtime of its own")),
-        Command::Runner(_) => Err(anyhow!("the runner is started before the runtime")),
+        // Started by `main` on runtimes of their own.
+        Command::Serve(_) | Command::Runner(_) => {
+            Err(anyhow!("not a client command: `main` runs it"))
+        }
         Command::Run {
             client,
             script_type,
