@@ -157,7 +157,7 @@ impl RunnerConnection {
                     }
                     // Every frame queued meanwhile goes out with one flush (one write
                     // when they fit the buffer), not a syscall per frame.
-                    if let Err(e) = write_all(&mut write, &mut batch).await {
+                    if let Err(e) = write_batch(&mut write, &mut batch).await {
                         close(format!("write failed: {e}"));
                         break;
                     }
@@ -311,7 +311,7 @@ impl RunnerConnection {
 }
 
 /// Feeds `batch` (emptied) into `write`, then flushes once.
-async fn write_all<W>(
+async fn write_batch<W>(
     write: &mut FramedWrite<W, FrameCodec>,
     batch: &mut Vec<Message>,
 ) -> Result<(), hero_protocol::FrameError>
