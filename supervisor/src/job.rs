@@ -281,6 +281,9 @@ impl JobError {
     pub const HANDLER_NOT_FOUND: &'static str = "handler_not_found";
     /// `error.type` reported by a runner that rejected the request.
     pub const INVALID_REQUEST: &'static str = "invalid_request";
+    /// `error.type` of a stored job that could not be decoded when claimed (a field
+    /// edited by hand, say): it cannot be run, so it ends at once.
+    pub const CORRUPT: &'static str = "corrupt";
 
     /// Any error type, e.g. one reported by a runner.
     pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {

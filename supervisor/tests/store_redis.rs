@@ -269,3 +269,67 @@ async fn unreachable_redis_is_unavailable_without_leaking_the_password() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// A job whose stored fields no longer decode (edited by hand) ends as `corrupt` when
+/// claimed; the jobs claimed with it are returned, and none is left out of the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job = new_job(&clock);
+        store.create(&job).await.unwrap();
+        store.start(job.id).await.unwrap();
+        ids.push(job.id);
+    }
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |id: JobId| format!("hero:job:{id}");
+    // The middle job's env_vars are not JSON any more; the last one lost its attempt.
+    let _: () = redis::cmd("HSET")
+        .arg(key(ids[1]))
+        .arg("env_vars")
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(key(ids[2]))
+        .arg("attempt")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let claimed = store
+        .claim(ScriptType::Sal, 10, "sup", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let got: Vec<JobId> = claimed.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![ids[0], ids[2]]);
+    assert_eq!(claimed[1].attempt, 1, "a missing attempt counts as none yet");
+
+    let (status, error): (String, String) = redis::cmd("HMGET")
+        .arg(key(ids[1]))
+        .arg("status")
+        .arg("error")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "Error");
+    assert!(error.contains("\"corrupt\""), "{error}");
+    let queued: usize = redis::cmd("LLEN")
+        .arg("hero:q:work:type:SAL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+    let leased: Vec<String> = redis::cmd("ZRANGE")
+        .arg("hero:leases")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2, "only the two claimed jobs hold leases: {leased:?}");
+}

@@ -512,14 +512,24 @@ fn reply_string(v: redis::Value) -> Result<Option<String>, StoreError> {
     }
 }
 
+/// A claimed job that could not be decoded: it is `Started` under the caller's lease.
+#[derive(Debug)]
+struct Undecodable {
+    id: JobId,
+    attempt: Option<u32>,
+    reason: String,
+}
+
 /// Decodes claim.lua's flat reply into the claimed jobs, completing the fields the
-/// claim set (status, times, lease, runner) from what the caller passed it.
+/// claim set (status, times, lease, runner) from what the caller passed it. Jobs that do
+/// not decode are returned apart (with their attempt when it was readable), so one bad
+/// job does not hold up the others.
 fn decode_claimed(
     reply: Vec<redis::Value>,
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> Result<Vec<Job>, StoreError> {
+) -> Result<(Vec<Job>, Vec<Undecodable>), StoreError> {
     if !reply.len().is_multiple_of(CLAIM_STRIDE) {
         return Err(StoreError::Unavailable(format!(
             "redis claim: reply of {} entries is not a whole number of jobs",
@@ -527,46 +537,72 @@ fn decode_claimed(
         )));
     }
     let mut jobs = Vec::with_capacity(reply.len() / CLAIM_STRIDE);
+    let mut bad = Vec::new();
     let mut it = reply.into_iter();
     while let Some(raw_id) = it.next() {
-        let raw_id = reply_string(raw_id)?.unwrap_or_default();
-        let id = JobId::parse(&raw_id).map_err(|e| {
-            StoreError::Unavailable(format!("redis claim: a claimed job with a bad id: {e}"))
-        })?;
-        let mut values = it.by_ref().take(CLAIM_STRIDE - 1);
-        let mut next = || {
-            values
-                .next()
-                .map(reply_string)
-                .transpose()
-                .map(Option::flatten)
+        let values: Vec<redis::Value> = it.by_ref().take(CLAIM_STRIDE - 1).collect();
+        let raw_id = reply_string(raw_id).ok().flatten().unwrap_or_default();
+        let Ok(id) = JobId::parse(&raw_id) else {
+            // Ids are checked before they are queued: this one was put there by hand.
+            tracing::error!(id = %truncate_line(&raw_id, 64), "claimed a queue entry that is not a job id; dropped");
+            continue;
         };
-        let attempt = number(id, "attempt", required(id, "attempt", next()?)?)?;
-        let mut fields: [Option<String>; CLAIM_FIELDS.len()] = Default::default();
-        for f in &mut fields {
-            *f = next()?;
+        let mut attempt = None;
+        match decode_one(id, values, owner, now, lease_until, &mut attempt) {
+            Ok(job) => jobs.push(job),
+            Err(e) => bad.push(Undecodable {
+                id,
+                attempt,
+                reason: e.to_string(),
+            }),
         }
-        let mut take = |name: &str| {
-            let i = CLAIM_FIELDS.iter().position(|f| *f == name)?;
-            fields[i].take()
-        };
-        let core = Core::decode(id, &mut take)?;
-        let owner = Some(owner.to_owned());
-        jobs.push(Job {
-            started_at: Some(now),
-            finished_at: opt_time(id, "finished_at", take("finished_at"))?,
-            output: take("output"),
-            error: take("error")
-                .map(|e| json::<JobError>(id, "error", e))
-                .transpose()?,
-            runner: owner.clone(),
-            lease_owner: owner,
-            lease_until: Some(lease_until),
-            cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
-            ..core.into_job(id, JobStatus::Started, attempt, now)
-        });
     }
-    Ok(jobs)
+    Ok((jobs, bad))
+}
+
+/// One claimed job from its reply entries after the id; `attempt` is set as soon as it
+/// is read, for the caller to fail a job whose other fields are bad.
+fn decode_one(
+    id: JobId,
+    values: Vec<redis::Value>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    attempt: &mut Option<u32>,
+) -> Result<Job, StoreError> {
+    let mut values = values.into_iter();
+    let mut next = || {
+        values
+            .next()
+            .map(reply_string)
+            .transpose()
+            .map(Option::flatten)
+    };
+    let claimed_attempt = number(id, "attempt", required(id, "attempt", next()?)?)?;
+    *attempt = Some(claimed_attempt);
+    let mut fields: [Option<String>; CLAIM_FIELDS.len()] = Default::default();
+    for f in &mut fields {
+        *f = next()?;
+    }
+    let mut take = |name: &str| {
+        let i = CLAIM_FIELDS.iter().position(|f| *f == name)?;
+        fields[i].take()
+    };
+    let core = Core::decode(id, &mut take)?;
+    let owner = Some(owner.to_owned());
+    Ok(Job {
+        started_at: Some(now),
+        finished_at: opt_time(id, "finished_at", take("finished_at"))?,
+        output: take("output"),
+        error: take("error")
+            .map(|e| json::<JobError>(id, "error", e))
+            .transpose()?,
+        runner: owner.clone(),
+        lease_owner: owner,
+        lease_until: Some(lease_until),
+        cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
+        ..core.into_job(id, JobStatus::Started, claimed_attempt, now)
+    })
 }
 
 /// The event listener: one dedicated pub/sub connection, resubscribing after failures.
@@ -705,7 +741,19 @@ impl JobStore for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        decode_claimed(reply, owner, now, until)
+        let (jobs, bad) = decode_claimed(reply, owner, now, until)?;
+        // A job that cannot be decoded cannot be run: it ends now, rather than waiting
+        // for its lease to expire and being claimed again, attempt after attempt.
+        for job in bad {
+            tracing::error!(job = %job.id, reason = %job.reason, "claimed a job that does not decode; failing it");
+            if let Some(attempt) = job.attempt {
+                let error = JobError::new(JobError::CORRUPT, job.reason);
+                if let Err(e) = self.fail(job.id, attempt, error).await {
+                    tracing::warn!(job = %job.id, error = %e, "could not fail the undecodable job; its lease will expire");
+                }
+            }
+        }
+        Ok(jobs)
     }
 
     async fn renew(

@@ -20,7 +20,9 @@ for _, id in ipairs(ids) do
     'script', 'script_type', 'timeout_secs', 'retries', 'prerequisites', 'env_vars', 'created_at',
     'output', 'error', 'finished_at', 'cancel_requested')
   if f[1] == 'Dispatched' then
-    local attempt = tostring(tonumber(f[2]) + 1)
+    -- Never raise on stored data: an error here would leave the rest of the popped
+    -- batch out of the queue. A job the caller cannot decode is failed by the caller.
+    local attempt = tostring((tonumber(f[2]) or 0) + 1)
     redis.call('HSET', k, 'status', 'Started', 'attempt', attempt, 'started_at', now,
       'updated_at', now, 'lease_owner', owner, 'lease_until', until_ms, 'runner', owner)
     if f[3] then
