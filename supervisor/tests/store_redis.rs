@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
-use hero_supervisor::store::{JobStore, RedisStore, StoreConfig, StoreError, StoreEvent};
+use hero_supervisor::store::{Finished, JobStore, RedisStore, StoreConfig, StoreError, StoreEvent};
 use hero_testkit::{RedisServer, SilentProxy};
 use tokio::sync::broadcast;
 
@@ -307,7 +307,10 @@ async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
         .unwrap();
     let got: Vec<JobId> = claimed.iter().map(|j| j.id).collect();
     assert_eq!(got, vec![ids[0], ids[2]]);
-    assert_eq!(claimed[1].attempt, 1, "a missing attempt counts as none yet");
+    assert_eq!(
+        claimed[1].attempt, 1,
+        "a missing attempt counts as none yet"
+    );
 
     let (status, error): (String, String) = redis::cmd("HMGET")
         .arg(key(ids[1]))
@@ -331,5 +334,85 @@ async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(leased.len(), 2, "only the two claimed jobs hold leases: {leased:?}");
+    assert_eq!(
+        leased.len(),
+        2,
+        "only the two claimed jobs hold leases: {leased:?}"
+    );
+}
+
+/// A dependent whose stored prerequisites no longer decode ends as `corrupt` when its
+/// prerequisite finishes, without failing the finish batch it is released from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let job = new_job(&clock);
+        store.create(&job).await.unwrap();
+        store.start(job.id).await.unwrap();
+        running.push(job.id);
+    }
+    let mut dependent = new_job(&clock);
+    dependent.prerequisites = vec![running[0]];
+    store.create(&dependent).await.unwrap();
+    assert_eq!(
+        store.start(dependent.id).await,
+        Ok(JobStatus::WaitingForPrerequisites)
+    );
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("hero:job:{}", dependent.id))
+        .arg("prerequisites")
+        .arg("[{\"not\": \"an id\"}]")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let claimed = store
+        .claim(ScriptType::Sal, 10, "sup", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let items: Vec<Finished> = claimed
+        .iter()
+        .map(|j| Finished {
+            id: j.id,
+            attempt: j.attempt,
+            output: "done".to_owned(),
+        })
+        .collect();
+    assert_eq!(store.finish_many(&items).await, vec![Ok(()), Ok(())]);
+    for id in &running {
+        assert_eq!(store.get(*id).await.unwrap().status, JobStatus::Finished);
+    }
+    let (status, error): (String, String) = redis::cmd("HMGET")
+        .arg(format!("hero:job:{}", dependent.id))
+        .arg("status")
+        .arg("error")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "Error");
+    assert!(error.contains("\"corrupt\""), "{error}");
+
+    // Starting a job whose prerequisites field was spoiled ends it the same way, and
+    // such a job can still be deleted.
+    let spoiled = new_job(&clock);
+    store.create(&spoiled).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("hero:job:{}", spoiled.id))
+        .arg("prerequisites")
+        .arg("nope")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.start(spoiled.id).await, Ok(JobStatus::Error));
+    store.delete(spoiled.id).await.unwrap();
+    assert_eq!(
+        store.get(spoiled.id).await,
+        Err(StoreError::NotFound(spoiled.id))
+    );
 }

@@ -23,7 +23,7 @@ if f[1] == 'Dispatched' then
   redis.call('LREM', qkey(prefix, f[4]), 0, id)
   redis.call('ZREM', KEYS[2], id)
 end
-for _, p in ipairs(cjson.decode(f[5])) do
+for _, p in ipairs(prerequisites_of(f[5]) or {}) do
   redis.call('SREM', jkey(prefix, p) .. ':dependents', id)
 end
 end_error(prefix, id, ARGV[4], now)

@@ -64,6 +64,22 @@ local function fail_dependents(prefix, root, now)
   end
 end
 
+-- A job's prerequisites, or nil when the stored field is not a JSON list of ids (edited
+-- by hand): the caller ends such a job as corrupt instead of raising in the middle of a
+-- batch, whose earlier changes would stay while the rest were never made.
+local function prerequisites_of(json)
+  local ok, list = pcall(cjson.decode, json or '')
+  if not ok or type(list) ~= 'table' then
+    return nil
+  end
+  for _, p in ipairs(list) do
+    if type(p) ~= 'string' then
+      return nil
+    end
+  end
+  return list
+end
+
 -- Jobs waiting on `done` whose prerequisites are now all Finished become Dispatched.
 local function release_dependents(prefix, done, now)
   local dkey = jkey(prefix, done) .. ':dependents'
@@ -75,9 +91,14 @@ local function release_dependents(prefix, done, now)
   for _, d in ipairs(deps) do
     local dk = jkey(prefix, d)
     local f = redis.call('HMGET', dk, 'status', 'prerequisites', 'script_type')
-    if f[1] == 'WaitingForPrerequisites' then
+    local prerequisites = prerequisites_of(f[2])
+    if f[1] == 'WaitingForPrerequisites' and not prerequisites then
+      end_error(prefix, d, cjson.encode({ type = 'corrupt',
+        message = 'its prerequisites field is not a JSON list of job ids' }), now)
+      fail_dependents(prefix, d, now)
+    elseif f[1] == 'WaitingForPrerequisites' then
       local ready = true
-      for _, p in ipairs(cjson.decode(f[2])) do
+      for _, p in ipairs(prerequisites) do
         if redis.call('HGET', jkey(prefix, p), 'status') ~= 'Finished' then
           ready = false
           break

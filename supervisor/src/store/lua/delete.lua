@@ -16,7 +16,7 @@ end
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
-for _, p in ipairs(cjson.decode(f[3])) do
+for _, p in ipairs(prerequisites_of(f[3]) or {}) do
   redis.call('SREM', jkey(prefix, p) .. ':dependents', id)
 end
 local dkey = KEYS[1] .. ':dependents'

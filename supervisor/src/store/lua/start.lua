@@ -11,8 +11,14 @@ end
 if f[1] ~= 'Created' then
   return { 'BAD_STATE', f[1] }
 end
+local prerequisites = prerequisites_of(f[2])
+if not prerequisites then
+  end_error(prefix, id, cjson.encode({ type = 'corrupt',
+    message = 'its prerequisites field is not a JSON list of job ids' }), now)
+  return { 'OK', 'Error' }
+end
 local waiting = {}
-for _, p in ipairs(cjson.decode(f[2])) do
+for _, p in ipairs(prerequisites) do
   local st = redis.call('HGET', jkey(prefix, p), 'status')
   if not st then
     end_error(prefix, id, prerequisite_failed('prerequisite ' .. p .. ' no longer exists'), now)
