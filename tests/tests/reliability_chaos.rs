@@ -294,6 +294,9 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
     }
     redis.stop();
     let outage = Instant::now();
+    // Requests the runners were working on when Redis went: their answers come during
+    // the outage.
+    let in_flight: usize = sup.list_runners().iter().map(|r| r.in_flight).sum();
 
     // Each call answers, and answers `Storage`.
     let bound = Duration::from_secs(10);
@@ -345,21 +348,22 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
     let tally = check_all_finished(
         &common::get_all(&store, &ids).await,
         &common::read_ledger(&ledger),
-        // An answer that arrived during the outage could not be recorded: that attempt
-        // is retried once its lease expires.
+        // An answer that arrived during the outage is recorded once Redis is back (the
+        // recorder tries again for a few seconds); if the outage outlasts the lease, the
+        // attempt is retried instead.
         |_| true,
     );
     common::report(format!(
         "chaos redis: {} jobs in {:.1?}; redis down {down_for:.1?}, API calls during the outage \
-         answered Storage in at most {slowest:.1?} each (4 calls per round); {} jobs retried, \
-         {} answers lost in the outage, 0 jobs lost",
+         answered Storage in at most {slowest:.1?} each (4 calls per round); {in_flight} \
+         requests in flight when it went down; {} jobs retried, {} answers lost, 0 jobs lost",
         tally.jobs,
         started.elapsed(),
         tally.retried,
         tally.lost_answers
     ));
     assert_eq!(tally.jobs, 1_300);
-    assert!(tally.retried > 0, "the outage hit no running job");
+    assert!(in_flight > 0, "the outage hit no running job");
     sup.shutdown().await;
 }
 
