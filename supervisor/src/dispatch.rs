@@ -41,11 +41,9 @@ const LOG_BATCH: usize = 512;
 const FINISH_BATCH: usize = 256;
 /// Successful attempts waiting for the recorder at most; job tasks wait beyond that.
 const FINISH_QUEUE: usize = 4096;
-/// How long `drain` waits for the recorder to write the outcomes it already has.
-const RECORD_GRACE: Duration = Duration::from_secs(15);
-/// Further tries to record successes the store could not take; with the delays below,
-/// about 8 s in all (a lease is 30 s by default).
-const RECORD_RETRIES: u32 = 6;
+/// Further tries of a store write (an outcome) that found the store unavailable; with
+/// the delays below, about 8 s in all (a lease is 30 s by default).
+const RECORD_RETRIES: usize = 6;
 /// First and largest delay between those tries.
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -114,8 +112,6 @@ pub(crate) struct Dispatcher {
     finished: mpsc::Sender<Finished>,
     /// The recorder's end, until `start` hands it to the recorder task.
     finished_rx: Mutex<Option<mpsc::Receiver<Finished>>>,
-    /// Fired when the recorder has written everything and stopped.
-    recorded: CancellationToken,
 }
 
 impl Dispatcher {
@@ -129,7 +125,6 @@ impl Dispatcher {
             claiming: CancellationToken::new(),
             finished,
             finished_rx: Mutex::new(Some(finished_rx)),
-            recorded: CancellationToken::new(),
         })
     }
 
@@ -162,7 +157,9 @@ impl Dispatcher {
     }
 
     /// Graceful shutdown: stop claiming, give running jobs `shutdown_grace`, then hand
-    /// the rest back to their queues without counting the attempt.
+    /// the rest back to their queues without counting the attempt. The recorder ends by
+    /// itself once every job task has, after writing what it holds; `Supervisor::shutdown`
+    /// waits for it with the other tasks.
     pub(crate) async fn drain(&self) {
         self.claiming.cancel();
         // Claim loops stop at once; no job task is added after this.
@@ -171,7 +168,6 @@ impl Dispatcher {
             .await
             .is_ok()
         {
-            self.await_recorder().await;
             return;
         }
         if let Ok(map) = self.running.lock() {
@@ -181,15 +177,6 @@ impl Dispatcher {
         }
         let grace = self.config.cancel_grace + Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, self.jobs.wait()).await;
-        self.await_recorder().await;
-    }
-
-    /// Waits (bounded) for the recorder to write the outcomes it was handed.
-    async fn await_recorder(&self) {
-        let started = self.finished_rx.lock().is_ok_and(|rx| rx.is_none());
-        if started {
-            let _ = tokio::time::timeout(RECORD_GRACE, self.recorded.cancelled()).await;
-        }
     }
 
     /// Claims as `owner` (`<instance id>/<pool name>`: the job's `runner` says which
@@ -326,38 +313,73 @@ impl Dispatcher {
         }
     }
 
-    /// Maps a verdict onto the store.
+    /// Maps a verdict onto the store: what to write is decided first (no I/O), then
+    /// written. A success goes to the recorder; any other write that meets an unavailable
+    /// store is tried again like the recorder's (see [`Self::retry_delays`]).
     async fn apply(&self, job: &Job, verdict: Verdict) {
-        let id = job.id;
-        let attempt = job.attempt;
-        let attempts_left = attempt < job.max_attempts();
-        let result = match verdict {
-            Verdict::Release => self.store.release(id, attempt).await,
-            Verdict::Stopped => {
-                self.store
-                    .fail(id, attempt, JobError::cancelled("stopped by request"))
-                    .await
+        let (id, attempt) = (job.id, job.attempt);
+        let write = match self.decide(job, verdict) {
+            Write::Finish(output) => {
+                let item = Finished {
+                    id,
+                    attempt,
+                    output,
+                };
+                match self.finished.send(item).await {
+                    Ok(()) => return,
+                    // No recorder (it has stopped): write it here.
+                    Err(mpsc::error::SendError(item)) => Write::Finish(item.output),
+                }
             }
-            Verdict::Timeout(after) => {
-                let error = JobError::timeout(format!("no answer within {}s", after.as_secs()));
-                self.retry_or_fail(job, attempts_left, error).await
+            Write::Release { pause: true } => {
+                // runner_busy: not the job's fault; back to the head of the queue after a
+                // pause, so a full runner is not hammered.
+                tokio::time::sleep(BUSY_PAUSE).await;
+                Write::Release { pause: false }
             }
-            Verdict::Lost(why) => {
-                let error = JobError::runner_lost(why);
-                self.retry_or_fail(job, attempts_left, error).await
-            }
-            Verdict::Outcome(outcome) => self.apply_outcome(job, attempts_left, outcome).await,
+            other => other,
         };
-        log_store_result(id, result);
+        let mut delays = self.retry_delays();
+        loop {
+            let result = match &write {
+                Write::Finish(output) => self.store.finish(id, attempt, output.clone()).await,
+                Write::Fail(error) => self.store.fail(id, attempt, error.clone()).await,
+                Write::RetryLater { not_before, error } => {
+                    self.store
+                        .retry_later(id, attempt, *not_before, error.clone())
+                        .await
+                }
+                Write::Release { .. } => self.store.release(id, attempt).await,
+            };
+            match (result, delays.next()) {
+                (Err(StoreError::Unavailable(why)), Some(delay)) => {
+                    tracing::warn!(job = %id, error = %why, retry_in = ?delay, "could not record the job's outcome; trying again");
+                    tokio::time::sleep(delay).await;
+                }
+                (result, _) => return log_store_result(id, result),
+            }
+        }
     }
 
-    async fn apply_outcome(
-        &self,
-        job: &Job,
-        attempts_left: bool,
-        outcome: ExecutionOutcome,
-    ) -> Result<(), StoreError> {
-        let (id, attempt) = (job.id, job.attempt);
+    /// What an attempt's verdict makes of the job (DESIGN.md, "Outcome mapping").
+    fn decide(&self, job: &Job, verdict: Verdict) -> Write {
+        let attempts_left = job.attempt < job.max_attempts();
+        match verdict {
+            Verdict::Release => Write::Release { pause: false },
+            Verdict::Stopped => Write::Fail(JobError::cancelled("stopped by request")),
+            Verdict::Timeout(after) => {
+                let error = JobError::timeout(format!("no answer within {}s", after.as_secs()));
+                self.retry_or_fail(job, attempts_left, error)
+            }
+            Verdict::Lost(why) => {
+                self.retry_or_fail(job, attempts_left, JobError::runner_lost(why))
+            }
+            Verdict::Outcome(outcome) => self.decide_outcome(job, attempts_left, outcome),
+        }
+    }
+
+    fn decide_outcome(&self, job: &Job, attempts_left: bool, outcome: ExecutionOutcome) -> Write {
+        let attempt = job.attempt;
         let error = outcome.error.clone().map(|e| {
             JobError::new(
                 e.error_type.unwrap_or_else(|| "error".to_owned()),
@@ -365,55 +387,34 @@ impl Dispatcher {
             )
         });
         match outcome.status {
-            OutcomeStatus::Success => {
-                let output = match outcome.result {
-                    Some(Value::String(s)) => s,
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
-                };
-                let item = Finished {
-                    id,
-                    attempt,
-                    output,
-                };
-                // The recorder writes it with others in one store call (and logs what
-                // the store says); without a recorder, write it here.
-                match self.finished.send(item).await {
-                    Ok(()) => Ok(()),
-                    Err(mpsc::error::SendError(item)) => {
-                        self.store.finish(id, attempt, item.output).await
-                    }
-                }
+            OutcomeStatus::Success => Write::Finish(match outcome.result {
+                Some(Value::String(s)) => s,
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            }),
+            OutcomeStatus::Retry if !attempts_left => {
+                let why = error.map(|e| e.message).unwrap_or_default();
+                Write::Fail(JobError::retries_exhausted(format!(
+                    "runner asked for a retry after the last attempt ({attempt}): {why}"
+                )))
             }
             OutcomeStatus::Retry => {
-                if !attempts_left {
-                    let why = error.map(|e| e.message).unwrap_or_default();
-                    let msg = format!(
-                        "runner asked for a retry after the last attempt ({attempt}): {why}"
-                    );
-                    return self
-                        .store
-                        .fail(id, attempt, JobError::retries_exhausted(msg))
-                        .await;
-                }
                 let delay = outcome
                     .retry_after_seconds
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .map(|s| Duration::from_secs_f64(s.min(self.config.backoff_max.as_secs_f64())))
                     .unwrap_or_else(|| self.backoff(attempt));
-                self.schedule_retry(job, delay, error).await
+                retry_later(delay, error)
             }
             OutcomeStatus::Timeout => {
                 let error = error.unwrap_or_else(|| JobError::timeout("runner reported a timeout"));
                 let error = JobError::new(JobError::TIMEOUT, error.message);
-                self.retry_or_fail(job, attempts_left, error).await
+                self.retry_or_fail(job, attempts_left, error)
             }
             OutcomeStatus::Error if outcome.error_type() == Some(error_type::RUNNER_BUSY) => {
                 // The runner had no room (it serves other clients too, or it lowered its
-                // limit): not the job's fault. Back to the head of the queue, the attempt
-                // not counted, after a pause so a full runner is not hammered.
-                tokio::time::sleep(BUSY_PAUSE).await;
-                self.store.release(id, attempt).await
+                // limit): the attempt does not count.
+                Write::Release { pause: true }
             }
             OutcomeStatus::Error => {
                 let error =
@@ -426,9 +427,9 @@ impl Dispatcher {
                         | INTERPRETER_NOT_FOUND
                 );
                 if fatal {
-                    self.store.fail(id, attempt, error).await
+                    Write::Fail(error)
                 } else {
-                    self.retry_or_fail(job, attempts_left, error).await
+                    self.retry_or_fail(job, attempts_left, error)
                 }
             }
         }
@@ -459,28 +460,30 @@ impl Dispatcher {
             }
             self.record(std::mem::take(&mut batch)).await;
         }
-        self.recorded.cancel();
     }
 
     /// Writes one batch of successes. Items the store could not take (Redis down, a
     /// timeout) are tried again with backoff for a few seconds, well within the lease,
     /// so a short outage does not make a finished job run again after its lease expires.
     async fn record(&self, mut items: Vec<Finished>) {
-        let mut delay = RECORD_RETRY_FIRST;
-        for attempt in 0..=RECORD_RETRIES {
+        let mut delays = self.retry_delays();
+        loop {
             let results = self.store.finish_many(&items).await;
+            let delay = delays.next();
             let mut again = Vec::new();
             let mut last_error = None;
             for (item, result) in items.into_iter().zip(results) {
                 match result {
-                    Err(StoreError::Unavailable(why)) if attempt < RECORD_RETRIES => {
+                    Err(StoreError::Unavailable(why)) if delay.is_some() => {
                         last_error = Some(why);
                         again.push(item);
                     }
                     other => log_store_result(item.id, other),
                 }
             }
-            let Some(why) = last_error else { return };
+            let (Some(why), Some(delay)) = (last_error, delay) else {
+                return;
+            };
             tracing::warn!(
                 count = again.len(),
                 error = %why,
@@ -488,36 +491,26 @@ impl Dispatcher {
                 "could not record finished jobs; trying again"
             );
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RECORD_RETRY_MAX);
             items = again;
         }
     }
 
-    async fn retry_or_fail(
-        &self,
-        job: &Job,
-        attempts_left: bool,
-        error: JobError,
-    ) -> Result<(), StoreError> {
+    fn retry_or_fail(&self, job: &Job, attempts_left: bool, error: JobError) -> Write {
         if attempts_left {
-            let delay = self.backoff(job.attempt);
-            self.schedule_retry(job, delay, Some(error)).await
+            retry_later(self.backoff(job.attempt), Some(error))
         } else {
-            self.store.fail(job.id, job.attempt, error).await
+            Write::Fail(error)
         }
     }
 
-    async fn schedule_retry(
-        &self,
-        job: &Job,
-        delay: Duration,
-        error: Option<JobError>,
-    ) -> Result<(), StoreError> {
-        let not_before =
-            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-        self.store
-            .retry_later(job.id, job.attempt, not_before, error)
-            .await
+    /// The pauses between tries of a store write that found the store unavailable:
+    /// about 8 s in all, well inside the lease, so a short outage does not make a job
+    /// whose runner has answered run again once its lease expires.
+    fn retry_delays(&self) -> impl Iterator<Item = Duration> {
+        std::iter::successors(Some(RECORD_RETRY_FIRST), |d| {
+            Some((*d * 2).min(RECORD_RETRY_MAX))
+        })
+        .take(RECORD_RETRIES)
     }
 
     /// Exponential backoff with ±25% jitter, capped: base * 2^(attempt-1).
@@ -673,6 +666,29 @@ enum Interrupt {
     Deadline,
     Stop,
     Release,
+}
+
+/// What the store is told about an attempt.
+#[derive(Debug)]
+enum Write {
+    Finish(String),
+    Fail(JobError),
+    RetryLater {
+        not_before: chrono::DateTime<Utc>,
+        error: Option<JobError>,
+    },
+    /// Back to the head of the queue, the attempt not counted; `pause` first when the
+    /// runner said it was busy.
+    Release {
+        pause: bool,
+    },
+}
+
+/// A retry `delay` from now.
+fn retry_later(delay: Duration, error: Option<JobError>) -> Write {
+    let not_before =
+        Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+    Write::RetryLater { not_before, error }
 }
 
 /// How one attempt ended.

@@ -135,11 +135,7 @@ async fn shutdown_leaves_no_job_started(b: Backend) {
     for _ in 0..20 {
         ids.push(submit(&sup, params("sleep 0.3")).await);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sup.get_job_status(ids[0]).await.unwrap() != JobStatus::Started {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_status(&sup, ids[0], JobStatus::Started).await;
     sup.shutdown().await;
     let mut finished = 0;
     for id in ids {
@@ -266,11 +262,7 @@ async fn stop_of_queued_and_running_jobs(b: Backend) {
     assert_eq!(job.error.unwrap().error_type, "cancelled");
 
     let r = submit(&sup, params("sleep 30")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sup.get_job_status(r).await.unwrap() != JobStatus::Started {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_status(&sup, r, JobStatus::Started).await;
     let stopped_at = std::time::Instant::now();
     sup.stop_job(r).await.unwrap();
     let job = wait(&sup, r).await;
@@ -417,11 +409,7 @@ fn a_dead_instances_jobs_are_reclaimed_by_another() {
         .block_on(submit(&doomed, params("sleep 3")))
         .to_owned();
     doomed_rt.block_on(async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while doomed.get_job_status(id).await.unwrap() != JobStatus::Started {
-            assert!(std::time::Instant::now() < deadline, "never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_status(&doomed, id, JobStatus::Started).await;
     });
     let owner = doomed.instance_id().to_owned();
     // Kill it: every task dropped mid-flight, its runner child killed on drop.
@@ -473,11 +461,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_counting_the_attempt() {
     c.dispatch.shutdown_grace = Duration::from_millis(200);
     let sup = Supervisor::start(c, b.store.clone()).await.unwrap();
     let id = submit(&sup, params("sleep 1.5")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sup.get_job_status(id).await.unwrap() != JobStatus::Started {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_status(&sup, id, JobStatus::Started).await;
     sup.shutdown().await;
     let job = b.store.get(id).await.unwrap();
     assert_eq!(job.status, JobStatus::Dispatched);
@@ -550,11 +534,7 @@ async fn stop_through_one_instance_stops_a_job_running_on_another() {
         .await
         .unwrap();
     let id = submit(&front, params("sleep 30")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while front.get_job_status(id).await.unwrap() != JobStatus::Started {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_status(&front, id, JobStatus::Started).await;
     let stopped_at = std::time::Instant::now();
     front.stop_job(id).await.unwrap();
     let job = wait(&front, id).await;
@@ -596,11 +576,12 @@ async fn a_pool_never_sends_a_runner_more_than_its_hello_accepts() {
     sup.shutdown().await;
 }
 
-/// A job that succeeds while Redis is briefly down: the recorder tries again, and the
-/// success lands once Redis is back, instead of waiting for the lease to expire and
-/// running the job a second time.
+/// Jobs whose runner answers while Redis is briefly down: the writes are tried again,
+/// and each outcome lands once Redis is back (a success through the recorder, a timeout
+/// through the same retries), instead of waiting for the lease to expire and running
+/// the job a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_success_during_a_short_redis_outage_is_recorded_when_redis_is_back() {
+async fn outcomes_during_a_short_redis_outage_are_recorded_when_redis_is_back() {
     let mut server = RedisServer::builder().aof(true).start();
     let store: Arc<dyn JobStore> = Arc::new(
         RedisStore::connect(&server.url(), StoreConfig::default(), Arc::new(SystemClock))
@@ -610,30 +591,44 @@ async fn a_success_during_a_short_redis_outage_is_recorded_when_redis_is_back() 
     let sup = Supervisor::start(config(ScriptType::ALL.to_vec()), store.clone())
         .await
         .expect("supervisor starts");
-    let id = submit(&sup, params("sleep 0.5")).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.get(id).await.unwrap().status != JobStatus::Started {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let succeeds = submit(&sup, params("sleep 0.5")).await;
+    let mut p = params("sleep 5");
+    p.timeout = Some(1);
+    p.retries = Some(0);
+    let times_out = submit(&sup, p).await;
+    for id in [succeeds, times_out] {
+        wait_for_status(&sup, id, JobStatus::Started).await;
     }
     server.stop();
-    // The job answers meanwhile; the first tries to record it fail.
+    // Both answer meanwhile (the second at its deadline); the first writes fail.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.restart();
+    let done = wait_for_status(&sup, succeeds, JobStatus::Finished).await;
+    assert_eq!(done.attempt, 1, "recorded, not run again");
+    assert_eq!(done.output.as_deref(), Some("slept"));
+    let failed = wait_for_status(&sup, times_out, JobStatus::Error).await;
+    let error = failed.error.expect("an error");
+    assert_eq!(error.error_type, "timeout", "{error:?}");
+    sup.shutdown().await;
+}
+
+/// Waits (10 s at most, through store outages) until job `id` has `status`.
+async fn wait_for_status(
+    sup: &Supervisor,
+    id: JobId,
+    status: JobStatus,
+) -> hero_supervisor::job::Job {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let job = loop {
-        if let Ok(job) = store.get(id).await
-            && job.status == JobStatus::Finished
+    loop {
+        if let Ok(job) = sup.get_job(id).await
+            && job.status == status
         {
-            break job;
+            return job;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the success was not recorded after Redis came back"
+            "job {id} never became {status:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(job.attempt, 1, "recorded, not run again");
-    assert_eq!(job.output.as_deref(), Some("slept"));
-    sup.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
