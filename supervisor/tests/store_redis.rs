@@ -40,6 +40,35 @@ fn new_job(clock: &ManualClock) -> Job {
     Job::new(JobId::new(), params(), clock.now())
 }
 
+/// `n` new jobs, created and started: queued on SAL.
+async fn queued(store: &RedisStore, clock: &ManualClock, n: usize) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let job = new_job(clock);
+        store.create(&job).await.unwrap();
+        store.start(job.id).await.unwrap();
+        ids.push(job.id);
+    }
+    ids
+}
+
+/// A plain connection to `server`, to look at or spoil what the store wrote.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Sets one field of job `id`'s hash by hand.
+async fn spoil(conn: &mut redis::aio::MultiplexedConnection, id: JobId, field: &str, value: &str) {
+    let _: () = redis::cmd("HSET")
+        .arg(format!("hero:job:{id}"))
+        .arg(field)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 /// Waits for the `JobChanged` event of `id`, skipping others, up to `within`.
 async fn saw_change(rx: &mut broadcast::Receiver<StoreEvent>, id: JobId, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -276,24 +305,11 @@ async fn unreachable_redis_is_unavailable_without_leaking_the_password() {
 async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
     let server = RedisServer::start();
     let (store, clock) = connect(&server).await;
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let job = new_job(&clock);
-        store.create(&job).await.unwrap();
-        store.start(job.id).await.unwrap();
-        ids.push(job.id);
-    }
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ids = queued(&store, &clock, 3).await;
+    let mut conn = raw(&server).await;
     let key = |id: JobId| format!("hero:job:{id}");
     // The middle job's env_vars are not JSON any more; the last one lost its attempt.
-    let _: () = redis::cmd("HSET")
-        .arg(key(ids[1]))
-        .arg("env_vars")
-        .arg("not json")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    spoil(&mut conn, ids[1], "env_vars", "not json").await;
     let _: () = redis::cmd("HDEL")
         .arg(key(ids[2]))
         .arg("attempt")
@@ -347,13 +363,7 @@ async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
 async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
     let server = RedisServer::start();
     let (store, clock) = connect(&server).await;
-    let mut running = Vec::new();
-    for _ in 0..2 {
-        let job = new_job(&clock);
-        store.create(&job).await.unwrap();
-        store.start(job.id).await.unwrap();
-        running.push(job.id);
-    }
+    let running = queued(&store, &clock, 2).await;
     let mut dependent = new_job(&clock);
     dependent.prerequisites = vec![running[0]];
     store.create(&dependent).await.unwrap();
@@ -361,15 +371,14 @@ async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
         store.start(dependent.id).await,
         Ok(JobStatus::WaitingForPrerequisites)
     );
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(format!("hero:job:{}", dependent.id))
-        .arg("prerequisites")
-        .arg("[{\"not\": \"an id\"}]")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = raw(&server).await;
+    spoil(
+        &mut conn,
+        dependent.id,
+        "prerequisites",
+        "[{\"not\": \"an id\"}]",
+    )
+    .await;
 
     let claimed = store
         .claim(ScriptType::Sal, 10, "sup", Duration::from_secs(5))
@@ -402,13 +411,7 @@ async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
     // such a job can still be deleted.
     let spoiled = new_job(&clock);
     store.create(&spoiled).await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(format!("hero:job:{}", spoiled.id))
-        .arg("prerequisites")
-        .arg("nope")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    spoil(&mut conn, spoiled.id, "prerequisites", "nope").await;
     assert_eq!(store.start(spoiled.id).await, Ok(JobStatus::Error));
     store.delete(spoiled.id).await.unwrap();
     assert_eq!(

@@ -31,7 +31,7 @@
 //! replaced, not waited on forever) and resubscribes after a failure, then sends
 //! [`StoreEvent::Resync`]: waiters re-read the state they care about.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ use super::{
     deadline, from_ms, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
-use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
+use crate::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 
 /// Time allowed to open a connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -379,72 +379,35 @@ fn json<T: serde::de::DeserializeOwned>(id: JobId, name: &str, v: String) -> Res
     serde_json::from_str(&v).map_err(|e| corrupt(id, format!("bad {name}: {e}")))
 }
 
-/// The fields every job has from `create` on, as stored: the part of a job the
-/// dispatcher needs to run it.
-struct Core {
-    caller_id: String,
-    context_id: String,
-    script: String,
-    script_type: ScriptType,
-    timeout_secs: u64,
-    retries: u32,
-    prerequisites: Vec<JobId>,
-    env_vars: BTreeMap<String, String>,
-    created_at: DateTime<Utc>,
-}
-
-impl Core {
-    /// Decodes the fields, each taken by name from `take`.
-    fn decode(id: JobId, mut take: impl FnMut(&str) -> Option<String>) -> Result<Core, StoreError> {
-        let mut field = |name: &str| required(id, name, take(name));
-        Ok(Core {
-            caller_id: field("caller_id")?,
-            context_id: field("context_id")?,
-            script: field("script")?,
-            script_type: field("script_type")?
-                .parse()
-                .map_err(|e| corrupt(id, format!("{e}")))?,
-            timeout_secs: number(id, "timeout_secs", field("timeout_secs")?)?,
-            retries: number(id, "retries", field("retries")?)?,
-            prerequisites: json(id, "prerequisites", field("prerequisites")?)?,
-            env_vars: json(id, "env_vars", field("env_vars")?)?,
-            created_at: time(id, "created_at", field("created_at")?)?,
-        })
-    }
-
-    /// The job with these fields and the rest given.
-    fn into_job(
-        self,
-        id: JobId,
-        status: JobStatus,
-        attempt: u32,
-        updated_at: DateTime<Utc>,
-    ) -> Job {
-        Job {
-            id,
-            caller_id: self.caller_id,
-            context_id: self.context_id,
-            script: self.script,
-            script_type: self.script_type,
-            timeout_secs: self.timeout_secs,
-            retries: self.retries,
-            prerequisites: self.prerequisites,
-            env_vars: self.env_vars,
-            status,
-            attempt,
-            created_at: self.created_at,
-            updated_at,
-            started_at: None,
-            finished_at: None,
-            output: None,
-            error: None,
-            runner: None,
-            lease_owner: None,
-            lease_until: None,
-            not_before: None,
-            cancel_requested: false,
-        }
-    }
+/// The fields every job has from `create` on, each taken by name from `take`: the job
+/// as `Job::new` made it, but for the status, attempt and update time it has now.
+fn decode_base(
+    id: JobId,
+    status: JobStatus,
+    attempt: u32,
+    updated_at: DateTime<Utc>,
+    mut take: impl FnMut(&str) -> Option<String>,
+) -> Result<Job, StoreError> {
+    let mut field = |name: &str| required(id, name, take(name));
+    let params = JobParams {
+        caller_id: field("caller_id")?,
+        context_id: field("context_id")?,
+        script: field("script")?,
+        script_type: field("script_type")?
+            .parse()
+            .map_err(|e| corrupt(id, format!("{e}")))?,
+        timeout: Some(number(id, "timeout_secs", field("timeout_secs")?)?),
+        retries: Some(number(id, "retries", field("retries")?)?),
+        prerequisites: json(id, "prerequisites", field("prerequisites")?)?,
+        env_vars: json(id, "env_vars", field("env_vars")?)?,
+    };
+    let created_at = time(id, "created_at", field("created_at")?)?;
+    Ok(Job {
+        status,
+        attempt,
+        updated_at,
+        ..Job::new(id, params, created_at)
+    })
 }
 
 /// Decodes a job HASH (as field -> value).
@@ -453,7 +416,6 @@ fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreErr
     if stored_id != id.to_string() {
         return Err(corrupt(id, "id field does not match the key"));
     }
-    let core = Core::decode(id, |name| h.remove(name))?;
     let status = required(id, "status", h.remove("status"))?;
     let status = parse_status(id, &status)?;
     let attempt = number(id, "attempt", required(id, "attempt", h.remove("attempt"))?)?;
@@ -462,6 +424,7 @@ fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreErr
         "updated_at",
         required(id, "updated_at", h.remove("updated_at"))?,
     )?;
+    let base = decode_base(id, status, attempt, updated_at, |name| h.remove(name))?;
     let mut take = |name: &str| h.remove(name);
     Ok(Job {
         started_at: opt_time(id, "started_at", take("started_at"))?,
@@ -475,7 +438,7 @@ fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreErr
         lease_until: opt_time(id, "lease_until", take("lease_until"))?,
         not_before: opt_time(id, "not_before", take("not_before"))?,
         cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
-        ..core.into_job(id, status, attempt, updated_at)
+        ..base
     })
 }
 
@@ -540,15 +503,20 @@ fn decode_claimed(
     let mut bad = Vec::new();
     let mut it = reply.into_iter();
     while let Some(raw_id) = it.next() {
-        let values: Vec<redis::Value> = it.by_ref().take(CLAIM_STRIDE - 1).collect();
+        // This job's entries; whatever decoding leaves of them is skipped below, so the
+        // next job starts at its own id.
+        let mut values = it.by_ref().take(CLAIM_STRIDE - 1);
         let raw_id = reply_string(raw_id).ok().flatten().unwrap_or_default();
         let Ok(id) = JobId::parse(&raw_id) else {
             // Ids are checked before they are queued: this one was put there by hand.
             tracing::error!(id = %truncate_line(&raw_id, 64), "claimed a queue entry that is not a job id; dropped");
+            values.for_each(drop);
             continue;
         };
         let mut attempt = None;
-        match decode_one(id, values, owner, now, lease_until, &mut attempt) {
+        let decoded = decode_one(id, &mut values, owner, now, lease_until, &mut attempt);
+        values.for_each(drop);
+        match decoded {
             Ok(job) => jobs.push(job),
             Err(e) => bad.push(Undecodable {
                 id,
@@ -564,13 +532,12 @@ fn decode_claimed(
 /// is read, for the caller to fail a job whose other fields are bad.
 fn decode_one(
     id: JobId,
-    values: Vec<redis::Value>,
+    values: &mut impl Iterator<Item = redis::Value>,
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     attempt: &mut Option<u32>,
 ) -> Result<Job, StoreError> {
-    let mut values = values.into_iter();
     let mut next = || {
         values
             .next()
@@ -588,7 +555,7 @@ fn decode_one(
         let i = CLAIM_FIELDS.iter().position(|f| *f == name)?;
         fields[i].take()
     };
-    let core = Core::decode(id, &mut take)?;
+    let base = decode_base(id, JobStatus::Started, claimed_attempt, now, &mut take)?;
     let owner = Some(owner.to_owned());
     Ok(Job {
         started_at: Some(now),
@@ -601,7 +568,7 @@ fn decode_one(
         lease_owner: owner,
         lease_until: Some(lease_until),
         cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
-        ..core.into_job(id, JobStatus::Started, claimed_attempt, now)
+        ..base
     })
 }
 
