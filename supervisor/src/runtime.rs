@@ -6,9 +6,11 @@
 //! remaining core is left to the runners and Redis, and worker threads do not keep
 //! waking each other across cores. Measured with `hero-bench` on a 2-core machine, one
 //! worker thread against two: burn-down through the memory store 98k vs 73k jobs/s,
-//! through Redis 38k vs 35k, 50 HTTP clients 10.5k vs 8.5k calls/s (README,
-//! "Benchmarks"). `--worker-threads` (`HERO_WORKER_THREADS`, `worker_threads`)
-//! overrides it.
+//! through Redis 38k vs 35k, 50 HTTP clients 10.5k vs 8.5k calls/s (before the later
+//! claim and finish changes; reproduce the comparison with
+//! `HERO_WORKER_THREADS=1` and `=2` before
+//! `cargo run --release -p hero-bench -- --only burn-down,rpc --processes 1`).
+//! `--worker-threads` (`HERO_WORKER_THREADS`, `worker_threads`) overrides it.
 
 use std::io;
 
@@ -17,11 +19,12 @@ use tokio::runtime::{Builder, Runtime};
 /// Worker threads by default: the cores (as the OS grants them to this process) less
 /// one, at least one.
 pub fn default_worker_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .saturating_sub(1)
-        .max(1)
+    workers_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The default for a machine of `cores` cores.
+fn workers_for(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 /// A multi-threaded runtime with `worker_threads` workers (at least one), I/O and time
@@ -40,10 +43,11 @@ mod tests {
 
     #[test]
     fn default_leaves_a_core_but_keeps_one() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let n = default_worker_threads();
-        assert!(n >= 1);
-        assert_eq!(n, cores.saturating_sub(1).max(1));
+        assert_eq!(workers_for(0), 1);
+        assert_eq!(workers_for(1), 1);
+        assert_eq!(workers_for(2), 1);
+        assert_eq!(workers_for(8), 7);
+        assert!(default_worker_threads() >= 1);
     }
 
     #[test]
