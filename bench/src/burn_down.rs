@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use hero_supervisor::clock::SystemClock;
 use hero_supervisor::dispatch::DispatchConfig;
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
-use hero_supervisor::pool::{PoolConfig, Transport};
+use hero_supervisor::pool::{HelloMode, PoolConfig, Transport};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig, StoreEvent};
 use hero_supervisor::{Supervisor, SupervisorConfig};
 use hero_testkit::RedisServer;
@@ -96,7 +96,7 @@ pub(crate) fn config(runner: &Path, processes: usize, in_flight: usize) -> Super
     let mut pool = PoolConfig::new("noop", ScriptType::ALL.to_vec(), transport);
     pool.processes = processes;
     pool.max_in_flight = in_flight;
-    pool.hello = true;
+    pool.hello = HelloMode::On;
     SupervisorConfig {
         pools: vec![pool],
         limits: Default::default(),
@@ -107,6 +107,7 @@ pub(crate) fn config(runner: &Path, processes: usize, in_flight: usize) -> Super
 /// A no-op job's params.
 pub(crate) fn params() -> JobParams {
     JobParams {
+        traceparent: None,
         script: "noop".to_owned(),
         script_type: ScriptType::Sal,
         caller_id: "bench".to_owned(),

@@ -380,10 +380,13 @@ impl CancelRequest {
 
 /// Extension `hello`: a peer introduces itself.
 ///
-/// Sent only to a peer known to speak the extensions. The hero supervisor opens a
-/// connection with `hello` when its pool is configured for it; a runner that receives
-/// one answers with its own `hello` and from then on may send `log` frames. A runner
-/// never sends `hello` unasked, so a plain v1 supervisor never sees one.
+/// The supervisor opens a connection with `hello` unless its pool says `hello=off`; a
+/// runner that receives one answers with its own `hello` and from then on may send `log`
+/// frames. A plain v1 runner refuses it (it closes the connection on a frame type it does
+/// not know, answers another frame, or says nothing): in the default `hello=auto` the
+/// supervisor then reconnects at once without `hello` and never sends that pool an
+/// extension frame again, so a v1 runner works unmodified. A runner never sends `hello`
+/// unasked, so a plain v1 supervisor never sees one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     /// Default `"1"`.

@@ -76,8 +76,9 @@ pub struct RunnerArgs {
     #[arg(long = "map", value_name = "TYPE=COMMAND")]
     pub maps: Vec<String>,
 
-    /// Exit when this process is gone (for runners spawned over TCP).
-    #[arg(long, value_name = "PID")]
+    /// Exit when this process is gone (for runners spawned over TCP; a supervisor's
+    /// managed TCP pool sets `HERO_RUNNER_PARENT_PID`).
+    #[arg(long, value_name = "PID", env = "HERO_RUNNER_PARENT_PID")]
     pub parent_pid: Option<i32>,
 
     /// Grace period for in-flight requests on SIGTERM, in seconds [default: 10].

@@ -17,9 +17,11 @@
 //! ```
 //!
 //! Runner pools: by default the built-in runner (`<this executable> runner --stdio`) serves
-//! all four script types. Each `TYPE[,TYPE..]=tcp://HOST:PORT` or
-//! `TYPE[,TYPE..]=stdio:COMMAND ARGS..` adds a pool for those types; the built-in runner
-//! keeps the types no such pool serves.
+//! all four script types. Each `TYPE[,TYPE..]=tcp://HOST:PORT`,
+//! `TYPE[,TYPE..]=stdio:COMMAND ARGS..` or `TYPE[,TYPE..]=tcp-managed:COMMAND ARGS..`,
+//! optionally followed by `;hello=auto|on|off`, `;processes=N`, `;max_in_flight=N`, adds a
+//! pool for those types (`parse_runner`); the built-in runner keeps the types no such
+//! pool serves.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::job::{Limits, ScriptType};
+#[cfg(test)]
+use crate::pool::HelloMode;
 use crate::pool::{PoolConfig, Transport};
 use crate::rpc::{
     DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BODY,
@@ -118,8 +122,10 @@ pub struct ServeArgs {
     /// the rest is left to the runner processes].
     #[arg(long, env = "HERO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
-    /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
-    /// Repeatable; replaces the built-in runner for those types.
+    /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT`, `..=stdio:COMMAND ARGS..` or
+    /// `..=tcp-managed:COMMAND ARGS..`, then optionally `;hello=auto|on|off`,
+    /// `;processes=N`, `;max_in_flight=N`. Repeatable; replaces the built-in runner for
+    /// those types.
     #[arg(long = "runner", value_name = "TYPE=SPEC")]
     pub runners: Vec<String>,
 }
@@ -259,44 +265,88 @@ fn supervisor_config(specs: &[String]) -> Result<SupervisorConfig, ConfigError> 
     Ok(config)
 }
 
-/// `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
+/// A runner spec: `TYPE[,TYPE..]=TRANSPORT[;OPTION..]`.
+///
+/// - `TRANSPORT`: `tcp://HOST:PORT` (a runner already listening), `stdio:COMMAND ARGS..`
+///   (spawned; frames over its stdin/stdout) or `tcp-managed:COMMAND ARGS..` (spawned
+///   with `--tcp-socket 127.0.0.1:PORT` and `RRQ_RUNNER_TCP_SOCKET`, then connected).
+///   Commands are split on whitespace, never run through a shell, and cannot hold `;`.
+/// - `OPTION`: `hello=auto|on|off` (default `auto`: see [`crate::pool::HelloMode`]),
+///   `processes=N` (runner processes or connections, default 1), `max_in_flight=N`
+///   (requests in flight per runner, default 64).
 fn parse_runner(spec: &str, n: usize) -> Result<PoolConfig, ConfigError> {
     let bad = |reason: &str| ConfigError::Runner {
         spec: spec.to_owned(),
         reason: reason.to_owned(),
     };
-    let (types, target) = spec
-        .split_once('=')
-        .ok_or_else(|| bad("expected TYPE=tcp://HOST:PORT or TYPE=stdio:COMMAND"))?;
+    let (types, target) = spec.split_once('=').ok_or_else(|| {
+        bad("expected TYPE=tcp://HOST:PORT, TYPE=stdio:COMMAND or TYPE=tcp-managed:COMMAND")
+    })?;
     let script_types = types
         .split(',')
         .map(|t| t.trim().parse::<ScriptType>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(&e.to_string()))?;
-    let transport = if let Some(addr) = target.strip_prefix("tcp://") {
+    let mut parts = target.split(';');
+    let transport = parts.next().unwrap_or_default().trim();
+    let command = |command: &str| -> Result<(String, Vec<String>), ConfigError> {
+        let mut words = command.split_whitespace().map(str::to_owned);
+        let program = words.next().ok_or_else(|| bad("missing COMMAND"))?;
+        Ok((program, words.collect()))
+    };
+    let transport = if let Some(addr) = transport.strip_prefix("tcp://") {
         if addr.is_empty() {
             return Err(bad("missing HOST:PORT"));
         }
         Transport::TcpExternal {
             addr: addr.to_owned(),
         }
-    } else if let Some(command) = target.strip_prefix("stdio:") {
-        let mut words = command.split_whitespace().map(str::to_owned);
-        let program = words.next().ok_or_else(|| bad("missing COMMAND"))?;
-        Transport::Stdio {
-            program,
-            args: words.collect(),
-        }
+    } else if let Some(rest) = transport.strip_prefix("stdio:") {
+        let (program, args) = command(rest)?;
+        Transport::Stdio { program, args }
+    } else if let Some(rest) = transport.strip_prefix("tcp-managed:") {
+        let (program, args) = command(rest)?;
+        Transport::TcpManaged { program, args }
     } else {
-        return Err(bad("expected tcp://HOST:PORT or stdio:COMMAND"));
+        return Err(bad(
+            "expected tcp://HOST:PORT, stdio:COMMAND or tcp-managed:COMMAND",
+        ));
     };
     let names: Vec<&str> = script_types.iter().map(|t| t.as_str()).collect();
-    Ok(PoolConfig::new(
-        format!("{}-{n}", names.join("-")),
-        script_types,
-        transport,
-    ))
+    let mut pool = PoolConfig::new(format!("{}-{n}", names.join("-")), script_types, transport);
+    for option in parts.map(str::trim).filter(|o| !o.is_empty()) {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("option {option:?} is not KEY=VALUE")))?;
+        let positive = |value: &str| -> Result<usize, ConfigError> {
+            value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_POOL_NUMBER).contains(n))
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "{key} must be 1..={MAX_POOL_NUMBER}, not {value:?}"
+                    ))
+                })
+        };
+        match key.trim() {
+            "hello" => pool.hello = value.trim().parse().map_err(|e: String| bad(&e))?,
+            "processes" => pool.processes = positive(value)?,
+            "max_in_flight" => pool.max_in_flight = positive(value)?,
+            other => {
+                return Err(bad(&format!(
+                    "unknown option {other:?} (hello, processes, max_in_flight)"
+                )));
+            }
+        }
+    }
+    Ok(pool)
 }
+
+/// Upper bound of `processes` and `max_in_flight` in a runner spec: a typo must not
+/// spawn a million processes.
+const MAX_POOL_NUMBER: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -382,12 +432,37 @@ mod tests {
         assert_eq!(p.script_types, vec![ScriptType::Sal, ScriptType::Osis]);
         assert!(matches!(&p.transport, Transport::Stdio { program, args }
             if program == "my-runner" && args == &["--stdio", "-v"]));
+        assert_eq!(p.hello, HelloMode::Auto);
+        assert_eq!(p.processes, 1);
+
+        let p = parse_runner("python=tcp-managed:rrq-runner -q;hello=off;processes=2", 1).unwrap();
+        assert!(
+            matches!(&p.transport, Transport::TcpManaged { program, args }
+            if program == "rrq-runner" && args == &["-q"])
+        );
+        assert_eq!(
+            (p.hello, p.processes, p.name.as_str()),
+            (HelloMode::Off, 2, "Python-1")
+        );
+        let p = parse_runner("V=tcp://127.0.0.1:9000; hello=ON ;max_in_flight=8", 0).unwrap();
+        assert_eq!((p.hello, p.max_in_flight), (HelloMode::On, 8));
+        assert!(
+            matches!(&p.transport, Transport::TcpExternal { addr } if addr == "127.0.0.1:9000")
+        );
+
         for bad in [
             "SAL",
             "rust=tcp://x:1",
             "SAL=tcp://",
             "SAL=stdio:",
+            "SAL=tcp-managed:",
             "SAL=http://x",
+            "SAL=tcp://x:1;hello=maybe",
+            "SAL=tcp://x:1;hello",
+            "SAL=tcp://x:1;processes=0",
+            "SAL=tcp://x:1;processes=1000000",
+            "SAL=tcp://x:1;max_in_flight=-1",
+            "SAL=tcp://x:1;token=secret",
         ] {
             assert!(parse_runner(bad, 0).is_err(), "{bad}");
         }

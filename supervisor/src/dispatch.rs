@@ -278,7 +278,14 @@ impl Dispatcher {
         let timeout = Duration::from_secs(job.timeout_secs.max(1));
         let deadline =
             Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
-        let request = build_request(job, &request_id, &self.config.instance_id, deadline);
+        let queue_name = self.store.queue_name(job.script_type);
+        let request = build_request(
+            job,
+            &request_id,
+            &self.config.instance_id,
+            queue_name,
+            deadline,
+        );
         let call = conn.call(request);
         tokio::pin!(call);
         let why = tokio::select! {
@@ -705,6 +712,7 @@ fn build_request(
     job: &Job,
     request_id: &str,
     worker_id: &str,
+    queue_name: String,
     deadline: chrono::DateTime<Utc>,
 ) -> ExecutionRequest {
     let mut kwargs = Map::new();
@@ -722,10 +730,14 @@ fn build_request(
         context: ExecutionContext {
             job_id,
             attempt: job.attempt,
-            enqueue_time: job.created_at,
-            queue_name: format!("hero:q:work:type:{}", job.script_type.as_str()),
+            // A job stored before `queued_at` existed has only its creation time.
+            enqueue_time: job.queued_at.unwrap_or(job.created_at),
+            queue_name,
             deadline: Some(deadline),
-            trace_context: None,
+            trace_context: job
+                .traceparent
+                .as_ref()
+                .map(|t| std::collections::BTreeMap::from([("traceparent".to_owned(), t.clone())])),
             worker_id: Some(worker_id.to_owned()),
         },
     }

@@ -459,6 +459,10 @@ pub struct JobParams {
     /// Environment variables for the script.
     #[serde(default)]
     pub env_vars: BTreeMap<String, String>,
+    /// W3C `traceparent` of the caller (see [`crate::trace`]); the supervisor starts a
+    /// trace of its own when absent or invalid.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl JobParams {
@@ -575,6 +579,14 @@ pub struct Job {
     /// `stop_job` was called while the job was running.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// When the job last entered its ready queue (started, released by its
+    /// prerequisites, due again after a retry delay, handed back, reclaimed): the
+    /// `enqueue_time` of the attempt that follows.
+    #[serde(default)]
+    pub queued_at: Option<DateTime<Utc>>,
+    /// W3C `traceparent` sent to the runner with every attempt (see [`crate::trace`]).
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl Job {
@@ -603,6 +615,8 @@ impl Job {
             lease_until: None,
             not_before: None,
             cancel_requested: false,
+            queued_at: None,
+            traceparent: params.traceparent,
         }
     }
 
@@ -700,6 +714,7 @@ mod tests {
 
     fn params() -> JobParams {
         JobParams {
+            traceparent: None,
             script: "print(1)".into(),
             script_type: ScriptType::Sal,
             caller_id: "c".into(),

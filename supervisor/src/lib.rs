@@ -11,6 +11,7 @@
 //! - [`dispatch`]: claim loops, outcome mapping, retries, leases, maintenance.
 //! - [`service`]: the `Supervisor` facade the JSON-RPC layer calls one to one.
 //! - [`rpc`]: the JSON-RPC API over HTTP and WebSocket: server, typed client, auth, OpenRPC.
+//! - [`trace`]: W3C `traceparent`, from a JSON-RPC caller to its job's runner.
 //! - [`config`]: the `serve` configuration: TOML file, then `HERO_*` variables, then flags.
 
 pub mod clock;
@@ -22,5 +23,6 @@ pub mod rpc;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod trace;
 
 pub use service::{Supervisor, SupervisorConfig, SupervisorError};

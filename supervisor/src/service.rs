@@ -10,8 +10,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{DispatchConfig, Dispatcher, log_writer};
 use crate::job::{Job, JobId, JobParams, JobStatus, Limits, ScriptType};
-use crate::pool::{PoolConfig, RunnerInfo, RunnerPool, Transport};
+use crate::pool::{HelloMode, PoolConfig, RunnerInfo, RunnerPool, Transport};
 use crate::store::{CancelOutcome, JobStore, StoreError, StoreEvent};
+use crate::trace::TraceParent;
 
 /// Everything the supervisor needs besides its store.
 #[derive(Debug, Clone)]
@@ -27,12 +28,18 @@ pub struct SupervisorConfig {
 
 impl SupervisorConfig {
     /// One pool running the built-in runner (`<this executable> runner --stdio`) for all
-    /// four script types: what `hero-supervisor` with no flags uses.
+    /// four script types: what `hero-supervisor` with no flags uses. It speaks the
+    /// extensions, so its pool always opens with `hello`.
     pub fn with_builtin_runners() -> Self {
         let program = std::env::current_exe()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "hero-supervisor".to_owned());
-        Self::with_runner_command(program, vec!["runner".to_owned(), "--stdio".to_owned()])
+        let mut config =
+            Self::with_runner_command(program, vec!["runner".to_owned(), "--stdio".to_owned()]);
+        for pool in &mut config.pools {
+            pool.hello = HelloMode::On;
+        }
+        config
     }
 
     /// One pool running `program args..` over stdio for all four script types.
@@ -171,7 +178,7 @@ impl Supervisor {
         params
             .validate(&self.inner.limits)
             .map_err(|e| SupervisorError::InvalidParams(e.to_string()))?;
-        let job = Job::new(JobId::new(), params, chrono::Utc::now());
+        let job = new_job(params);
         self.inner.store.create(&job).await?;
         Ok(job.id)
     }
@@ -191,7 +198,7 @@ impl Supervisor {
         params
             .validate(&self.inner.limits)
             .map_err(|e| SupervisorError::InvalidParams(e.to_string()))?;
-        let job = Job::new(JobId::new(), params, chrono::Utc::now());
+        let job = new_job(params);
         let id = job.id;
         // Retries may run the job up to max_attempts times, each up to its timeout.
         let wait = Duration::from_secs(
@@ -368,4 +375,16 @@ fn job_result(job: Job) -> Result<String, SupervisorError> {
                 .unwrap_or_else(|| crate::job::JobError::new("error", "job failed")),
         }),
     }
+}
+
+/// A new job from validated params, with a fresh id and its trace: the caller's
+/// `traceparent` when it is valid, else a new trace (every job has one).
+fn new_job(mut params: JobParams) -> Job {
+    let trace = params
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(TraceParent::generate);
+    params.traceparent = Some(trace.to_string());
+    Job::new(JobId::new(), params, chrono::Utc::now())
 }

@@ -25,6 +25,7 @@ async fn start() -> Supervisor {
 
 fn params(script_type: ScriptType, script: &str) -> JobParams {
     JobParams {
+        traceparent: None,
         script: script.to_owned(),
         script_type,
         caller_id: "tester".to_owned(),

@@ -58,6 +58,7 @@ async fn redis() -> Harness {
 impl Harness {
     fn params(&self, script_type: ScriptType, prerequisites: Vec<JobId>) -> JobParams {
         JobParams {
+            traceparent: None,
             script: "print(1)".into(),
             script_type,
             caller_id: "caller".into(),
@@ -1049,6 +1050,64 @@ async fn claim_returns_the_stored_job(h: Harness) {
     assert_eq!(again[0], h.get(job.id).await);
 }
 
+/// `queued_at` is when a job last entered its ready queue (the runner's `enqueue_time`):
+/// set by start, by the release of a waiting dependent, by promotion after a retry delay,
+/// by a graceful release and by a lease reclaim; a claim leaves it. `traceparent` is
+/// stored as given.
+async fn queued_at_follows_every_way_into_the_queue(h: Harness) {
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut params = h.params(ScriptType::Sal, vec![]);
+    params.traceparent = Some(trace.to_owned());
+    let id = h.create_with(params).await.id;
+    let job = h.get(id).await;
+    assert_eq!(
+        (job.queued_at, job.traceparent.as_deref()),
+        (None, Some(trace))
+    );
+
+    let at = |h: &Harness| Some(h.clock.now());
+    h.store.start(id).await.unwrap();
+    let started = at(&h);
+    assert_eq!(h.get(id).await.queued_at, started);
+    h.clock.advance(Span::seconds(1));
+    let claimed = h.claim(1).await.remove(0);
+    assert_eq!(claimed.queued_at, started, "a claim keeps it");
+    assert_eq!(claimed.traceparent.as_deref(), Some(trace));
+
+    h.store
+        .retry_later(id, 1, h.clock.now() + Span::seconds(2), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.get(id).await.queued_at,
+        started,
+        "delayed, not queued yet"
+    );
+    h.clock.advance(Span::seconds(3));
+    assert_eq!(h.store.promote_due(10).await.unwrap(), 1);
+    assert_eq!(h.get(id).await.queued_at, at(&h));
+
+    assert_eq!(h.claim(1).await.len(), 1);
+    h.clock.advance(Span::seconds(1));
+    h.store.release(id, 2).await.unwrap();
+    assert_eq!(h.get(id).await.queued_at, at(&h));
+
+    assert_eq!(h.claim(1).await.len(), 1);
+    h.clock.advance(Span::seconds(11)); // past LEASE
+    assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![id]);
+    assert_eq!(h.get(id).await.queued_at, at(&h));
+    let last = h.claim(1).await.remove(0);
+    h.store.finish(id, last.attempt, "ok".into()).await.unwrap();
+
+    let first = h.running().await;
+    let waiting = h.create_after(vec![first.id]).await;
+    h.store.start(waiting).await.unwrap();
+    assert_eq!(h.get(waiting).await.queued_at, None);
+    h.clock.advance(Span::seconds(1));
+    h.store.finish(first.id, 1, "ok".into()).await.unwrap();
+    assert_eq!(h.get(waiting).await.queued_at, at(&h));
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory_store {
@@ -1071,6 +1130,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    queued_at_follows_every_way_into_the_queue,
     create_then_get_round_trips,
     list_ids_oldest_first,
     create_with_missing_prerequisite_fails,

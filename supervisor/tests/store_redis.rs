@@ -17,6 +17,7 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 
 fn params() -> JobParams {
     JobParams {
+        traceparent: None,
         script: "print(\"hi\")".into(),
         script_type: ScriptType::Sal,
         caller_id: "alice".into(),

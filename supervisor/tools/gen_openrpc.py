@@ -93,7 +93,9 @@ schemas = {
      "env_vars":{"type":"object","additionalProperties":{"type":"string"}}}},
    "status":S("JobStatus"),"attempt":{"type":"integer"},"created_at":ts,"updated_at":ts,
    "started_at":{"type":["string","null"],"format":"date-time"},"finished_at":{"type":["string","null"],"format":"date-time"},
-   "output":{"type":["string","null"]},"error":{"oneOf":[S("JobError"),{"type":"null"}]},"runner":{"type":["string","null"]}}},
+   "output":{"type":["string","null"]},"error":{"oneOf":[S("JobError"),{"type":"null"}]},"runner":{"type":["string","null"]},
+   "queued_at":{"type":["string","null"],"format":"date-time","description":"When it last entered its ready queue: the enqueue_time its runner sees."},
+   "trace_id":{"type":["string","null"],"description":"W3C trace id: from the traceparent header of the request that created it, or new."}}},
  "RunnerInfo": {"type":"object","required":["name","script_types","transport","connected","processes","in_flight","max_in_flight","restarts"],"properties":{
    "name":{"type":"string"},"script_types":{"type":"array","items":S("ScriptType")},"transport":{"type":"string","description":"stdio, tcp or tcp-managed"},
    "connected":{"type":"integer","description":"Runner slots with a live connection."},"processes":{"type":"integer"},"in_flight":{"type":"integer"},"max_in_flight":{"type":"integer"},"restarts":{"type":"integer"}}},

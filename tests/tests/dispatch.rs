@@ -10,7 +10,7 @@ use std::time::Duration;
 use hero_supervisor::clock::SystemClock;
 use hero_supervisor::dispatch::DispatchConfig;
 use hero_supervisor::job::{JobId, JobParams, JobStatus, ScriptType};
-use hero_supervisor::pool::{PoolConfig, Transport};
+use hero_supervisor::pool::{HelloMode, PoolConfig, Transport};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig};
 use hero_supervisor::{Supervisor, SupervisorConfig, SupervisorError};
 use hero_testkit::RedisServer;
@@ -75,6 +75,7 @@ async fn supervisor(backend: &Backend) -> Supervisor {
 
 fn params(script: &str) -> JobParams {
     JobParams {
+        traceparent: None,
         script: script.to_owned(),
         script_type: ScriptType::Sal,
         caller_id: "tester".to_owned(),
@@ -494,7 +495,7 @@ async fn tcp_managed_tcp_external_and_plain_v1_pools() {
             args: vec![],
         },
     );
-    managed.hello = false;
+    managed.hello = HelloMode::Off;
     let ext = PoolConfig::new(
         "external",
         vec![ScriptType::Python],

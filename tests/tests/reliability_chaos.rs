@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -296,7 +296,7 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
     let outage = Instant::now();
     // Requests the runners were working on when Redis went: their answers come during
     // the outage.
-    let in_flight: usize = sup.list_runners().iter().map(|r| r.in_flight).sum();
+    let in_flight: u64 = sup.list_runners().iter().map(|r| r.in_flight).sum();
 
     // Each call answers, and answers `Storage`.
     let bound = Duration::from_secs(10);
@@ -388,22 +388,6 @@ impl Drop for KillTagged {
     }
 }
 
-/// `target/<profile>/hero-supervisor`, beside this test's own `deps/` directory.
-fn supervisor_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps");
-    let bin = profile_dir.join("hero-supervisor");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p hero-supervisor` first (`cargo test --workspace` builds it)",
-        bin.display()
-    );
-    bin
-}
-
 fn spawn_supervisor(
     bin: &Path,
     port: u16,
@@ -459,7 +443,7 @@ async fn wait_listening(port: u16, child: &mut KillOnDrop, log: &Path) {
 /// `--lease-secs 2`, expire), and its orphaned runners exit on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
-    let bin = supervisor_binary();
+    let bin = common::supervisor_binary();
     let redis = RedisServer::builder().aof(true).start();
     let store = redis_store(&redis).await;
     let dir = tempfile::tempdir().unwrap();

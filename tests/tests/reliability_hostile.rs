@@ -16,7 +16,7 @@ use common::Rng;
 use hero_protocol::{ExecutionOutcome, Message, decode_frame, encode_frame};
 use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::{JobStatus, ScriptType};
-use hero_supervisor::pool::{PoolConfig, Transport};
+use hero_supervisor::pool::{HelloMode, PoolConfig, Transport};
 use hero_supervisor::store::{JobStore, MemoryStore, StoreConfig};
 use hero_supervisor::{Supervisor, SupervisorConfig};
 use serde_json::json;
@@ -212,7 +212,7 @@ async fn supervisor_with_fake(fake: &FakeRunner) -> Supervisor {
         },
     );
     // A plain v1 peer: the first frame it gets is the request.
-    hostile.hello = false;
+    hostile.hello = HelloMode::Off;
     hostile.max_in_flight = 1;
     let config = SupervisorConfig {
         pools: vec![

@@ -26,9 +26,6 @@ pub(crate) const LOG_QUEUE: usize = 4096;
 /// Frames the writer takes from its queue before one flush.
 const WRITE_BATCH: usize = 64;
 
-/// How long a runner has to answer our `hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why a request got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum CallError {
@@ -42,6 +39,8 @@ pub(crate) enum CallError {
 pub(crate) struct ConnectionOptions {
     /// Open with `hello` (the runner speaks the extensions).
     pub(crate) hello: bool,
+    /// How long the runner has to answer our `hello`.
+    pub(crate) hello_timeout: Duration,
     /// Token sent in our `hello`, for runners that require one.
     pub(crate) auth_token: Option<String>,
     /// Largest frame either way.
@@ -65,6 +64,8 @@ pub(crate) struct RunnerConnection {
     pending: PendingMapDebug,
     closed: CancellationToken,
     max_in_flight: usize,
+    /// The runner answered our `hello`: it speaks the extensions (`log` frames).
+    extensions: bool,
     /// One permit per request slot: the dispatcher reserves one before claiming a job
     /// for this connection, so the runner is never sent more than it accepts.
     slots: Arc<Semaphore>,
@@ -83,7 +84,8 @@ impl std::fmt::Debug for PendingMapDebug {
 
 impl RunnerConnection {
     /// Starts the reader and writer tasks over `reader`/`writer`, after the `hello`
-    /// exchange when `options.hello`. Log lines go to `logs`.
+    /// exchange when `options.hello`. Log lines go to `logs`. An error is always the
+    /// `hello` exchange failing: the runner closed, answered another frame, or nothing.
     pub(crate) async fn open<R, W>(
         reader: R,
         writer: W,
@@ -109,7 +111,7 @@ impl RunnerConnection {
                 .send(Message::Hello(hello))
                 .await
                 .map_err(|e| format!("sending hello: {e}"))?;
-            match tokio::time::timeout(HELLO_TIMEOUT, read.next()).await {
+            match tokio::time::timeout(options.hello_timeout, read.next()).await {
                 Ok(Some(Ok(Message::Hello(theirs)))) => {
                     if let Some(n) = theirs.max_in_flight {
                         max_in_flight = max_in_flight.min((n as usize).max(1));
@@ -121,7 +123,7 @@ impl RunnerConnection {
                 }
                 Ok(Some(Err(e))) => return Err(format!("reading hello: {e}")),
                 Ok(None) => return Err("runner closed the connection during hello".to_owned()),
-                Err(_) => return Err(format!("no hello within {HELLO_TIMEOUT:?}")),
+                Err(_) => return Err(format!("no hello within {:?}", options.hello_timeout)),
             }
         }
 
@@ -217,6 +219,7 @@ impl RunnerConnection {
             pending: PendingMapDebug(pending),
             closed,
             max_in_flight,
+            extensions: options.hello,
             slots: Arc::new(Semaphore::new(max_in_flight)),
             reason,
         })
@@ -284,6 +287,11 @@ impl RunnerConnection {
         self.max_in_flight
     }
 
+    /// Whether the runner answered our `hello` (it speaks the extensions).
+    pub(crate) fn extensions(&self) -> bool {
+        self.extensions
+    }
+
     /// Reserves a request slot, if one is free.
     pub(crate) fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
@@ -297,6 +305,11 @@ impl RunnerConnection {
     /// Requests waiting for an answer.
     pub(crate) fn in_flight(&self) -> usize {
         self.pending.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Why the connection closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
     }
 
     fn lost(&self) -> CallError {

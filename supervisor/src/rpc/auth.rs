@@ -56,6 +56,7 @@ use tower::{Layer, Service};
 
 use super::error::{invalid_params, unauthorized};
 use crate::clock::Clock;
+use crate::trace::TraceParent;
 
 /// How long a nonce stays valid. Default 5 minutes: enough for a human-driven wallet.
 pub const DEFAULT_NONCE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -64,6 +65,9 @@ pub const DEFAULT_NONCE_TTL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_PENDING_NONCES: usize = 10_000;
 /// Prefix of every nonce: a signature over a nonce can't be replayed as anything else.
 pub const NONCE_PREFIX: &str = "hero-auth:";
+
+/// The W3C trace-context request header.
+const TRACEPARENT: &str = "traceparent";
 
 /// The identity of one connection (WebSocket) or one request (HTTP).
 ///
@@ -184,6 +188,16 @@ where
             return Box::pin(async { Ok(unauthorized_response()) });
         }
         req.extensions_mut().insert(Session::default());
+        // W3C trace context: the jobs this request (or, for a WebSocket upgrade, this
+        // connection) creates join the caller's trace. An invalid header is ignored.
+        if let Some(trace) = req
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+        {
+            req.extensions_mut().insert(trace);
+        }
         Box::pin(self.inner.call(req))
     }
 }

@@ -22,6 +22,7 @@ use super::types::{
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
 use crate::store::StoreEvent;
+use crate::trace::TraceParent;
 
 /// State shared by every call.
 #[derive(Debug, Clone)]
@@ -34,6 +35,14 @@ pub(crate) struct RpcHandler {
 /// The connection's authenticated key, if any.
 fn identity(ext: &Extensions) -> Option<String> {
     ext.get::<Session>().and_then(Session::identity)
+}
+
+/// The domain params of a job submitted on this connection: its caller is the
+/// connection's key when authenticated, its trace the request's `traceparent` header.
+fn submitted(params: JobParams, ext: &Extensions) -> RpcResult<crate::job::JobParams> {
+    let mut params = params.into_domain(identity(ext))?;
+    params.traceparent = ext.get::<TraceParent>().map(TraceParent::to_string);
+    Ok(params)
 }
 
 impl RpcHandler {
@@ -121,10 +130,6 @@ impl RpcHandler {
     }
 }
 
-fn count(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
 /// The close notification's `error`: `value` as JSON.
 fn close_with(value: &Value) -> SubscriptionError {
     match to_json_raw_value(value) {
@@ -160,14 +165,13 @@ impl HeroApiServer for RpcHandler {
     }
 
     async fn play(&self, ext: &Extensions, script: String) -> RpcResult<PlayResult> {
-        let mut params = JobParams::new(script, ScriptType::Sal.as_str());
-        params.caller_id = identity(ext);
-        let output = self.run(params.into_domain(None)?).await?;
+        let params = JobParams::new(script, ScriptType::Sal.as_str());
+        let output = self.run(submitted(params, ext)?).await?;
         Ok(PlayResult { output })
     }
 
     async fn create_job(&self, ext: &Extensions, params: JobParams) -> RpcResult<String> {
-        let params = params.into_domain(identity(ext))?;
+        let params = submitted(params, ext)?;
         let id = self
             .supervisor
             .create_job(params)
@@ -195,7 +199,7 @@ impl HeroApiServer for RpcHandler {
         let mut params = JobParams::new(script, script_type);
         params.prerequisites = prerequisites.unwrap_or_default();
         params.timeout = timeout;
-        self.run(params.into_domain(identity(ext))?).await
+        self.run(submitted(params, ext)?).await
     }
 
     async fn get_job_status(&self, job_id: String) -> RpcResult<JobStatus> {
@@ -250,21 +254,7 @@ impl HeroApiServer for RpcHandler {
     }
 
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>> {
-        Ok(self
-            .supervisor
-            .list_runners()
-            .into_iter()
-            .map(|r| RunnerInfo {
-                name: r.name,
-                script_types: r.script_types,
-                transport: r.transport,
-                connected: count(r.connected),
-                processes: count(r.processes),
-                in_flight: count(r.in_flight),
-                max_in_flight: count(r.max_in_flight),
-                restarts: r.restarts,
-            })
-            .collect())
+        Ok(self.supervisor.list_runners())
     }
 
     async fn discover(&self) -> RpcResult<Value> {

@@ -69,6 +69,7 @@ impl JobParams {
         let script_type = parse_script_type(&self.script_type)?;
         let prerequisites = parse_job_ids(&self.prerequisites)?;
         Ok(job::JobParams {
+            traceparent: None,
             script: self.script,
             script_type,
             caller_id: authenticated
@@ -173,6 +174,12 @@ pub struct JobInfo {
     pub error: Option<JobErrorInfo>,
     /// The runner that ran it, when known.
     pub runner: Option<String>,
+    /// When it last entered its ready queue: the `enqueue_time` its runner sees.
+    #[serde(default)]
+    pub queued_at: Option<DateTime<Utc>>,
+    /// The W3C trace id it runs under (from the caller's `traceparent` header, or new).
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 impl From<job::Job> for JobInfo {
@@ -201,30 +208,14 @@ impl From<job::Job> for JobInfo {
                 message: e.message,
             }),
             runner: j.runner,
+            queued_at: j.queued_at,
+            trace_id: j.traceparent.as_deref().and_then(crate::trace::trace_id_of),
         }
     }
 }
 
-/// One entry of `list_runners`: a runner pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunnerInfo {
-    /// The pool's name.
-    pub name: String,
-    /// The script types it serves (canonical names).
-    pub script_types: Vec<String>,
-    /// `stdio`, `tcp` or `tcp-managed`.
-    pub transport: String,
-    /// Runner slots with a live connection.
-    pub connected: u64,
-    /// Runner slots configured.
-    pub processes: u64,
-    /// Requests running now.
-    pub in_flight: u64,
-    /// Requests allowed at once over all slots.
-    pub max_in_flight: u64,
-    /// Times a slot's runner was restarted after the first start.
-    pub restarts: u64,
-}
+/// One entry of `list_runners`: a runner pool (the domain type is the wire type).
+pub use crate::pool::RunnerInfo;
 
 /// One notification of the `subscribe_job_events` subscription.
 ///

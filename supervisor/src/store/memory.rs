@@ -123,8 +123,11 @@ impl State {
         job.lease_owner = None;
     }
 
-    fn push_ready(&mut self, id: JobId, front: bool, ev: &mut Events) {
-        let script_type = self.job_mut(id).script_type;
+    /// Queues `id` (at the head when `front`) and records `now` as its `queued_at`.
+    fn push_ready(&mut self, id: JobId, front: bool, now: DateTime<Utc>, ev: &mut Events) {
+        let job = self.job_mut(id);
+        job.queued_at = Some(now);
+        let script_type = job.script_type;
         let q = self.queues.entry(script_type).or_default();
         if front {
             q.push_front(id);
@@ -219,7 +222,7 @@ impl State {
                 job.status = JobStatus::Dispatched;
                 job.updated_at = now;
                 changed(ev, job);
-                self.push_ready(d, false, ev);
+                self.push_ready(d, false, now, ev);
             }
         }
     }
@@ -264,6 +267,10 @@ impl State {
 
 #[async_trait]
 impl JobStore for MemoryStore {
+    fn queue_name(&self, script_type: ScriptType) -> String {
+        super::queue_name(&self.config.prefix, script_type)
+    }
+
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut st = self.lock();
         if st.jobs.contains_key(&job.id) {
@@ -328,7 +335,7 @@ impl JobStore for MemoryStore {
                 job.status = JobStatus::Dispatched;
                 job.updated_at = now;
                 changed(&mut ev, job);
-                st.push_ready(id, false, &mut ev);
+                st.push_ready(id, false, now, &mut ev);
                 JobStatus::Dispatched
             }
         };
@@ -480,14 +487,15 @@ impl JobStore for MemoryStore {
             job.attempt = job.attempt.saturating_sub(1);
             job.updated_at = now;
             changed(&mut ev, job);
-            st.push_ready(id, true, &mut ev);
+            st.push_ready(id, true, now, &mut ev);
         }
         self.emit(ev);
         Ok(())
     }
 
     async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {
-        let now_ms = to_ms(self.now());
+        let now = self.now();
+        let now_ms = to_ms(now);
         let mut ev = Events::new();
         let mut moved = 0;
         {
@@ -509,7 +517,7 @@ impl JobStore for MemoryStore {
                     continue;
                 }
                 job.not_before = None;
-                st.push_ready(id, false, &mut ev);
+                st.push_ready(id, false, now, &mut ev);
                 moved += 1;
             }
         }
@@ -555,7 +563,7 @@ impl JobStore for MemoryStore {
                     job.status = JobStatus::Dispatched;
                     job.updated_at = now;
                     changed(&mut ev, job);
-                    st.push_ready(id, false, &mut ev);
+                    st.push_ready(id, false, now, &mut ev);
                 }
             }
         }

@@ -256,6 +256,16 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 
     /// A receiver of every later [`StoreEvent`]. Subscribe first, then read the state.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+
+    /// The name of `script_type`'s ready queue, as a runner sees it in a request's
+    /// `context.queue_name`: `<prefix>:q:work:type:<ScriptType>`, the Redis key (the
+    /// memory store names its queues the same way, with its configured prefix).
+    fn queue_name(&self, script_type: ScriptType) -> String;
+}
+
+/// `<prefix>:q:work:type:<ScriptType>`: a ready queue's name in both stores.
+pub(crate) fn queue_name(prefix: &str, script_type: ScriptType) -> String {
+    format!("{prefix}:q:work:type:{script_type}")
 }
 
 /// Epoch milliseconds: the resolution both stores keep.

@@ -243,7 +243,7 @@ impl RedisStore {
     }
 
     fn queue_key(&self, script_type: ScriptType) -> String {
-        format!("{}:q:work:type:{script_type}", self.config.prefix)
+        super::queue_name(&self.config.prefix, script_type)
     }
 
     fn now_ms(&self) -> i64 {
@@ -331,6 +331,7 @@ fn encode_job(job: &Job) -> Vec<(&'static str, String)> {
         ("finished_at", job.finished_at),
         ("lease_until", job.lease_until),
         ("not_before", job.not_before),
+        ("queued_at", job.queued_at),
     ];
     for (name, t) in times {
         if let Some(t) = t {
@@ -341,6 +342,7 @@ fn encode_job(job: &Job) -> Vec<(&'static str, String)> {
         ("output", &job.output),
         ("runner", &job.runner),
         ("lease_owner", &job.lease_owner),
+        ("traceparent", &job.traceparent),
     ];
     for (name, s) in strings {
         if let Some(s) = s {
@@ -388,6 +390,7 @@ fn decode_base(
     updated_at: DateTime<Utc>,
     mut take: impl FnMut(&str) -> Option<String>,
 ) -> Result<Job, StoreError> {
+    let traceparent = take("traceparent");
     let mut field = |name: &str| required(id, name, take(name));
     let params = JobParams {
         caller_id: field("caller_id")?,
@@ -400,6 +403,7 @@ fn decode_base(
         retries: Some(number(id, "retries", field("retries")?)?),
         prerequisites: json(id, "prerequisites", field("prerequisites")?)?,
         env_vars: json(id, "env_vars", field("env_vars")?)?,
+        traceparent,
     };
     let created_at = time(id, "created_at", field("created_at")?)?;
     Ok(Job {
@@ -438,6 +442,7 @@ fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreErr
         lease_until: opt_time(id, "lease_until", take("lease_until"))?,
         not_before: opt_time(id, "not_before", take("not_before"))?,
         cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
+        queued_at: opt_time(id, "queued_at", take("queued_at"))?,
         ..base
     })
 }
@@ -445,7 +450,7 @@ fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreErr
 /// Entries per claimed job in claim.lua's reply: id, attempt, then [`CLAIM_FIELDS`].
 const CLAIM_STRIDE: usize = 2 + CLAIM_FIELDS.len();
 /// The job fields claim.lua returns after the id and the attempt, in its order.
-const CLAIM_FIELDS: [&str; 13] = [
+const CLAIM_FIELDS: [&str; 15] = [
     "caller_id",
     "context_id",
     "script",
@@ -459,6 +464,8 @@ const CLAIM_FIELDS: [&str; 13] = [
     "error",
     "finished_at",
     "cancel_requested",
+    "queued_at",
+    "traceparent",
 ];
 
 /// A bulk string of a script reply as an owned `String` (no copy); nil as `None`.
@@ -568,6 +575,7 @@ fn decode_one(
         lease_owner: owner,
         lease_until: Some(lease_until),
         cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
+        queued_at: opt_time(id, "queued_at", take("queued_at"))?,
         ..base
     })
 }
@@ -639,6 +647,10 @@ async fn listen(
 
 #[async_trait]
 impl JobStore for RedisStore {
+    fn queue_name(&self, script_type: ScriptType) -> String {
+        self.queue_key(script_type)
+    }
+
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut job = job.clone();
         job.status = JobStatus::Created;

@@ -32,6 +32,7 @@
 //! | `invalid` | error of type `invalid_request` (never retried) |
 //!
 //! `hero-test-runner` serves stdio; `hero-test-runner --tcp-socket ADDR [--parent-pid P]`
+//! (or `HERO_RUNNER_PARENT_PID`)
 //! serves TCP instead (the convention of managed runners) and prints nothing.
 
 use std::io::Write;
@@ -205,7 +206,8 @@ async fn main() -> std::io::Result<()> {
     };
     let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    if let Some(pid) = flag("--parent-pid").and_then(|p| p.parse::<i32>().ok()) {
+    let parent_pid = flag("--parent-pid").or_else(|| std::env::var("HERO_RUNNER_PARENT_PID").ok());
+    if let Some(pid) = parent_pid.and_then(|p| p.parse::<i32>().ok()) {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let parent = nix::unistd::Pid::from_raw(pid);

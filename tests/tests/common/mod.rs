@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -132,6 +132,7 @@ pub(crate) fn params(
     retries: u32,
 ) -> JobParams {
     JobParams {
+        traceparent: None,
         script,
         script_type,
         caller_id: "reliability".to_owned(),
@@ -421,4 +422,20 @@ pub(crate) async fn bounded<T>(
 /// Whether the error is the storage-unavailable error of the API.
 pub(crate) fn is_storage(e: &SupervisorError) -> bool {
     matches!(e, SupervisorError::Storage(_))
+}
+
+/// `target/<profile>/hero-supervisor`, beside this test's own `deps/` directory.
+pub(crate) fn supervisor_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let bin = profile_dir.join("hero-supervisor");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hero-supervisor` first (`cargo test --workspace` builds it)",
+        bin.display()
+    );
+    bin
 }

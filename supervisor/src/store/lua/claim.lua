@@ -3,10 +3,10 @@
 -- dropped. Needs Redis >= 6.2 (LPOP with a count).
 -- KEYS[1]: <prefix>:q:work:type:<ScriptType> (LIST)   KEYS[2]: <prefix>:leases (ZSET)
 -- ARGV[1]: prefix   ARGV[2]: max   ARGV[3]: owner   ARGV[4]: lease_until ms   ARGV[5]: now ms
--- Returns: one flat array, 15 entries per claimed job in claim order: id, the new attempt,
+-- Returns: one flat array, 17 entries per claimed job in claim order: id, the new attempt,
 -- then the fields caller_id, context_id, script, script_type, timeout_secs, retries,
--- prerequisites, env_vars, created_at, output, error, finished_at, cancel_requested (nil
--- when absent). The fields claim sets itself (status, times, lease, runner) are known to
+-- prerequisites, env_vars, created_at, output, error, finished_at, cancel_requested,
+-- queued_at, traceparent (nil when absent). The fields claim sets itself (status, times, lease, runner) are known to
 -- the caller, so they are not sent back.
 local prefix, owner, until_ms, now = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
@@ -18,7 +18,7 @@ for _, id in ipairs(ids) do
   local k = jkey(prefix, id)
   local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', 'caller_id', 'context_id',
     'script', 'script_type', 'timeout_secs', 'retries', 'prerequisites', 'env_vars', 'created_at',
-    'output', 'error', 'finished_at', 'cancel_requested')
+    'output', 'error', 'finished_at', 'cancel_requested', 'queued_at', 'traceparent')
   if f[1] == 'Dispatched' then
     -- Never raise on stored data: an error here would leave the rest of the popped
     -- batch out of the queue. A job the caller cannot decode is failed by the caller.
@@ -33,7 +33,7 @@ for _, id in ipairs(ids) do
     scores[#scores + 1] = id
     out[#out + 1] = id
     out[#out + 1] = attempt
-    for j = 4, 16 do
+    for j = 4, 18 do
       out[#out + 1] = f[j]
     end
   end

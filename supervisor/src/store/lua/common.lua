@@ -25,7 +25,9 @@ local function changed_many(prefix, ids, status)
 end
 
 -- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
-local function push_ready(prefix, id, script_type, front)
+-- Records `now` as the job's queued_at (the next attempt's enqueue_time).
+local function push_ready(prefix, id, script_type, front, now)
+  redis.call('HSET', jkey(prefix, id), 'queued_at', now)
   if front then
     redis.call('LPUSH', qkey(prefix, script_type), id)
   else
@@ -107,7 +109,7 @@ local function release_dependents(prefix, done, now)
       if ready then
         redis.call('HSET', dk, 'status', 'Dispatched', 'updated_at', now)
         changed(prefix, d, 'Dispatched')
-        push_ready(prefix, d, f[3], false)
+        push_ready(prefix, d, f[3], false, now)
       end
     end
   end

@@ -11,7 +11,7 @@ for _, id in ipairs(due) do
   local f = redis.call('HMGET', k, 'status', 'script_type')
   if f[1] == 'Dispatched' then
     redis.call('HDEL', k, 'not_before')
-    push_ready(prefix, id, f[2], false)
+    push_ready(prefix, id, f[2], false, ARGV[2])
     moved = moved + 1
   end
 end

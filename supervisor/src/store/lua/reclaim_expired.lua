@@ -23,7 +23,7 @@ for _, id in ipairs(expired) do
       clear_lease(prefix, k, id)
       redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now)
       changed(prefix, id, 'Dispatched')
-      push_ready(prefix, id, f[4], false)
+      push_ready(prefix, id, f[4], false, now)
     end
   end
 end

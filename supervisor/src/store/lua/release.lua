@@ -12,5 +12,5 @@ clear_lease(prefix, KEYS[1], id)
 redis.call('HINCRBY', KEYS[1], 'attempt', -1)
 redis.call('HSET', KEYS[1], 'status', 'Dispatched', 'updated_at', now)
 changed(prefix, id, 'Dispatched')
-push_ready(prefix, id, redis.call('HGET', KEYS[1], 'script_type'), true)
+push_ready(prefix, id, redis.call('HGET', KEYS[1], 'script_type'), true, now)
 return { 'OK' }

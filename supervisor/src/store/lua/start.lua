@@ -42,5 +42,5 @@ if #waiting > 0 then
 end
 redis.call('HSET', KEYS[1], 'status', 'Dispatched', 'updated_at', now)
 changed(prefix, id, 'Dispatched')
-push_ready(prefix, id, f[3], false)
+push_ready(prefix, id, f[3], false, now)
 return { 'OK', 'Dispatched' }
