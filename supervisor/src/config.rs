@@ -14,6 +14,10 @@
 //! lease_secs = 30                    # HERO_LEASE_SECS, --lease-secs
 //! worker_threads = 1                 # HERO_WORKER_THREADS, --worker-threads (default: cores - 1, at least 1)
 //! runners = ["Python=tcp://127.0.0.1:9000", "V=stdio:my-v-runner --stdio"]  # --runner (repeatable)
+//!
+//! [[tokens]]                         # more bearer tokens, each someone's (file only)
+//! token = "reader-secret"            # or token_sha256 = "<64 hex digits>"
+//! actor = 7                          # or admin = true
 //! ```
 //!
 //! Runner pools: by default the built-in runner (`<this executable> runner --stdio`) serves
@@ -33,6 +37,7 @@ use crate::job::{Limits, ScriptType};
 #[cfg(test)]
 use crate::pool::HelloMode;
 use crate::pool::{PoolConfig, Transport};
+use crate::rpc::auth::{Grant, TokenGrant};
 use crate::rpc::{
     DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BODY,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, RpcConfig,
@@ -68,6 +73,15 @@ pub enum ConfigError {
     /// `lease_secs` out of range.
     #[error("invalid lease_secs {0}: expected 1..=3600 seconds")]
     Lease(u64),
+    /// A `[[tokens]]` entry that is not exactly one of `token`/`token_sha256` and one of
+    /// `actor`/`admin = true` (the token itself is never repeated).
+    #[error("invalid [[tokens]] entry {index}: {reason}")]
+    Token {
+        /// Its position, from 0.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A runner spec that is not `TYPE=tcp://HOST:PORT` or `TYPE=stdio:COMMAND ARGS..`.
     #[error("invalid runner {spec:?}: {reason}")]
     Runner {
@@ -146,6 +160,43 @@ struct FileConfig {
     worker_threads: Option<u16>,
     #[serde(default)]
     runners: Vec<String>,
+    #[serde(default)]
+    tokens: Vec<FileToken>,
+}
+
+/// One `[[tokens]]` entry: a bearer token (or its SHA-256, so the file need not hold
+/// the secret) and who its holder acts as.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToken {
+    token: Option<String>,
+    token_sha256: Option<String>,
+    actor: Option<u32>,
+    #[serde(default)]
+    admin: bool,
+}
+
+fn token_grants(tokens: &[FileToken]) -> Result<Vec<TokenGrant>, ConfigError> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            let bad = |reason| ConfigError::Token { index, reason };
+            let grant = match (t.actor, t.admin) {
+                (Some(id), false) => Grant::Actor(id),
+                (None, true) => Grant::Admin,
+                _ => return Err(bad("set exactly one of `actor = ID` and `admin = true`")),
+            };
+            match (&t.token, &t.token_sha256) {
+                (Some(token), None) => {
+                    TokenGrant::from_token(token, grant).ok_or_else(|| bad("the token is empty"))
+                }
+                (None, Some(hex)) => TokenGrant::from_sha256_hex(hex, grant)
+                    .ok_or_else(|| bad("token_sha256 must be 64 hex digits")),
+                _ => Err(bad("set exactly one of `token` and `token_sha256`")),
+            }
+        })
+        .collect()
 }
 
 /// Everything `serve` needs, resolved.
@@ -198,6 +249,7 @@ impl ServeConfig {
                 .max_subscriptions_per_connection
                 .or(file.max_subscriptions_per_connection)
                 .unwrap_or(DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION),
+            tokens: token_grants(&file.tokens)?,
             ..RpcConfig::default()
         };
         let runners = if args.runners.is_empty() {
@@ -404,6 +456,40 @@ mod tests {
         std::fs::write(&path, "listne = \"x\"\n").unwrap();
         let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn token_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        let digest = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+        std::fs::write(
+            &path,
+            format!(
+                "[[tokens]]\ntoken = \"t1\"\nactor = 7\n\
+                 [[tokens]]\ntoken_sha256 = \"{digest}\"\nadmin = true\n"
+            ),
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap();
+        let grants: Vec<Grant> = c.rpc.tokens.iter().map(|t| t.grant).collect();
+        assert_eq!(grants, [Grant::Actor(7), Grant::Admin]);
+        for bad in [
+            "[[tokens]]\ntoken = \"t\"\n",
+            "[[tokens]]\ntoken = \"t\"\nactor = 1\nadmin = true\n",
+            "[[tokens]]\nactor = 1\n",
+            "[[tokens]]\ntoken = \"\"\nactor = 1\n",
+            "[[tokens]]\ntoken_sha256 = \"abc\"\nactor = 1\n",
+            "[[tokens]]\ntoken = \"t\"\nactor = -1\n",
+            "[[tokens]]\ntoken = \"t\"\nactor = 4294967296\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone())));
+            assert!(err.is_err(), "{bad}");
+        }
+        std::fs::write(&path, "[[tokens]]\ntoken = \"s3cret-value\"\n").unwrap();
+        let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

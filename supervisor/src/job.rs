@@ -22,7 +22,7 @@ pub const DEFAULT_RETRIES: u32 = 2;
 const MAX_ECHOED_LEN: usize = 64;
 
 /// Cuts `s` to at most [`MAX_ECHOED_LEN`] bytes (on a char boundary) for error messages.
-fn echo(s: &str) -> String {
+pub(crate) fn echo(s: &str) -> String {
     if s.len() <= MAX_ECHOED_LEN {
         return s.to_owned();
     }

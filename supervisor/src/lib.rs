@@ -4,6 +4,7 @@
 //! by script type and hands it to a runner process over the framed runner protocol.
 //!
 //! - [`job`]: the job model: ids, script types, statuses, typed errors, params validation.
+//! - [`access`]: actors, contexts, roles; who a request acts as and what it may do.
 //! - [`clock`]: time as a dependency (`SystemClock`, `ManualClock` for tests).
 //! - [`store`]: the `JobStore` trait, its in-memory and Redis backends, store events.
 //! - [`pool`]: runner pools: spawning, connecting, restarting runners; multiplexed
@@ -14,6 +15,7 @@
 //! - [`trace`]: W3C `traceparent`, from a JSON-RPC caller to its job's runner.
 //! - [`config`]: the `serve` configuration: TOML file, then `HERO_*` variables, then flags.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 pub mod dispatch;

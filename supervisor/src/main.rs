@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
+use hero_supervisor::access::RedisDirectory;
 use hero_supervisor::clock::SystemClock;
 use hero_supervisor::config::{ServeArgs, ServeConfig};
 use hero_supervisor::job::JobStatus;
@@ -437,7 +438,7 @@ fn print_text_or_json(client: &ClientArgs, text: &str, value: &impl Serialize) {
     }
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(mut config: ServeConfig) -> anyhow::Result<()> {
     hero_runner::cli::init_logging();
     tracing::debug!(worker_threads = config.worker_threads, "runtime");
     // Refuse an unsafe listen address before spawning any runner.
@@ -452,6 +453,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             let store = RedisStore::connect(url, config.store.clone(), clock)
                 .await
                 .context("connecting to redis")?;
+            // Actors and contexts beside the jobs: every instance enforces the same rules.
+            let directory = RedisDirectory::connect(url, &config.store.prefix)
+                .await
+                .context("connecting to redis")?;
+            config.rpc.directory = Some(Arc::new(directory));
             tracing::info!(prefix = %config.store.prefix, "jobs are kept in redis");
             Arc::new(store)
         }

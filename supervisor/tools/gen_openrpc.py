@@ -7,11 +7,12 @@ The test `openrpc_document_lists_exactly_the_served_methods` (supervisor/tests/r
 fails when the document and the served methods disagree.
 """
 import json
+import os
 S = lambda name: {"$ref": f"#/components/schemas/{name}"}
 E = lambda name: {"$ref": f"#/components/errors/{name}"}
 string = {"type": "string"}
 job_id = {"name": "job_id", "required": True, "description": "A job id: lowercase hyphenated UUID.", "schema": S("JobId")}
-NF, IP, ST, INT, TO, JF, CF, UA = (E(n) for n in ["JobNotFound","InvalidParams","StorageUnavailable","Internal","Timeout","JobFailed","Conflict","Unauthorized"])
+NF, IP, ST, INT, TO, JF, CF, UA, FB = (E(n) for n in ["JobNotFound","InvalidParams","StorageUnavailable","Internal","Timeout","JobFailed","Conflict","Unauthorized","Forbidden"])
 def m(name, summary, params, result, errors):
     return {"name": name, "summary": summary, "paramStructure": "either", "params": params, "result": result, "errors": errors}
 methods = [
@@ -24,29 +25,29 @@ methods = [
  m("whoami", "The caller's identity: the authenticated public key (hex, compressed SEC1), or `anonymous`.", [],
    {"name":"identity","schema":string}, [INT]),
  m("play", "Runs `script` as SAL and waits for its output.",
-   [{"name":"script","required":True,"schema":string}], {"name":"result","schema":S("PlayResult")}, [IP, TO, JF, ST, INT]),
+   [{"name":"script","required":True,"schema":string}], {"name":"result","schema":S("PlayResult")}, [IP, TO, JF, ST, FB, INT]),
  m("create_job", "Stores a job as `Created` (not queued); returns its id.",
-   [{"name":"params","required":True,"schema":S("JobParams")}], {"name":"job_id","schema":S("JobId")}, [IP, ST, INT]),
+   [{"name":"params","required":True,"schema":S("JobParams")}], {"name":"job_id","schema":S("JobId")}, [IP, ST, FB, INT]),
  m("start_job", "Queues a `Created` job, or parks it as `WaitingForPrerequisites`.",
-   [job_id], {"name":"result","schema":S("StartJobResult")}, [IP, NF, CF, ST, INT]),
+   [job_id], {"name":"result","schema":S("StartJobResult")}, [IP, NF, CF, ST, FB, INT]),
  m("run_job", "Creates, starts and waits for a job; returns its output.",
    [{"name":"script","required":True,"schema":string},{"name":"script_type","required":True,"schema":S("ScriptType")},
     {"name":"prerequisites","required":False,"schema":{"type":"array","items":S("JobId")}},
     {"name":"timeout","required":False,"description":"Extension: seconds; bounds the job and the wait (default 300).","schema":{"type":"integer","minimum":1}}],
-   {"name":"output","schema":string}, [IP, TO, JF, ST, INT]),
- m("get_job_status", "The job's status.", [job_id], {"name":"status","schema":S("JobStatus")}, [IP, NF, ST, INT]),
- m("get_job_output", "The job's output; empty until it finished.", [job_id], {"name":"output","schema":string}, [IP, NF, ST, INT]),
- m("get_job_logs", "The job's log lines joined with a newline, or null.", [job_id], {"name":"result","schema":S("JobLogsResult")}, [IP, NF, ST, INT]),
- m("list_jobs", "Every job id, oldest first.", [], {"name":"job_ids","schema":{"type":"array","items":S("JobId")}}, [ST, INT]),
- m("stop_job", "Cancels a queued or running job; it ends in `Error` with type `cancelled`.", [job_id], {"name":"result","schema":{"type":"null"}}, [IP, NF, CF, ST, INT]),
- m("delete_job", "Deletes the job and everything about it.", [job_id], {"name":"result","schema":{"type":"null"}}, [IP, NF, ST, INT]),
- m("clear_all_jobs", "Deletes every job.", [], {"name":"result","schema":{"type":"null"}}, [ST, INT]),
- m("get_job", "Extension: every stored field of the job.", [job_id], {"name":"job","schema":S("Job")}, [IP, NF, ST, INT]),
+   {"name":"output","schema":string}, [IP, TO, JF, ST, FB, INT]),
+ m("get_job_status", "The job's status.", [job_id], {"name":"status","schema":S("JobStatus")}, [IP, NF, ST, FB, INT]),
+ m("get_job_output", "The job's output; empty until it finished.", [job_id], {"name":"output","schema":string}, [IP, NF, ST, FB, INT]),
+ m("get_job_logs", "The job's log lines joined with a newline, or null.", [job_id], {"name":"result","schema":S("JobLogsResult")}, [IP, NF, ST, FB, INT]),
+ m("list_jobs", "Every job id, oldest first.", [], {"name":"job_ids","schema":{"type":"array","items":S("JobId")}}, [ST, FB, INT]),
+ m("stop_job", "Cancels a queued or running job; it ends in `Error` with type `cancelled`.", [job_id], {"name":"result","schema":{"type":"null"}}, [IP, NF, CF, ST, FB, INT]),
+ m("delete_job", "Deletes the job and everything about it.", [job_id], {"name":"result","schema":{"type":"null"}}, [IP, NF, ST, FB, INT]),
+ m("clear_all_jobs", "Deletes every job.", [], {"name":"result","schema":{"type":"null"}}, [ST, FB, INT]),
+ m("get_job", "Extension: every stored field of the job.", [job_id], {"name":"job","schema":S("Job")}, [IP, NF, ST, FB, INT]),
  m("list_runners", "Extension: the runner pools and their state.", [], {"name":"runners","schema":{"type":"array","items":S("RunnerInfo")}}, [INT]),
  m("rpc.discover", "This OpenRPC document.", [], {"name":"document","schema":{"type":"object"}}, []),
  m("subscribe_job_events", "WebSocket only. Subscribes to the job's events (notification `job_event`): its current status, its log lines from `cursor`, then every change; the last notification is a terminal status. Returns the subscription id.",
    [job_id, {"name":"cursor","required":False,"description":"Index of the next log line wanted (default 0).","schema":{"type":"integer","minimum":0}}],
-   {"name":"subscription","description":"Notifications carry a JobEvent.","schema":string}, [IP, NF, ST, INT]),
+   {"name":"subscription","description":"Notifications carry a JobEvent.","schema":string}, [IP, NF, ST, FB, INT]),
  m("unsubscribe_job_events", "Ends a subscription made with `subscribe_job_events`.",
    [{"name":"subscription","required":True,"schema":string}], {"name":"unsubscribed","schema":{"type":"boolean"}}, []),
 ]
@@ -63,6 +64,9 @@ errors = {
  "JobFailed": err(-32003, "job_failed", "The job ended in Error.", {**jid, "error_type":string, "message":string}),
  "Conflict": err(-32004, "conflict", "The job is not in a state that allows this operation."),
  "Unauthorized": err(-32005, "unauthorized", "Signature authentication failed: unknown, used or expired nonce, or a signature that does not verify."),
+ "Forbidden": err(-32006, "forbidden", "The caller may see this but its role does not allow the operation (a reader stopping a job), or the operation is a server admin's. An outsider of a context gets -32001 instead, as if the job or context did not exist."),
+ "NotFound": err(-32001, "not_found", "Actor or context not found, or one the caller may not see (the two answer alike)."),
+ "StorageError": err(-32010, "storage_unavailable", "The store (Redis) is unreachable or failing."),
  "StorageUnavailable": err(-32010, "storage_unavailable", "The store (Redis) is unreachable or failing."),
  "Internal": err(-32603, "internal", "Internal error."),
 }
@@ -96,13 +100,47 @@ schemas = {
    "output":{"type":["string","null"]},"error":{"oneOf":[S("JobError"),{"type":"null"}]},"runner":{"type":["string","null"]},
    "queued_at":{"type":["string","null"],"format":"date-time","description":"When it last entered its ready queue: the enqueue_time its runner sees."},
    "trace_id":{"type":["string","null"],"description":"W3C trace id: from the traceparent header of the request that created it, or new."}}},
- "RunnerInfo": {"type":"object","required":["name","script_types","transport","connected","processes","in_flight","max_in_flight","restarts"],"properties":{
+ "RunnerInfo": {"type":"object","required":["name","script_types","transport","connected","processes","in_flight","max_in_flight","restarts","hello","protocol","failures","last_error"],"properties":{
    "name":{"type":"string"},"script_types":{"type":"array","items":S("ScriptType")},"transport":{"type":"string","description":"stdio, tcp or tcp-managed"},
-   "connected":{"type":"integer","description":"Runner slots with a live connection."},"processes":{"type":"integer"},"in_flight":{"type":"integer"},"max_in_flight":{"type":"integer"},"restarts":{"type":"integer"}}},
+   "connected":{"type":"integer","description":"Runner slots with a live connection."},"processes":{"type":"integer"},"in_flight":{"type":"integer"},"max_in_flight":{"type":"integer"},"restarts":{"type":"integer"},
+   "hello":{"type":"string","enum":["auto","on","off"],"description":"The pool's hello setting."},
+   "protocol":{"type":["string","null"],"enum":["v1","v1+hello",None],"description":"What the latest connection speaks; null before the first."},
+   "failures":{"type":"integer","minimum":0,"description":"Failed starts in a row; 0 once a connection lived 10 s."},
+   "last_error":{"type":["string","null"],"description":"Why the latest start failed or connection ended; cleared once a connection lived 10 s."}}},
  "JobEvent": {"oneOf":[
    {"type":"object","required":["type","job_id","status"],"properties":{"type":{"const":"status"},"job_id":S("JobId"),"status":S("JobStatus")}},
    {"type":"object","required":["type","job_id","index","line"],"properties":{"type":{"const":"log"},"job_id":S("JobId"),"index":{"type":"integer","minimum":0},"line":{"type":"string"}}}]},
 }
+# The coordinator methods served here, copied from the contract
+# (../shared/specs/coordinator.openrpc.json) with their schemas, so a client generated
+# from either document calls them the same way. Forbidden is added to their errors.
+SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/specs/coordinator.openrpc.json")
+with open(SPEC) as f:
+    spec = json.load(f)
+SPEC_METHODS = ["actor.create", "actor.load", "context.create", "context.load"]
+def refs(node, found):
+    if isinstance(node, dict):
+        r = node.get("$ref", "")
+        if r.startswith("#/components/schemas/"):
+            name = r.rsplit("/", 1)[1]
+            if name not in found:
+                found.add(name)
+                refs(spec["components"]["schemas"][name], found)
+        for v in node.values():
+            refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            refs(v, found)
+needed = set()
+for method in spec["methods"]:
+    if method["name"] in SPEC_METHODS:
+        method = json.loads(json.dumps(method))
+        method["errors"] = method["errors"] + [FB]
+        methods.append(method)
+        refs(method, needed)
+for name in sorted(needed):
+    assert name not in schemas, name
+    schemas[name] = spec["components"]["schemas"][name]
 doc = {"openrpc":"1.3.2","info":{"title":"hero supervisor","version":"0.1.0",
   "description":"JSON-RPC 2.0 over HTTP and WebSocket on one port. With a token configured, every request and WebSocket upgrade needs `Authorization: Bearer <token>`."},
   "methods": methods, "components":{"schemas":schemas,"errors":errors}}

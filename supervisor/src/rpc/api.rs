@@ -8,8 +8,10 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::Value;
 
 use super::types::{
-    JobEvent, JobInfo, JobLogsResult, JobParams, PlayResult, RunnerInfo, StartJobResult,
+    ActorCreateParams, ContextCreateParams, IdParams, JobEvent, JobInfo, JobLogsResult, JobParams,
+    PlayResult, RunnerInfo, StartJobResult,
 };
+use crate::access::{Actor, Context};
 use crate::job::JobStatus;
 
 /// The supervisor's JSON-RPC API (see `RPC.md` and `openrpc.json`).
@@ -41,7 +43,7 @@ pub trait HeroApi {
     async fn create_job(&self, params: JobParams) -> RpcResult<String>;
 
     /// Queues a `Created` job (or parks it until its prerequisites finish).
-    #[method(name = "start_job")]
+    #[method(name = "start_job", with_extensions)]
     async fn start_job(&self, job_id: String) -> RpcResult<StartJobResult>;
 
     /// Creates, starts and waits for a job; returns its output. `timeout` (seconds, an
@@ -56,35 +58,35 @@ pub trait HeroApi {
     ) -> RpcResult<String>;
 
     /// The job's status.
-    #[method(name = "get_job_status")]
+    #[method(name = "get_job_status", with_extensions)]
     async fn get_job_status(&self, job_id: String) -> RpcResult<JobStatus>;
 
     /// The job's output; empty until it finished.
-    #[method(name = "get_job_output")]
+    #[method(name = "get_job_output", with_extensions)]
     async fn get_job_output(&self, job_id: String) -> RpcResult<String>;
 
     /// The job's log lines joined with `\n`, or `null`.
-    #[method(name = "get_job_logs")]
+    #[method(name = "get_job_logs", with_extensions)]
     async fn get_job_logs(&self, job_id: String) -> RpcResult<JobLogsResult>;
 
     /// Every job id, oldest first.
-    #[method(name = "list_jobs")]
+    #[method(name = "list_jobs", with_extensions)]
     async fn list_jobs(&self) -> RpcResult<Vec<String>>;
 
     /// Cancels a queued or running job (it ends in `Error` with type `cancelled`).
-    #[method(name = "stop_job")]
+    #[method(name = "stop_job", with_extensions)]
     async fn stop_job(&self, job_id: String) -> RpcResult<()>;
 
     /// Deletes the job and everything about it.
-    #[method(name = "delete_job")]
+    #[method(name = "delete_job", with_extensions)]
     async fn delete_job(&self, job_id: String) -> RpcResult<()>;
 
     /// Deletes every job.
-    #[method(name = "clear_all_jobs")]
+    #[method(name = "clear_all_jobs", with_extensions)]
     async fn clear_all_jobs(&self) -> RpcResult<()>;
 
     /// Extension: every stored field of the job.
-    #[method(name = "get_job")]
+    #[method(name = "get_job", with_extensions)]
     async fn get_job(&self, job_id: String) -> RpcResult<JobInfo>;
 
     /// Extension: the runner pools and their state.
@@ -95,13 +97,32 @@ pub trait HeroApi {
     #[method(name = "rpc.discover")]
     async fn discover(&self) -> RpcResult<Value>;
 
+    /// Creates or replaces an actor (server admins). One params object:
+    /// `{actor: {id, pubkey, address[]}}` (the coordinator spec's shape).
+    #[method(name = "actor.create", with_extensions)]
+    async fn actor_create(&self, params: ActorCreateParams) -> RpcResult<Actor>;
+
+    /// An actor by id (server admins, or the actor itself): `{id}`.
+    #[method(name = "actor.load", with_extensions)]
+    async fn actor_load(&self, params: IdParams) -> RpcResult<Actor>;
+
+    /// Creates (server admins) or replaces (server admins, the context's admins) a
+    /// context: `{context: {id, admins[], readers[], executors[]}}`.
+    #[method(name = "context.create", with_extensions)]
+    async fn context_create(&self, params: ContextCreateParams) -> RpcResult<Context>;
+
+    /// A context by id (server admins and its members): `{id}`.
+    #[method(name = "context.load", with_extensions)]
+    async fn context_load(&self, params: IdParams) -> RpcResult<Context>;
+
     /// Extension (WebSocket): the job's events from `cursor` (index of the next log line
     /// wanted, default 0): its current status, the log lines from the cursor, then every
     /// change, ending after the terminal status.
     #[subscription(
         name = "subscribe_job_events" => "job_event",
         unsubscribe = "unsubscribe_job_events",
-        item = JobEvent
+        item = JobEvent,
+        with_extensions
     )]
     async fn subscribe_job_events(&self, job_id: String, cursor: Option<u64>)
     -> SubscriptionResult;

@@ -51,6 +51,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use k256::ecdsa::signature::Verifier;
 use k256::ecdsa::{Signature, VerifyingKey};
 use rand::RngCore;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
@@ -94,27 +95,82 @@ impl Session {
     }
 }
 
-/// Tower layer: checks `Authorization: Bearer <token>` when a token is set, and gives
-/// every request a fresh [`Session`].
+/// What a bearer token lets its holder act as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// A server admin: every operation (the global `--auth-token` grants this).
+    Admin,
+    /// The actor with this id: its roles in each context apply.
+    Actor(u32),
+}
+
+/// One accepted bearer token, kept as its SHA-256 digest (the token itself is never
+/// stored, logged or compared in the clear), and what it grants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    digest: [u8; 32],
+    /// What the token's holder acts as.
+    pub grant: Grant,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenGrant {
+    /// Accepts `token` (not empty: an empty token would be anyone's).
+    pub fn from_token(token: &str, grant: Grant) -> Option<TokenGrant> {
+        (!token.is_empty()).then(|| TokenGrant {
+            digest: Sha256::digest(token.as_bytes()).into(),
+            grant,
+        })
+    }
+
+    /// Accepts the token whose SHA-256 is `hex` (64 hex digits), so a config file need
+    /// not hold the token itself.
+    pub fn from_sha256_hex(hex: &str, grant: Grant) -> Option<TokenGrant> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(hex.trim(), &mut digest).ok()?;
+        Some(TokenGrant { digest, grant })
+    }
+}
+
+/// Tower layer: when tokens are configured, every HTTP request and WebSocket upgrade
+/// needs `Authorization: Bearer <token>` of one of them (HTTP 401 otherwise); the
+/// request then carries the token's [`Grant`] in its extensions, and the header is
+/// removed so that nothing later (jsonrpsee's request trace included) can log it. Every
+/// request also gets a fresh [`Session`], and its W3C `traceparent`, if valid.
 #[derive(Clone)]
 pub struct BearerAuthLayer {
-    token: Option<Arc<[u8]>>,
+    tokens: Arc<[TokenGrant]>,
 }
 
 impl std::fmt::Debug for BearerAuthLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the token.
         f.debug_struct("BearerAuthLayer")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens.len())
             .finish()
     }
 }
 
 impl BearerAuthLayer {
-    /// Requires `token` when it is `Some`.
+    /// Requires `token` (a server admin's) when it is `Some`.
     pub fn new(token: Option<&str>) -> Self {
+        let tokens: Vec<_> = token
+            .and_then(|t| TokenGrant::from_token(t, Grant::Admin))
+            .into_iter()
+            .collect();
+        BearerAuthLayer::with_grants(tokens)
+    }
+
+    /// Requires one of `tokens` when there is any; open when empty.
+    pub fn with_grants(tokens: Vec<TokenGrant>) -> Self {
         BearerAuthLayer {
-            token: token.map(|t| Arc::from(t.as_bytes())),
+            tokens: tokens.into(),
         }
     }
 }
@@ -124,7 +180,7 @@ impl<S> Layer<S> for BearerAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth {
             inner,
-            token: self.token.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -133,26 +189,34 @@ impl<S> Layer<S> for BearerAuthLayer {
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,
-    token: Option<Arc<[u8]>>,
+    tokens: Arc<[TokenGrant]>,
 }
 
 impl<S> std::fmt::Debug for BearerAuth<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerAuth")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Whether `header` is `Bearer <token>` (scheme case-insensitive, token constant-time).
-fn bearer_matches(header: Option<&HeaderValue>, token: &[u8]) -> bool {
-    let Some(value) = header.map(HeaderValue::as_bytes) else {
-        return false;
-    };
-    let Some((scheme, given)) = value.split_first_chunk::<7>() else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(given.ct_eq(token))
+/// The grant of the token in `header` (`Bearer <token>`, scheme case-insensitive). The
+/// digest is compared with every configured one in constant time, and all of them are
+/// compared, so the time taken says nothing about which token nearly matched.
+fn bearer_grant(header: Option<&HeaderValue>, tokens: &[TokenGrant]) -> Option<Grant> {
+    let value = header?.as_bytes();
+    let (scheme, given) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") || given.is_empty() {
+        return None;
+    }
+    let digest: [u8; 32] = Sha256::digest(given).into();
+    let mut found = None;
+    for t in tokens {
+        if bool::from(t.digest.ct_eq(&digest)) && found.is_none() {
+            found = Some(t.grant);
+        }
+    }
+    found
 }
 
 fn unauthorized_response() -> Response<HttpBody> {
@@ -181,12 +245,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(token) = &self.token
-            && !bearer_matches(req.headers().get(AUTHORIZATION), token)
-        {
-            tracing::debug!(uri = %req.uri(), "request refused: missing or wrong bearer token");
-            return Box::pin(async { Ok(unauthorized_response()) });
+        if !self.tokens.is_empty() {
+            let Some(grant) = bearer_grant(req.headers().get(AUTHORIZATION), &self.tokens) else {
+                tracing::debug!(uri = %req.uri(), "request refused: missing or wrong bearer token");
+                return Box::pin(async { Ok(unauthorized_response()) });
+            };
+            req.extensions_mut().insert(grant);
         }
+        // Checked: no later layer or log line gets to see the secret.
+        req.headers_mut().remove(AUTHORIZATION);
         req.extensions_mut().insert(Session::default());
         // W3C trace context: the jobs this request (or, for a WebSocket upgrade, this
         // connection) creates join the caller's trace. An invalid header is ignored.
@@ -200,6 +267,11 @@ where
         }
         Box::pin(self.inner.call(req))
     }
+}
+
+/// The canonical text of a public key (hex of the compressed SEC1 form), or -32602.
+pub(crate) fn canonical_pubkey(pubkey: &str) -> Result<String, ErrorObjectOwned> {
+    parse_pubkey(pubkey).map(|(_, canonical)| canonical)
 }
 
 /// A parsed public key and its canonical text (hex of the compressed SEC1 form).
@@ -337,16 +409,29 @@ mod tests {
     }
 
     #[test]
-    fn bearer_header_forms() {
-        let token = b"s3cret";
-        let check = |h: &str| bearer_matches(Some(&HeaderValue::from_str(h).unwrap()), token);
-        assert!(check("Bearer s3cret"));
-        assert!(check("bearer s3cret"));
-        assert!(!check("Bearer s3cre"));
-        assert!(!check("Bearer s3crett"));
-        assert!(!check("Basic s3cret"));
-        assert!(!check("Bearer"));
-        assert!(!bearer_matches(None, token));
+    fn bearer_header_forms_and_grants() {
+        let tokens = [
+            TokenGrant::from_token("s3cret", Grant::Admin).unwrap(),
+            TokenGrant::from_sha256_hex(&hex::encode(Sha256::digest(b"actor-7")), Grant::Actor(7))
+                .unwrap(),
+        ];
+        let check = |h: &str| bearer_grant(Some(&HeaderValue::from_str(h).unwrap()), &tokens);
+        assert_eq!(check("Bearer s3cret"), Some(Grant::Admin));
+        assert_eq!(check("bearer s3cret"), Some(Grant::Admin));
+        assert_eq!(check("Bearer actor-7"), Some(Grant::Actor(7)));
+        for refused in [
+            "Bearer s3cre",
+            "Bearer s3crett",
+            "Basic s3cret",
+            "Bearer",
+            "Bearer ",
+        ] {
+            assert_eq!(check(refused), None, "{refused:?}");
+        }
+        assert_eq!(bearer_grant(None, &tokens), None);
+        assert!(TokenGrant::from_token("", Grant::Admin).is_none());
+        assert!(TokenGrant::from_sha256_hex("abc", Grant::Admin).is_none());
+        assert!(!format!("{:?}", tokens[0]).contains("s3cret"));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub const JOB_FAILED: i32 = -32003;
 pub const CONFLICT: i32 = -32004;
 /// Signature authentication failed (bad key, forged signature, unknown or used nonce).
 pub const UNAUTHORIZED: i32 = -32005;
+/// The caller may see the thing but not do this to it (a reader calling `stop_job`), or
+/// the operation is a server admin's.
+pub const FORBIDDEN: i32 = -32006;
 /// The store (Redis) is unreachable or failing.
 pub const STORAGE_UNAVAILABLE: i32 = -32010;
 /// Anything else.
@@ -28,9 +31,11 @@ pub const INTERNAL: i32 = -32603;
 
 /// Every error code the API returns with its `data.code` string, as listed in the OpenRPC
 /// document.
-pub const ERROR_CODES: [(i32, &str); 8] = [
+pub const ERROR_CODES: [(i32, &str); 10] = [
     (INVALID_PARAMS, "invalid_params"),
     (JOB_NOT_FOUND, "job_not_found"),
+    (JOB_NOT_FOUND, "not_found"),
+    (FORBIDDEN, "forbidden"),
     (TIMEOUT, "timeout"),
     (JOB_FAILED, "job_failed"),
     (CONFLICT, "conflict"),
@@ -56,6 +61,30 @@ pub(crate) fn invalid_job_id(message: impl Into<String>) -> ErrorObjectOwned {
 /// -32005 with `data.code = "unauthorized"`.
 pub(crate) fn unauthorized(message: impl Into<String>) -> ErrorObjectOwned {
     error(UNAUTHORIZED, message, json!({ "code": "unauthorized" }))
+}
+
+/// -32006 `forbidden`: the caller's role does not allow `what`.
+pub(crate) fn forbidden(what: impl Into<String>) -> ErrorObjectOwned {
+    error(FORBIDDEN, what, json!({ "code": "forbidden" }))
+}
+
+/// -32001 `not_found` for an actor or a context (jobs use `job_not_found`).
+pub(crate) fn not_found(what: &str, id: u32) -> ErrorObjectOwned {
+    error(
+        JOB_NOT_FOUND,
+        format!("{what} not found"),
+        json!({ "code": "not_found", what: id }),
+    )
+}
+
+/// -32001 `not_found` for a context a job is submitted to: unknown, or one the caller
+/// has no role in (the two answer alike).
+pub(crate) fn context_not_found(context_id: &str) -> ErrorObjectOwned {
+    error(
+        JOB_NOT_FOUND,
+        "context not found",
+        json!({ "code": "not_found", "context_id": context_id }),
+    )
 }
 
 /// -32603 with `data.code = "internal"`.

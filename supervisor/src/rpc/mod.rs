@@ -27,8 +27,11 @@ use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
 use serde_json::Value;
 
 pub use self::api::{HeroApiClient, HeroApiServer};
-use self::auth::{BearerAuthLayer, DEFAULT_MAX_PENDING_NONCES, DEFAULT_NONCE_TTL, NonceStore};
+use self::auth::{
+    BearerAuthLayer, DEFAULT_MAX_PENDING_NONCES, DEFAULT_NONCE_TTL, Grant, NonceStore, TokenGrant,
+};
 use self::server::RpcHandler;
+use crate::access::{Directory, MemoryDirectory};
 use crate::clock::{Clock, SystemClock};
 use crate::service::Supervisor;
 
@@ -76,6 +79,27 @@ pub struct RpcConfig {
     pub max_pending_nonces: usize,
     /// The clock nonce expiry is measured on (tests use a manual one).
     pub clock: Arc<dyn Clock>,
+    /// More bearer tokens, each granted to a server admin or an actor (`[[tokens]]` in
+    /// the config file). Any token configured (this or `auth_token`) turns auth on.
+    pub tokens: Vec<TokenGrant>,
+    /// Where actors and contexts live; `None`: a fresh in-memory directory (the
+    /// embedded default). A server on Redis passes a [`RedisDirectory`] on the same
+    /// Redis, so every instance enforces the same rules.
+    ///
+    /// [`RedisDirectory`]: crate::access::RedisDirectory
+    pub directory: Option<Arc<dyn Directory>>,
+}
+
+impl RpcConfig {
+    /// Every accepted token: the global `auth_token` (a server admin's), then `tokens`.
+    fn grants(&self) -> Vec<TokenGrant> {
+        self.auth_token
+            .as_deref()
+            .and_then(|t| TokenGrant::from_token(t, Grant::Admin))
+            .into_iter()
+            .chain(self.tokens.iter().cloned())
+            .collect()
+    }
 }
 
 impl Default for RpcConfig {
@@ -89,6 +113,8 @@ impl Default for RpcConfig {
             nonce_ttl: DEFAULT_NONCE_TTL,
             max_pending_nonces: DEFAULT_MAX_PENDING_NONCES,
             clock: Arc::new(SystemClock),
+            tokens: Vec::new(),
+            directory: None,
         }
     }
 }
@@ -109,6 +135,7 @@ impl std::fmt::Debug for RpcConfig {
             )
             .field("nonce_ttl", &self.nonce_ttl)
             .field("max_pending_nonces", &self.max_pending_nonces)
+            .field("tokens", &self.tokens.len())
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +177,10 @@ pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
             config.max_pending_nonces,
         )),
         openrpc: Arc::new(openrpc_document().clone()),
+        directory: config
+            .directory
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryDirectory::new())),
     };
     let mut module = RpcModule::new(());
     module
@@ -163,7 +194,9 @@ pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
 pub fn check_listen(addr: SocketAddr, config: &RpcConfig) -> Result<(), StartError> {
     match config.auth_token.as_deref() {
         Some("") => Err(StartError::EmptyToken),
-        None if !addr.ip().is_loopback() => Err(StartError::NonLoopbackWithoutToken { addr }),
+        None if config.tokens.is_empty() && !addr.ip().is_loopback() => {
+            Err(StartError::NonLoopbackWithoutToken { addr })
+        }
         _ => Ok(()),
     }
 }
@@ -185,7 +218,7 @@ pub async fn start_on(
         .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
         .build();
     let http_middleware =
-        tower::ServiceBuilder::new().layer(BearerAuthLayer::new(config.auth_token.as_deref()));
+        tower::ServiceBuilder::new().layer(BearerAuthLayer::with_grants(config.grants()));
     let server = Server::builder()
         .set_config(server_config)
         .set_http_middleware(http_middleware)
@@ -198,7 +231,7 @@ pub async fn start_on(
     let handle = server.start(rpc_module(supervisor, &config));
     tracing::info!(
         addr = %local,
-        auth = config.auth_token.is_some(),
+        auth = config.auth_token.is_some() || !config.tokens.is_empty(),
         "JSON-RPC listening (HTTP and WebSocket)"
     );
     Ok((local, handle))

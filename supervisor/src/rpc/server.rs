@@ -1,6 +1,7 @@
 //! The API implemented on the [`Supervisor`] facade: each method parses its wire params,
 //! calls the facade, and maps the result and errors onto the wire.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonrpsee::Extensions;
@@ -13,14 +14,23 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::api::HeroApiServer;
-use super::auth::{NonceStore, Session, authenticate_session};
-use super::error::{internal, parse_job_id, to_rpc_error};
-use super::types::{
-    ANONYMOUS, JobEvent, JobInfo, JobLogsResult, JobParams, PlayResult, RunnerInfo, StartJobResult,
-    parse_job_ids, parse_script_type,
+use super::auth::{Grant, NonceStore, Session, authenticate_session, canonical_pubkey};
+use super::error::{
+    context_not_found, forbidden, internal, invalid_params, not_found, parse_job_id, to_rpc_error,
 };
+use super::types::{
+    ANONYMOUS, ActorCreateParams, ContextCreateParams, DEFAULT_CONTEXT, IdParams, JobEvent,
+    JobInfo, JobLogsResult, JobParams, PlayResult, RunnerInfo, StartJobResult, parse_job_ids,
+    parse_script_type,
+};
+use crate::access::{
+    self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
+    MAX_ADDRESSES, MAX_ROLE_MEMBERS, Role,
+};
+use crate::job::Job;
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
+use crate::service::SupervisorError;
 use crate::store::StoreEvent;
 use crate::trace::TraceParent;
 
@@ -30,6 +40,7 @@ pub(crate) struct RpcHandler {
     pub(crate) supervisor: Supervisor,
     pub(crate) nonces: Arc<NonceStore>,
     pub(crate) openrpc: Arc<Value>,
+    pub(crate) directory: Arc<dyn Directory>,
 }
 
 /// The connection's authenticated key, if any.
@@ -37,15 +48,126 @@ fn identity(ext: &Extensions) -> Option<String> {
     ext.get::<Session>().and_then(Session::identity)
 }
 
-/// The domain params of a job submitted on this connection: its caller is the
-/// connection's key when authenticated, its trace the request's `traceparent` header.
-fn submitted(params: JobParams, ext: &Extensions) -> RpcResult<crate::job::JobParams> {
-    let mut params = params.into_domain(identity(ext))?;
+/// The domain params of a job submitted by `who`: its `caller_id` is who's stamp when
+/// it has one, its trace the request's `traceparent` header.
+fn submitted(params: JobParams, who: &Who, ext: &Extensions) -> RpcResult<crate::job::JobParams> {
+    let mut params = params.into_domain(who.stamp.clone())?;
     params.traceparent = ext.get::<TraceParent>().map(TraceParent::to_string);
     Ok(params)
 }
 
+/// The caller of one request and the `caller_id` its jobs carry.
+#[derive(Debug)]
+struct Who {
+    caller: Caller,
+    stamp: Option<String>,
+}
+
+fn directory_error(e: DirectoryError) -> ErrorObjectOwned {
+    match e {
+        DirectoryError::KeyTaken { owner } => {
+            invalid_params(format!("pubkey already belongs to actor {owner}"))
+        }
+        other => to_rpc_error(SupervisorError::Storage(other.to_string())),
+    }
+}
+
+/// Unix seconds now.
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 impl RpcHandler {
+    /// Who the request acts as (see [`crate::access`]): the actor owning the key this
+    /// connection proved, else what its bearer token grants, else (no token configured)
+    /// the local server admin.
+    async fn who(&self, ext: &Extensions) -> RpcResult<Who> {
+        let key = identity(ext);
+        if let Some(key) = &key
+            && let Some(actor) = self
+                .directory
+                .actor_by_key(key)
+                .await
+                .map_err(directory_error)?
+        {
+            return Ok(Who {
+                caller: Caller::Actor {
+                    id: actor.id,
+                    pubkey: Some(actor.pubkey),
+                },
+                stamp: key.clone().into(),
+            });
+        }
+        let caller = match ext.get::<Grant>() {
+            None | Some(Grant::Admin) => Caller::ServerAdmin,
+            Some(Grant::Actor(id)) => Caller::Actor {
+                id: *id,
+                pubkey: self
+                    .directory
+                    .actor(*id)
+                    .await
+                    .map_err(directory_error)?
+                    .map(|a| a.pubkey),
+            },
+        };
+        let stamp = key.or_else(|| caller.caller_id());
+        Ok(Who { caller, stamp })
+    }
+
+    /// The context a job's `context_id` names, if registered.
+    async fn context_of(&self, context_id: &str) -> RpcResult<Option<Context>> {
+        match access::context_number(context_id) {
+            Some(n) => self.directory.context(n).await.map_err(directory_error),
+            None => Ok(None),
+        }
+    }
+
+    /// Job `id` when `caller` has `need` in its context. A job of a context the caller
+    /// has no role in answers exactly like an unknown one.
+    async fn job_for(&self, caller: &Caller, id: JobId, need: Role) -> RpcResult<Job> {
+        let job = self.supervisor.get_job(id).await.map_err(to_rpc_error)?;
+        if *caller != Caller::ServerAdmin {
+            let context = self.context_of(&job.context_id).await?;
+            match access::check(caller, context.as_ref(), need) {
+                Ok(()) => {}
+                Err(Denied::NotFound) => {
+                    return Err(to_rpc_error(SupervisorError::NotFound(id)));
+                }
+                Err(Denied::Forbidden) => {
+                    return Err(forbidden(format!(
+                        "your role in context {} does not allow this",
+                        job.context_id
+                    )));
+                }
+            }
+        }
+        Ok(job)
+    }
+
+    /// Whether `caller` may submit a job to `context_id` (executors and admins).
+    async fn may_submit(&self, caller: &Caller, context_id: Option<&str>) -> RpcResult<()> {
+        if *caller == Caller::ServerAdmin {
+            return Ok(());
+        }
+        let context_id = context_id.unwrap_or(DEFAULT_CONTEXT);
+        let context = self.context_of(context_id).await?;
+        match access::check(caller, context.as_ref(), Role::Executor) {
+            Ok(()) => Ok(()),
+            Err(Denied::NotFound) => Err(context_not_found(context_id)),
+            Err(Denied::Forbidden) => Err(forbidden(format!(
+                "a reader of context {context_id} cannot create jobs in it"
+            ))),
+        }
+    }
+
+    /// Server-wide operations: server admins only.
+    fn server_admin(caller: &Caller, what: &str) -> RpcResult<()> {
+        match caller {
+            Caller::ServerAdmin => Ok(()),
+            Caller::Actor { .. } => Err(forbidden(format!("{what} is a server admin's"))),
+        }
+    }
+
     async fn run(&self, params: crate::job::JobParams) -> RpcResult<String> {
         self.supervisor
             .run_job_and_await_result(params)
@@ -161,17 +283,23 @@ impl HeroApiServer for RpcHandler {
     }
 
     async fn whoami(&self, ext: &Extensions) -> RpcResult<String> {
-        Ok(identity(ext).unwrap_or_else(|| ANONYMOUS.to_owned()))
+        let who = self.who(ext).await?;
+        Ok(who.stamp.unwrap_or_else(|| ANONYMOUS.to_owned()))
     }
 
     async fn play(&self, ext: &Extensions, script: String) -> RpcResult<PlayResult> {
+        let who = self.who(ext).await?;
+        self.may_submit(&who.caller, None).await?;
         let params = JobParams::new(script, ScriptType::Sal.as_str());
-        let output = self.run(submitted(params, ext)?).await?;
+        let output = self.run(submitted(params, &who, ext)?).await?;
         Ok(PlayResult { output })
     }
 
     async fn create_job(&self, ext: &Extensions, params: JobParams) -> RpcResult<String> {
-        let params = submitted(params, ext)?;
+        let who = self.who(ext).await?;
+        self.may_submit(&who.caller, params.context_id.as_deref())
+            .await?;
+        let params = submitted(params, &who, ext)?;
         let id = self
             .supervisor
             .create_job(params)
@@ -180,8 +308,10 @@ impl HeroApiServer for RpcHandler {
         Ok(id.to_string())
     }
 
-    async fn start_job(&self, job_id: String) -> RpcResult<StartJobResult> {
+    async fn start_job(&self, ext: &Extensions, job_id: String) -> RpcResult<StartJobResult> {
         let id = parse_job_id(&job_id)?;
+        let who = self.who(ext).await?;
+        self.job_for(&who.caller, id, Role::Executor).await?;
         self.supervisor.start_job(id).await.map_err(to_rpc_error)?;
         Ok(StartJobResult { success: true })
     }
@@ -196,30 +326,43 @@ impl HeroApiServer for RpcHandler {
     ) -> RpcResult<String> {
         parse_script_type(&script_type)?;
         parse_job_ids(prerequisites.as_deref().unwrap_or_default())?;
+        let who = self.who(ext).await?;
+        self.may_submit(&who.caller, None).await?;
         let mut params = JobParams::new(script, script_type);
         params.prerequisites = prerequisites.unwrap_or_default();
         params.timeout = timeout;
-        self.run(submitted(params, ext)?).await
+        self.run(submitted(params, &who, ext)?).await
     }
 
-    async fn get_job_status(&self, job_id: String) -> RpcResult<JobStatus> {
+    async fn get_job_status(&self, ext: &Extensions, job_id: String) -> RpcResult<JobStatus> {
         let id = parse_job_id(&job_id)?;
+        let who = self.who(ext).await?;
+        if who.caller != Caller::ServerAdmin {
+            return Ok(self.job_for(&who.caller, id, Role::Reader).await?.status);
+        }
         self.supervisor
             .get_job_status(id)
             .await
             .map_err(to_rpc_error)
     }
 
-    async fn get_job_output(&self, job_id: String) -> RpcResult<String> {
+    async fn get_job_output(&self, ext: &Extensions, job_id: String) -> RpcResult<String> {
         let id = parse_job_id(&job_id)?;
+        let who = self.who(ext).await?;
+        if who.caller != Caller::ServerAdmin {
+            let job = self.job_for(&who.caller, id, Role::Reader).await?;
+            return Ok(job.output.unwrap_or_default());
+        }
         self.supervisor
             .get_job_output(id)
             .await
             .map_err(to_rpc_error)
     }
 
-    async fn get_job_logs(&self, job_id: String) -> RpcResult<JobLogsResult> {
+    async fn get_job_logs(&self, ext: &Extensions, job_id: String) -> RpcResult<JobLogsResult> {
         let id = parse_job_id(&job_id)?;
+        let who = self.who(ext).await?;
+        self.job_for(&who.caller, id, Role::Reader).await?;
         let logs = self
             .supervisor
             .get_job_logs(id)
@@ -228,29 +371,133 @@ impl HeroApiServer for RpcHandler {
         Ok(JobLogsResult { logs })
     }
 
-    async fn list_jobs(&self) -> RpcResult<Vec<String>> {
+    async fn list_jobs(&self, ext: &Extensions) -> RpcResult<Vec<String>> {
+        let who = self.who(ext).await?;
         let ids = self.supervisor.list_jobs().await.map_err(to_rpc_error)?;
-        Ok(ids.iter().map(ToString::to_string).collect())
+        let Caller::Actor { id: actor, .. } = who.caller else {
+            return Ok(ids.iter().map(ToString::to_string).collect());
+        };
+        // An actor sees the jobs of the contexts it has a role in. Each job is read once
+        // and each context once per call (no per-context index yet: see ARCHITECTURE.md).
+        let mut roles: HashMap<String, bool> = HashMap::new();
+        let mut visible = Vec::new();
+        for id in ids {
+            let job = match self.supervisor.get_job(id).await {
+                Ok(job) => job,
+                Err(SupervisorError::NotFound(_)) => continue, // deleted meanwhile
+                Err(e) => return Err(to_rpc_error(e)),
+            };
+            let seen = match roles.get(&job.context_id) {
+                Some(seen) => *seen,
+                None => {
+                    let context = self.context_of(&job.context_id).await?;
+                    let seen = context.is_some_and(|c| c.role_of(actor).is_some());
+                    roles.insert(job.context_id.clone(), seen);
+                    seen
+                }
+            };
+            if seen {
+                visible.push(id.to_string());
+            }
+        }
+        Ok(visible)
     }
 
-    async fn stop_job(&self, job_id: String) -> RpcResult<()> {
+    async fn stop_job(&self, ext: &Extensions, job_id: String) -> RpcResult<()> {
         let id = parse_job_id(&job_id)?;
+        let who = self.who(ext).await?;
+        self.job_for(&who.caller, id, Role::Executor).await?;
         self.supervisor.stop_job(id).await.map_err(to_rpc_error)
     }
 
-    async fn delete_job(&self, job_id: String) -> RpcResult<()> {
+    async fn delete_job(&self, ext: &Extensions, job_id: String) -> RpcResult<()> {
         let id = parse_job_id(&job_id)?;
+        let who = self.who(ext).await?;
+        self.job_for(&who.caller, id, Role::Executor).await?;
         self.supervisor.delete_job(id).await.map_err(to_rpc_error)
     }
 
-    async fn clear_all_jobs(&self) -> RpcResult<()> {
+    async fn clear_all_jobs(&self, ext: &Extensions) -> RpcResult<()> {
+        let who = self.who(ext).await?;
+        Self::server_admin(&who.caller, "clear_all_jobs")?;
         self.supervisor.clear_all_jobs().await.map_err(to_rpc_error)
     }
 
-    async fn get_job(&self, job_id: String) -> RpcResult<JobInfo> {
+    async fn get_job(&self, ext: &Extensions, job_id: String) -> RpcResult<JobInfo> {
         let id = parse_job_id(&job_id)?;
-        let job = self.supervisor.get_job(id).await.map_err(to_rpc_error)?;
+        let who = self.who(ext).await?;
+        let job = self.job_for(&who.caller, id, Role::Reader).await?;
         Ok(JobInfo::from(job))
+    }
+
+    async fn actor_create(&self, ext: &Extensions, params: ActorCreateParams) -> RpcResult<Actor> {
+        let who = self.who(ext).await?;
+        Self::server_admin(&who.caller, "registering actors")?;
+        let actor = validate_actor(params.actor)?;
+        self.directory
+            .put_actor(actor, now_secs())
+            .await
+            .map_err(directory_error)
+    }
+
+    async fn actor_load(&self, ext: &Extensions, params: IdParams) -> RpcResult<Actor> {
+        let who = self.who(ext).await?;
+        let visible = match who.caller {
+            Caller::ServerAdmin => true,
+            Caller::Actor { id, .. } => id == params.id,
+        };
+        let actor = if visible {
+            self.directory
+                .actor(params.id)
+                .await
+                .map_err(directory_error)?
+        } else {
+            None
+        };
+        actor.ok_or_else(|| not_found("actor", params.id))
+    }
+
+    async fn context_create(
+        &self,
+        ext: &Extensions,
+        params: ContextCreateParams,
+    ) -> RpcResult<Context> {
+        let who = self.who(ext).await?;
+        let context = validate_context(params.context)?;
+        if let Caller::Actor { id: actor, .. } = who.caller {
+            // Creating is a server admin's; changing is also the context's admins'.
+            let current = self
+                .directory
+                .context(context.id)
+                .await
+                .map_err(directory_error)?;
+            if current.and_then(|c| c.role_of(actor)) != Some(Role::Admin) {
+                return Err(forbidden(
+                    "only server admins create contexts, and only a context's admins change it",
+                ));
+            }
+        }
+        self.directory
+            .put_context(context, now_secs())
+            .await
+            .map_err(directory_error)
+    }
+
+    async fn context_load(&self, ext: &Extensions, params: IdParams) -> RpcResult<Context> {
+        let who = self.who(ext).await?;
+        let context = self
+            .directory
+            .context(params.id)
+            .await
+            .map_err(directory_error)?;
+        let visible = match (&who.caller, &context) {
+            (Caller::ServerAdmin, _) => true,
+            (Caller::Actor { id, .. }, Some(c)) => c.role_of(*id).is_some(),
+            (Caller::Actor { .. }, None) => false,
+        };
+        context
+            .filter(|_| visible)
+            .ok_or_else(|| not_found("context", params.id))
     }
 
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>> {
@@ -264,6 +511,7 @@ impl HeroApiServer for RpcHandler {
     async fn subscribe_job_events(
         &self,
         pending: PendingSubscriptionSink,
+        ext: &Extensions,
         job_id: String,
         cursor: Option<u64>,
     ) -> SubscriptionResult {
@@ -275,8 +523,12 @@ impl HeroApiServer for RpcHandler {
             }
         };
         let events = self.supervisor.subscribe();
-        if let Err(e) = self.supervisor.get_job_status(id).await {
-            pending.reject(to_rpc_error(e)).await;
+        let allowed = match self.who(ext).await {
+            Ok(who) => self.job_for(&who.caller, id, Role::Reader).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = allowed {
+            pending.reject(e).await;
             return Ok(());
         }
         let sink = pending.accept().await?;
@@ -301,4 +553,52 @@ impl HeroApiServer for RpcHandler {
             }
         }
     }
+}
+
+/// An `actor.create` input made canonical: a valid secp256k1 point (its compressed hex),
+/// IP addresses, bounded lists.
+fn validate_actor(mut actor: ActorCreate) -> RpcResult<ActorCreate> {
+    actor.pubkey = canonical_pubkey(&actor.pubkey)?;
+    if actor.address.len() > MAX_ADDRESSES {
+        return Err(invalid_params(format!(
+            "at most {MAX_ADDRESSES} addresses, not {}",
+            actor.address.len()
+        )));
+    }
+    for address in &mut actor.address {
+        let ip: std::net::IpAddr = address.trim().parse().map_err(|_| {
+            invalid_params(format!(
+                "address {:?} is not an IPv4 or IPv6 address",
+                crate::job::echo(address)
+            ))
+        })?;
+        *address = ip.to_string();
+    }
+    Ok(actor)
+}
+
+/// A `context.create` input checked: at least one admin (a context nobody administers
+/// could never be changed again by anyone but a server admin), each role bounded, ids
+/// deduplicated in their given order.
+fn validate_context(mut context: ContextCreate) -> RpcResult<ContextCreate> {
+    for (name, list) in [
+        ("admins", &mut context.admins),
+        ("readers", &mut context.readers),
+        ("executors", &mut context.executors),
+    ] {
+        if list.len() > MAX_ROLE_MEMBERS {
+            return Err(invalid_params(format!(
+                "{name}: at most {MAX_ROLE_MEMBERS} actor ids, not {}",
+                list.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|id| seen.insert(*id));
+    }
+    if context.admins.is_empty() {
+        return Err(invalid_params(
+            "a context needs at least one admin: without one nobody could change it",
+        ));
+    }
+    Ok(context)
 }

@@ -247,6 +247,28 @@ pub enum JobEvent {
     },
 }
 
+/// `actor.create`'s one params object (the spec's `ActorCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorCreateParams {
+    /// The actor to create or replace.
+    pub actor: crate::access::ActorCreate,
+}
+
+/// `context.create`'s one params object (the spec's `ContextCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextCreateParams {
+    /// The context to create or replace.
+    pub context: crate::access::ContextCreate,
+}
+
+/// `actor.load`'s and `context.load`'s one params object: `{id}` (a `u32`; anything
+/// else is -32602).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdParams {
+    /// The id.
+    pub id: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
