@@ -74,9 +74,7 @@ pub(crate) async fn measure(
     let supervisor = Supervisor::start(
         burn_down::config(runner, 1, in_flight),
         backend.store.clone(),
-    )
-    .await
-    .map_err(|e| anyhow!("start the supervisor: {e}"))?;
+    );
     let (addr, handle) = rpc::start_on(
         "127.0.0.1:0".parse()?,
         RpcConfig::default(),

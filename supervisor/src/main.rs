@@ -21,14 +21,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
+use hero_supervisor::Supervisor;
 use hero_supervisor::clock::SystemClock;
 use hero_supervisor::config::{ServeArgs, ServeConfig};
 use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::{JobEvent, JobParams};
 use hero_supervisor::rpc::{HeroApiClient, check_listen, start_on};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore};
-use hero_supervisor::{Supervisor, SupervisorError};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
 use serde::Serialize;
@@ -394,25 +395,9 @@ fn read_script(arg: &str) -> anyhow::Result<String> {
 
 /// A JSON-RPC error as one line: `job not found (-32001 job_not_found)`.
 fn rpc_error(e: ClientError) -> anyhow::Error {
-    match &e {
-        ClientError::Call(obj) => {
-            let data_code = obj
-                .data()
-                .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
-                .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
-                .unwrap_or_default();
-            let detail = obj
-                .data()
-                .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
-                .and_then(|v| {
-                    let t = v.get("error_type")?.as_str()?.to_owned();
-                    let m = v.get("message")?.as_str()?.to_owned();
-                    Some(format!(": {t}: {m}"))
-                })
-                .unwrap_or_default();
-            anyhow!("{}{detail} ({} {data_code})", obj.message(), obj.code())
-        }
-        _ => anyhow!(e),
+    match ErrorAnswer::from_client_error(&e) {
+        Some(answer) => anyhow!("{answer}"),
+        None => anyhow!(e),
     }
 }
 
@@ -456,9 +441,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             Arc::new(store)
         }
     };
-    let supervisor = Supervisor::start(config.supervisor, store)
-        .await
-        .map_err(|e: SupervisorError| anyhow!(e).context("starting the supervisor"))?;
+    let supervisor = Supervisor::start(config.supervisor, store);
     let (addr, handle) = match start_on(config.listen, config.rpc, supervisor.clone()).await {
         Ok(started) => started,
         Err(e) => {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::HeroApiClient;
-use hero_supervisor::rpc::client::{error_code, http_client, ws_client};
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::JobParams;
 use hero_testkit::free_tcp_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -237,7 +238,7 @@ async fn runner_backed_methods_over_http_and_ws() {
         assert_eq!(out.unwrap(), "2");
         // A failing script: -32003 job_failed.
         let err = c.play("throw \"boom\"".into()).await.unwrap_err();
-        assert_eq!(error_code(&err).unwrap().0, -32003);
+        assert_eq!(ErrorAnswer::from_client_error(&err).unwrap().code, -32003);
         // Stop a running job.
         let mut params = JobParams::new("import time\ntime.sleep(60)\n", "Python");
         params.retries = Some(0);

@@ -231,14 +231,11 @@ async fn error_codes_from_real_bad_inputs() {
     wait_for_jobs(&c, 4).await;
     c.stop_job(prereq).await.unwrap();
     let err = waiting.await.unwrap().expect_err("the job failed");
-    let jsonrpsee::core::ClientError::Call(obj) = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(obj.code(), error::JOB_FAILED);
-    let data: Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
-    assert_eq!(data["code"], "job_failed");
-    assert_eq!(data["error_type"], "prerequisite_failed");
-    assert!(data["job_id"].is_string());
+    let answer = error::ErrorAnswer::from_client_error(&err).expect("an error answer");
+    assert_eq!(answer.code, error::JOB_FAILED);
+    assert_eq!(answer.data_code(), "job_failed");
+    assert_eq!(answer.error_type.as_deref(), Some("prerequisite_failed"));
+    assert!(answer.job_id.is_some());
 }
 
 async fn wait_for_jobs(c: &(impl HeroApiClient + Sync), n: usize) {

@@ -83,9 +83,7 @@ async fn non_loopback_without_token_is_refused() {
         Default::default(),
         Arc::new(hero_supervisor::clock::SystemClock),
     ));
-    let supervisor = hero_supervisor::Supervisor::start(no_runners(), store)
-        .await
-        .unwrap();
+    let supervisor = hero_supervisor::Supervisor::start(no_runners(), store);
     let err = start_on(
         "0.0.0.0:0".parse().unwrap(),
         RpcConfig::default(),

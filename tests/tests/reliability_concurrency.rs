@@ -26,7 +26,7 @@ async fn two_hundred_concurrent_run_job_clients_over_http_and_websocket() {
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let sup = Supervisor::start(config, store).await.unwrap();
+    let sup = Supervisor::start(config, store);
     let (addr, server) = start_on(
         "127.0.0.1:0".parse().unwrap(),
         RpcConfig::default(),

@@ -226,7 +226,7 @@ async fn supervisor_with_fake(fake: &FakeRunner) -> Supervisor {
         StoreConfig::default(),
         Arc::new(SystemClock),
     ));
-    Supervisor::start(config, store).await.unwrap()
+    Supervisor::start(config, store)
 }
 
 /// The hostile answer costs one connection: dropped within `drop_bound`, the job retried
@@ -450,7 +450,7 @@ async fn rpc_port_answers_hostile_requests_with_clear_errors() {
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let sup = Supervisor::start(config, store).await.unwrap();
+    let sup = Supervisor::start(config, store);
     let (addr, server) = hero_supervisor::rpc::start_on(
         "127.0.0.1:0".parse().unwrap(),
         hero_supervisor::rpc::RpcConfig::default(),

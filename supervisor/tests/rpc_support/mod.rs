@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hero_supervisor::clock::SystemClock;
-use hero_supervisor::rpc::client::{error_code, http_client, ws_client};
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::{RpcConfig, start_on};
 use hero_supervisor::service::{Supervisor, SupervisorConfig};
 use hero_supervisor::store::{JobStore, MemoryStore, StoreConfig};
@@ -49,9 +50,7 @@ impl TestServer {
     }
 
     pub async fn with_store(config: RpcConfig, store: Arc<dyn JobStore>) -> TestServer {
-        let supervisor = Supervisor::start(no_runners(), store.clone())
-            .await
-            .expect("start the supervisor");
+        let supervisor = Supervisor::start(no_runners(), store.clone());
         let token = config.auth_token.clone();
         let (addr, handle) = start_on("127.0.0.1:0".parse().unwrap(), config, supervisor.clone())
             .await
@@ -87,9 +86,10 @@ impl Drop for TestServer {
 #[track_caller]
 pub fn expect_code<T: Debug>(r: Result<T, ClientError>, code: i32, data_code: &str) {
     let err = r.expect_err("expected an error");
+    let answer = ErrorAnswer::from_client_error(&err);
     assert_eq!(
-        error_code(&err),
-        Some((code, Some(data_code.to_owned()))),
+        answer.as_ref().map(|a| (a.code, a.data_code())),
+        Some((code, data_code)),
         "unexpected error: {err:?}"
     );
 }
