@@ -12,6 +12,9 @@
 //! - [`service`]: the `Supervisor` facade the JSON-RPC layer calls one to one.
 //! - [`rpc`]: the JSON-RPC API over HTTP and WebSocket: server, typed client, auth, OpenRPC.
 //! - [`config`]: the `serve` configuration: TOML file, then `HERO_*` variables, then flags.
+//! - [`runtime`]: the tokio runtime the server runs on, sized for the machine.
+//! - [`server`]: the entry point: the whole server (store, supervisor, JSON-RPC) started
+//!   from a [`config::ServeConfig`] and stopped in order.
 
 pub mod clock;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod job;
 pub mod pool;
 pub mod rpc;
 pub mod runtime;
+pub mod server;
 pub mod service;
 pub mod store;
 

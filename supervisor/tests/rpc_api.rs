@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
 use hero_supervisor::rpc::types::{JobEvent, JobParams};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
-use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_supervisor::store::JobStore;
 use hero_testkit::RedisServer;
 use rpc_support::{TestServer, call_raw, expect_code, post};
 use serde_json::{Value, json};
@@ -251,12 +250,7 @@ async fn wait_for_jobs(c: &(impl HeroApiClient + Sync), n: usize) {
 #[tokio::test]
 async fn storage_and_internal_errors_from_redis() {
     let redis = RedisServer::start();
-    let store: Arc<dyn JobStore> = Arc::new(
-        RedisStore::connect(&redis.url(), StoreConfig::default(), Arc::new(SystemClock))
-            .await
-            .unwrap(),
-    );
-    let server = TestServer::with_store(RpcConfig::default(), store).await;
+    let server = TestServer::with_redis(RpcConfig::default(), redis.url()).await;
     let c = server.http();
     let id = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
 
