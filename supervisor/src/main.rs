@@ -48,14 +48,14 @@ enum Command {
     Client(ClientCommand),
     /// The built-in runner (spawned by `serve`; speaks the runner protocol).
     #[command(hide = true)]
-    Runner(hero_runner::cli::RunnerArgs),
+    Runner(hero_script_runner::cli::RunnerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         // The runner builds its own runtime.
-        Some(Command::Runner(args)) => hero_runner::cli::main_with(args),
+        Some(Command::Runner(args)) => hero_script_runner::cli::main_with(args),
         // The server's runtime is sized by its config, so that is read first.
         None => serve_blocking(cli.serve),
         Some(Command::Serve(args)) => serve_blocking(args),
@@ -82,7 +82,7 @@ fn serve_blocking(args: ServeArgs) -> anyhow::Result<()> {
     let rt = hero_supervisor::runtime::build(config.worker_threads)
         .context("starting the tokio runtime")?;
     rt.block_on(async {
-        hero_runner::cli::init_logging();
+        cli::logging::init();
         tracing::debug!(worker_threads = config.worker_threads, "runtime");
         hero_supervisor::server::run(config, shutdown_signal()).await
     })?;
