@@ -187,9 +187,10 @@ pub(crate) async fn run(
     // Subscribe before the dispatcher starts, so no Finished slips past.
     let mut events = store.subscribe();
     let started: DateTime<Utc> = Utc::now();
-    let supervisor = Supervisor::start(config(runner, processes, in_flight), store.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("start the supervisor: {e}"))?;
+    // The supervisor alone, not `hero_supervisor::server`: it must drain the store the
+    // jobs were queued on (the memory store is in this process) and start after the
+    // subscription above, with no JSON-RPC server in the measurement.
+    let supervisor = Supervisor::start(config(runner, processes, in_flight), store.clone());
     let mut last = started;
     let mut lagged = 0u64;
     let give_up = Instant::now() + Duration::from_secs(60) + Duration::from_millis(jobs as u64);

@@ -33,6 +33,7 @@ mod rpc;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use hero_testkit::RedisServer;
 
 use crate::burn_down::StoreKind;
@@ -54,80 +55,61 @@ const SMALL_PROBES: [usize; 2] = [1_000, 10_000];
 /// `redis-benchmark -n`.
 const CEILING_REQUESTS: usize = 200_000;
 
-#[derive(Debug, Clone)]
+/// The flags; `hero-bench --help` lists them.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "hero-bench",
+    version,
+    about = "Benchmarks of the hero supervisor (burn-down, memory, JSON-RPC round trips), \
+             each beside the Redis ceiling and BullMQ measured in the same run"
+)]
 struct Args {
+    /// No-op jobs per burn-down (and in the largest memory probe).
+    #[arg(long, default_value_t = 100_000)]
     jobs: usize,
+    /// Scenarios to run, comma-separated [default: all].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS)
+    )]
     only: Option<Vec<String>>,
+    /// Runs per burn-down setting; the median is reported.
+    #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Runner processes tried in the burn-down, comma-separated; the best is reported.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
     processes: Vec<usize>,
+    /// Requests in flight per runner process.
+    #[arg(long, default_value_t = 512)]
     in_flight: usize,
+    /// Concurrent HTTP clients (and `redis-benchmark -c`).
+    #[arg(long, default_value_t = 50)]
     clients: usize,
+    /// Idle `run_job` round trips.
+    #[arg(long, default_value_t = 2_000)]
     rpc_calls: usize,
+    /// `run_job` calls in the steady state.
+    #[arg(long, default_value_t = 20_000)]
     steady_calls: usize,
+    /// Internal: the child process of the memory scenario.
+    #[arg(long, hide = true, requires_all = ["redis_url", "runner"])]
     memory_probe: bool,
+    /// Internal: the memory probe's Redis.
+    #[arg(long, hide = true)]
     redis_url: Option<String>,
+    /// Internal: the memory probe's runner.
+    #[arg(long, hide = true)]
     runner: Option<PathBuf>,
 }
 
 impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args {
-            jobs: 100_000,
-            only: None,
-            repeat: 3,
-            processes: vec![1, 2],
-            in_flight: 512,
-            clients: 50,
-            rpc_calls: 2_000,
-            steady_calls: 20_000,
-            memory_probe: false,
-            redis_url: None,
-            runner: None,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--jobs" => args.jobs = value()?.parse().context("--jobs")?,
-                "--only" => {
-                    args.only = Some(value()?.split(',').map(|s| s.trim().to_owned()).collect());
-                }
-                "--repeat" => args.repeat = value()?.parse().context("--repeat")?,
-                "--processes" => {
-                    args.processes = value()?
-                        .split(',')
-                        .map(|s| s.trim().parse().context("--processes"))
-                        .collect::<Result<_>>()?;
-                }
-                "--in-flight" => args.in_flight = value()?.parse().context("--in-flight")?,
-                "--clients" => args.clients = value()?.parse().context("--clients")?,
-                "--rpc-calls" => args.rpc_calls = value()?.parse().context("--rpc-calls")?,
-                "--steady-calls" => {
-                    args.steady_calls = value()?.parse().context("--steady-calls")?;
-                }
-                // Internal: the child process of the memory scenario.
-                "--memory-probe" => args.memory_probe = true,
-                "--redis-url" => args.redis_url = Some(value()?),
-                "--runner" => args.runner = Some(PathBuf::from(value()?)),
-                other => bail!(
-                    "unknown flag {other}; usage: hero-bench [--jobs N] \
-                     [--only burn-down,burn-down-memory,burn-down-redis,peer-bullmq,memory,rpc] \
-                     [--repeat K] [--processes 1,2] [--in-flight N] [--clients N] \
-                     [--rpc-calls N] [--steady-calls N]"
-                ),
-            }
-        }
-        if args.jobs == 0 || args.repeat == 0 || args.processes.is_empty() || args.clients == 0 {
+    /// What clap does not check.
+    fn check(&self) -> Result<()> {
+        if self.jobs == 0 || self.repeat == 0 || self.processes.is_empty() || self.clients == 0 {
             bail!("--jobs, --repeat, --processes and --clients must be positive");
         }
-        if let Some(only) = &args.only {
-            for s in only {
-                if !SCENARIOS.contains(&s.as_str()) {
-                    bail!("unknown scenario {s}; known: {}", SCENARIOS.join(", "));
-                }
-            }
-        }
-        Ok(args)
+        Ok(())
     }
 
     fn wants(&self, scenario: &str) -> bool {
@@ -184,16 +166,17 @@ fn worker_threads() -> usize {
 }
 
 fn main() -> Result<()> {
+    let args = Args::parse();
+    args.check()?;
     // `run` is a task on the runtime's workers, not `block_on`'s own future on the main
     // thread: its event counting would otherwise wake a parked thread per event.
     hero_supervisor::runtime::build(worker_threads())
         .context("start the tokio runtime")?
-        .block_on(async { tokio::spawn(run()).await })
+        .block_on(async { tokio::spawn(run(args)).await })
         .context("the benchmark task panicked")?
 }
 
-async fn run() -> Result<()> {
-    let args = Args::parse()?;
+async fn run(args: Args) -> Result<()> {
     if args.memory_probe {
         let url = args
             .redis_url

@@ -93,9 +93,9 @@ pub(crate) async fn probe(
     let leases_key = format!("{prefix}:leases");
     let (before_kb, _) = own_rss_kb();
     let started = Instant::now();
-    let supervisor = Supervisor::start(burn_down::config(runner, processes, in_flight), store)
-        .await
-        .map_err(|e| anyhow::anyhow!("start the supervisor: {e}"))?;
+    // The supervisor alone, not `hero_supervisor::server`: this measures what the queued
+    // jobs cost it, with the store connected before `before_kb` is read.
+    let supervisor = Supervisor::start(burn_down::config(runner, processes, in_flight), store);
     let give_up = started + Duration::from_secs(60) + Duration::from_millis(jobs as u64);
     loop {
         let (queued, leased): (u64, u64) = redis::pipe()

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use hero_supervisor::Supervisor;
-use hero_supervisor::rpc::{self, HeroApiClient, RpcConfig};
+use hero_supervisor::config::ServeConfig;
+use hero_supervisor::rpc::{self, HeroApiClient};
+use hero_supervisor::server;
+use hero_testkit::RedisServer;
 
-use crate::burn_down::{self, Backend, StoreKind};
+use crate::burn_down;
 
 /// Calls before measuring (connections, runner, Redis scripts loaded).
 const WARM_UP: usize = 200;
@@ -70,20 +72,17 @@ pub(crate) async fn measure(
     in_flight: usize,
     runner: &Path,
 ) -> Result<RpcFigures> {
-    let backend = Backend::new(StoreKind::Redis).await?;
-    let supervisor = Supervisor::start(
-        burn_down::config(runner, 1, in_flight),
-        backend.store.clone(),
-    )
+    // The whole server through its entry point, as `hero-supervisor serve` runs it.
+    let redis = RedisServer::start();
+    let server = server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        redis_url: Some(redis.url()),
+        supervisor: burn_down::config(runner, 1, in_flight),
+        ..ServeConfig::default()
+    })
     .await
-    .map_err(|e| anyhow!("start the supervisor: {e}"))?;
-    let (addr, handle) = rpc::start_on(
-        "127.0.0.1:0".parse()?,
-        RpcConfig::default(),
-        supervisor.clone(),
-    )
-    .await
-    .context("start the JSON-RPC server")?;
+    .context("start the server")?;
+    let addr = server.addr();
     let url = format!("http://{addr}");
     let new_client = || rpc::client::http_client(&url, None).map_err(|e| anyhow!("client: {e}"));
 
@@ -125,10 +124,8 @@ pub(crate) async fn measure(
     }
     let steady = Latencies::new(steady, began.elapsed().as_secs_f64());
 
-    let _ = handle.stop();
-    handle.stopped().await;
-    supervisor.shutdown().await;
-    drop(backend);
+    server.stop().await;
+    drop(redis);
     Ok(RpcFigures {
         idle,
         steady,

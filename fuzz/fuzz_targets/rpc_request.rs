@@ -34,7 +34,7 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
             StoreConfig::default(),
             std::sync::Arc::new(SystemClock),
         ));
-        Supervisor::start(config, store).await.expect("supervisor")
+        Supervisor::start(config, store)
     });
     let module = rpc_module(supervisor.clone(), &RpcConfig::default());
     Target {

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{Handler, HandlerContext, LogSink};
-use crate::runner::Inner;
+use crate::shared::Shared;
 
 /// How long a closing connection waits for cancelled requests to answer and for the
 /// writer to flush before it gives up on them.
@@ -66,7 +66,7 @@ fn lock(map: &InFlightMap) -> std::sync::MutexGuard<'_, HashMap<String, InFlight
 }
 
 struct Connection {
-    runner: Arc<Inner>,
+    runner: Arc<Shared>,
     tx: mpsc::Sender<Message>,
     in_flight: InFlightMap,
     tasks: TaskTracker,
@@ -76,7 +76,7 @@ struct Connection {
 }
 
 pub(crate) async fn serve<R, W>(
-    runner: Arc<Inner>,
+    runner: Arc<Shared>,
     reader: R,
     writer: W,
     options: ConnectionOptions,

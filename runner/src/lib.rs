@@ -38,23 +38,26 @@
 //!   `hello` carrying it.
 //!
 //! ## Modules
-//! - [`cli`]: the `hero-runner` command line, reusable by other executables.
 //! - `handler`: [`Handler`], [`HandlerContext`], [`HandlerError`]: what a function is.
-//! - `runner`: [`Runner`], [`RunnerBuilder`], [`RunnerConfig`]: serving stdio, TCP, streams.
+//! - `config`: [`RunnerConfig`] and its defaults.
+//! - `runner`: [`Runner`], [`RunnerBuilder`]: serving stdio, TCP, streams.
+//! - `shared` (private): what a runner's connections share (config, handlers).
 //! - `connection` (private): one connection's reader loop, request tasks, writer task.
 //! - [`process`]: child processes killed with their request (process groups).
-//! - [`scripts`]: the handlers of the `hero-runner` binary (SAL, OSIS, Python, V, mapped
-//!   commands).
+//!
+//! The script engines and the `hero-runner` binary are in `hero-script-runner`, built on
+//! this crate; this one depends on no script engine and no command-line parser.
 
-pub mod cli;
+mod config;
 mod connection;
 mod handler;
 pub mod process;
 mod runner;
-pub mod scripts;
+mod shared;
 
-pub use handler::{Handler, HandlerContext, HandlerError, HandlerResult};
-pub use runner::{
+pub use config::{
     DEFAULT_CANCEL_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTGOING_QUEUE,
-    DEFAULT_SHUTDOWN_GRACE, Runner, RunnerBuilder, RunnerConfig, ServeError,
+    DEFAULT_SHUTDOWN_GRACE, RunnerConfig,
 };
+pub use handler::{Handler, HandlerContext, HandlerError, HandlerResult};
+pub use runner::{Runner, RunnerBuilder, ServeError};

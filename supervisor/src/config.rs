@@ -27,10 +27,9 @@
 //! pool for those types (`parse_runner`); the built-in runner keeps the types no such
 //! pool serves.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::Deserialize;
 
 use crate::job::{Limits, ScriptType};
@@ -40,7 +39,7 @@ use crate::pool::{PoolConfig, Transport};
 use crate::rpc::auth::{Grant, TokenGrant};
 use crate::rpc::{
     DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BODY,
-    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, RpcConfig,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, DEFAULT_PORT, RpcConfig,
 };
 use crate::service::SupervisorConfig;
 use crate::store::StoreConfig;
@@ -92,55 +91,35 @@ pub enum ConfigError {
     },
 }
 
-/// The flags of `serve`. Each also reads its `HERO_*` variable; a flag beats the variable,
-/// and both beat the config file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ServeArgs {
-    /// TOML config file (keys as the flags, with underscores).
-    #[arg(long, env = "HERO_CONFIG", value_name = "FILE")]
+/// What overrides the config file: the environment and the command line (the binary's
+/// `serve` flags, each also read from its `HERO_*` variable, fill it). `None` (or no
+/// runners) keeps the file's value, else the default.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOverrides {
+    /// The TOML config file to read first.
     pub config: Option<PathBuf>,
-    /// Address to serve JSON-RPC (HTTP and WebSocket) on [default: 127.0.0.1:9652].
-    #[arg(long, env = "HERO_LISTEN", value_name = "IP:PORT")]
+    /// Address to serve JSON-RPC on, `IP:PORT` (default [`DEFAULT_LISTEN`]).
     pub listen: Option<String>,
-    /// Redis URL; without it jobs live in memory.
-    #[arg(
-        long,
-        env = "HERO_REDIS_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    /// Redis URL; without one (here or in the file) jobs live in memory.
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key [default: hero].
-    #[arg(long, env = "HERO_REDIS_PREFIX")]
+    /// Prefix of every Redis key (default `hero`).
     pub redis_prefix: Option<String>,
-    /// Bearer token every client must send; required for a non-loopback --listen.
-    #[arg(long, env = "HERO_AUTH_TOKEN", hide_env_values = true)]
+    /// Bearer token every client must send; required for a non-loopback `listen`.
     pub auth_token: Option<String>,
-    /// Largest request body or WebSocket message in bytes [default: 2097152].
-    #[arg(long, env = "HERO_MAX_REQUEST_BODY_BYTES")]
+    /// Largest request body or WebSocket message in bytes.
     pub max_request_body_bytes: Option<u32>,
-    /// Connections open at once [default: 256].
-    #[arg(long, env = "HERO_MAX_CONNECTIONS")]
+    /// Connections open at once.
     pub max_connections: Option<u32>,
-    /// Subscriptions per WebSocket connection [default: 64].
-    #[arg(long, env = "HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    /// Subscriptions per WebSocket connection.
     pub max_subscriptions_per_connection: Option<u32>,
-    /// Largest script in bytes [default: 1048576].
-    #[arg(long, env = "HERO_MAX_SCRIPT_BYTES")]
+    /// Largest script in bytes.
     pub max_script_bytes: Option<usize>,
-    /// Lease of a running job in seconds: how long after this instance dies another one
-    /// takes its jobs over [default: 30].
-    #[arg(long, env = "HERO_LEASE_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Lease of a running job in seconds, 1..=3600.
     pub lease_secs: Option<u64>,
-    /// Worker threads of the async runtime [default: the cores less one, at least one:
-    /// the rest is left to the runner processes].
-    #[arg(long, env = "HERO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Worker threads of the async runtime, 1..=1024.
     pub worker_threads: Option<u16>,
-    /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT`, `..=stdio:COMMAND ARGS..` or
-    /// `..=tcp-managed:COMMAND ARGS..`, then optionally `;hello=auto|on|off`,
-    /// `;processes=N`, `;max_in_flight=N`. Repeatable; replaces the built-in runner for
-    /// those types.
-    #[arg(long = "runner", value_name = "TYPE=SPEC")]
+    /// Runner pools (module docs for the spec); when not empty they replace the file's
+    /// list.
     pub runners: Vec<String>,
 }
 
@@ -199,7 +178,8 @@ fn token_grants(tokens: &[FileToken]) -> Result<Vec<TokenGrant>, ConfigError> {
         .collect()
 }
 
-/// Everything `serve` needs, resolved.
+/// Everything `serve` needs, resolved. [`ServeConfig::default`] is `hero-supervisor` with
+/// no flags.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Where to listen.
@@ -216,10 +196,25 @@ pub struct ServeConfig {
     pub worker_threads: usize,
 }
 
+impl Default for ServeConfig {
+    /// Loopback on the default port, the in-memory store, the built-in runner for every
+    /// script type, default limits, the default number of worker threads.
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            redis_url: None,
+            store: StoreConfig::default(),
+            rpc: RpcConfig::default(),
+            supervisor: SupervisorConfig::with_builtin_runners(),
+            worker_threads: crate::runtime::default_worker_threads(),
+        }
+    }
+}
+
 impl ServeConfig {
-    /// Resolves file, then environment and flags (already merged by clap: a flag wins over
-    /// its variable).
-    pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+    /// Resolves the file `args.config` names, then the overrides in `args` (the binary
+    /// merges environment and flags into them: a flag wins over its variable).
+    pub fn resolve(args: ServeOverrides) -> Result<ServeConfig, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -404,16 +399,17 @@ const MAX_POOL_NUMBER: usize = 4096;
 mod tests {
     use super::*;
 
-    fn args(edit: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
-        let mut a = ServeArgs::default();
+    fn args(edit: impl FnOnce(&mut ServeOverrides)) -> ServeOverrides {
+        let mut a = ServeOverrides::default();
         edit(&mut a);
         a
     }
 
     #[test]
     fn defaults_are_the_first_run() {
-        let c = ServeConfig::resolve(ServeArgs::default()).unwrap();
+        let c = ServeConfig::resolve(ServeOverrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(ServeConfig::default().listen.to_string(), DEFAULT_LISTEN);
         assert!(c.redis_url.is_none());
         assert!(c.rpc.auth_token.is_none());
         assert_eq!(c.store.prefix, "hero");
@@ -494,7 +490,7 @@ mod tests {
 
     #[test]
     fn worker_threads_default_file_and_flag() {
-        let c = ServeConfig::resolve(ServeArgs::default()).unwrap();
+        let c = ServeConfig::resolve(ServeOverrides::default()).unwrap();
         assert_eq!(c.worker_threads, crate::runtime::default_worker_threads());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hero.toml");

@@ -14,6 +14,9 @@
 //! - [`rpc`]: the JSON-RPC API over HTTP and WebSocket: server, typed client, auth, OpenRPC.
 //! - [`trace`]: W3C `traceparent`, from a JSON-RPC caller to its job's runner.
 //! - [`config`]: the `serve` configuration: TOML file, then `HERO_*` variables, then flags.
+//! - [`runtime`]: the tokio runtime the server runs on, sized for the machine.
+//! - [`server`]: the entry point: the whole server (store, supervisor, JSON-RPC) started
+//!   from a [`config::ServeConfig`] and stopped in order.
 
 pub mod access;
 pub mod clock;
@@ -23,6 +26,7 @@ pub mod job;
 pub mod pool;
 pub mod rpc;
 pub mod runtime;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod trace;

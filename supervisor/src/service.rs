@@ -129,11 +129,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the runner pools and the dispatcher over `store`.
-    pub async fn start(
-        config: SupervisorConfig,
-        store: Arc<dyn JobStore>,
-    ) -> Result<Supervisor, SupervisorError> {
+    /// Starts the runner pools and the dispatcher over `store`: spawns their tasks and
+    /// returns at once (runners connect in the background), so it cannot fail. Call it
+    /// inside a tokio runtime.
+    pub fn start(config: SupervisorConfig, store: Arc<dyn JobStore>) -> Supervisor {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (log_tx, log_rx) = mpsc::channel(crate::pool::LOG_QUEUE);
@@ -146,7 +145,7 @@ impl Supervisor {
         drop(log_tx);
         let dispatcher = Dispatcher::new(store.clone(), config.dispatch);
         dispatcher.start(&pools, &tracker, &shutdown);
-        Ok(Supervisor {
+        Supervisor {
             inner: Arc::new(Inner {
                 store,
                 limits: config.limits,
@@ -155,7 +154,7 @@ impl Supervisor {
                 shutdown,
                 tracker,
             }),
-        })
+        }
     }
 
     /// The limits on job params.

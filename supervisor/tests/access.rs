@@ -11,7 +11,8 @@ use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::ScriptType;
 use hero_supervisor::pool::{PoolConfig, Transport};
 use hero_supervisor::rpc::auth::{Grant, TokenGrant};
-use hero_supervisor::rpc::client::{error_code, http_client, ws_client};
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::{RpcConfig, start_on};
 use hero_supervisor::service::{Supervisor, SupervisorConfig};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig};
@@ -71,9 +72,7 @@ async fn server(store: Arc<dyn JobStore>, directory: Arc<dyn Directory>) -> Serv
             ..SupervisorConfig::with_builtin_runners()
         },
         store,
-    )
-    .await
-    .expect("start the supervisor");
+    );
     let tokens = ACTOR_TOKENS
         .iter()
         .map(|(id, t)| TokenGrant::from_token(t, Grant::Actor(*id)).expect("a token"))
@@ -375,7 +374,11 @@ async fn signature_actors_see_only_their_own_context() {
         .call("create_job", vec![submit(122)])
         .await
         .unwrap_err();
-    assert_eq!(error_code(&err).map(|c| c.0), Some(-32001), "{err:?}");
+    assert_eq!(
+        ErrorAnswer::from_client_error(&err).map(|a| a.code),
+        Some(-32001),
+        "{err:?}"
+    );
 
     assert_eq!(
         ids(alice.call("list_jobs", vec![]).await.unwrap()),
@@ -508,7 +511,7 @@ async fn bad_directory_input_is_refused() {
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "actor.create",
-            json!({"actor": {"id": 1, "pubkey": "02" .to_owned() + &"00".repeat(32), "address": []}}),
+            json!({"actor": {"id": 1, "pubkey": format!("02{}", "00".repeat(32)), "address": []}}),
             "not a point",
         ),
         (

@@ -20,7 +20,7 @@ async fn start() -> Supervisor {
         StoreConfig::default(),
         Arc::new(SystemClock),
     ));
-    Supervisor::start(config, store).await.expect("starts")
+    Supervisor::start(config, store)
 }
 
 fn params(script_type: ScriptType, script: &str) -> JobParams {

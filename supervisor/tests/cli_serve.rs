@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::HeroApiClient;
-use hero_supervisor::rpc::client::{error_code, http_client, ws_client};
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::JobParams;
 use hero_testkit::free_tcp_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -214,6 +215,50 @@ async fn client_subcommands() {
     assert_eq!(server.ok(&["list", "--json"]), "[]\n");
 }
 
+/// `actor` and `context` subcommands, and `--context-id` on `create`, against a server
+/// on the embedded default (the local user is a server admin).
+#[tokio::test]
+async fn actor_and_context_subcommands() {
+    let server = Server::start(&["serve"], &[], None).await;
+    let key = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    assert_eq!(
+        server.ok(&[
+            "actor",
+            "create",
+            "--id",
+            "1",
+            "--pubkey",
+            key,
+            "--address",
+            "::1"
+        ]),
+        format!("actor 1\tpubkey {key}\taddress ::1\n")
+    );
+    let loaded: serde_json::Value =
+        serde_json::from_str(&server.ok(&["actor", "load", "--json", "1"])).unwrap();
+    assert_eq!(loaded["pubkey"], key);
+    assert_eq!(
+        server.ok(&[
+            "context", "create", "--id", "7", "--admin", "1", "--reader", "2"
+        ]),
+        "context 7\tadmins 1\texecutors \treaders 2\n"
+    );
+    let id = server.ok(&["create", "--context-id", "7", "--type", "osis", "1"]);
+    let job: serde_json::Value =
+        serde_json::from_str(&server.ok(&["context", "load", "--json", "7"])).unwrap();
+    assert_eq!(job["admins"], serde_json::json!([1]));
+    assert_eq!(server.ok(&["status", id.trim()]), "Created\n");
+    let out = server.cli(&["context", "create", "--id", "8"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least one admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.cli(&["actor", "load", "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-32001 not_found"));
+}
+
 /// run_job, play and stop of a running job need real runners: over HTTP and WebSocket.
 #[tokio::test]
 async fn runner_backed_methods_over_http_and_ws() {
@@ -237,7 +282,7 @@ async fn runner_backed_methods_over_http_and_ws() {
         assert_eq!(out.unwrap(), "2");
         // A failing script: -32003 job_failed.
         let err = c.play("throw \"boom\"".into()).await.unwrap_err();
-        assert_eq!(error_code(&err).unwrap().0, -32003);
+        assert_eq!(ErrorAnswer::from_client_error(&err).unwrap().code, -32003);
         // Stop a running job.
         let mut params = JobParams::new("import time\ntime.sleep(60)\n", "Python");
         params.retries = Some(0);

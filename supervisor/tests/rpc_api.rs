@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
 use hero_supervisor::rpc::types::{JobEvent, JobParams};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
-use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_supervisor::store::JobStore;
 use hero_testkit::RedisServer;
 use rpc_support::{TestServer, call_raw, expect_code, post};
 use serde_json::{Value, json};
@@ -231,14 +230,11 @@ async fn error_codes_from_real_bad_inputs() {
     wait_for_jobs(&c, 4).await;
     c.stop_job(prereq).await.unwrap();
     let err = waiting.await.unwrap().expect_err("the job failed");
-    let jsonrpsee::core::ClientError::Call(obj) = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(obj.code(), error::JOB_FAILED);
-    let data: Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
-    assert_eq!(data["code"], "job_failed");
-    assert_eq!(data["error_type"], "prerequisite_failed");
-    assert!(data["job_id"].is_string());
+    let answer = error::ErrorAnswer::from_client_error(&err).expect("an error answer");
+    assert_eq!(answer.code, error::JOB_FAILED);
+    assert_eq!(answer.data_code(), "job_failed");
+    assert_eq!(answer.error_type.as_deref(), Some("prerequisite_failed"));
+    assert!(answer.job_id.is_some());
 }
 
 async fn wait_for_jobs(c: &(impl HeroApiClient + Sync), n: usize) {
@@ -254,12 +250,7 @@ async fn wait_for_jobs(c: &(impl HeroApiClient + Sync), n: usize) {
 #[tokio::test]
 async fn storage_and_internal_errors_from_redis() {
     let redis = RedisServer::start();
-    let store: Arc<dyn JobStore> = Arc::new(
-        RedisStore::connect(&redis.url(), StoreConfig::default(), Arc::new(SystemClock))
-            .await
-            .unwrap(),
-    );
-    let server = TestServer::with_store(RpcConfig::default(), store).await;
+    let server = TestServer::with_redis(RpcConfig::default(), redis.url()).await;
     let c = server.http();
     let id = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
 

@@ -6,12 +6,14 @@ mod rpc_support;
 use std::sync::Arc;
 
 use hero_supervisor::clock::ManualClock;
+use hero_supervisor::config::ServeConfig;
 use hero_supervisor::rpc::client::{http_client, ws_client};
 use hero_supervisor::rpc::types::JobParams;
-use hero_supervisor::rpc::{HeroApiClient, RpcConfig, StartError, start_on};
+use hero_supervisor::rpc::{HeroApiClient, RpcConfig, StartError};
+use hero_supervisor::server::{self, ServerError};
 use k256::ecdsa::signature::Signer;
 use k256::ecdsa::{Signature, SigningKey};
-use rpc_support::{TestServer, expect_code, no_runners, post};
+use rpc_support::{TestServer, expect_code, post, serve_config};
 use serde_json::json;
 
 const TOKEN: &str = "s3cret-token";
@@ -79,22 +81,18 @@ async fn auth_on_requires_the_bearer_token() {
 
 #[tokio::test]
 async fn non_loopback_without_token_is_refused() {
-    let store = Arc::new(hero_supervisor::store::MemoryStore::new(
-        Default::default(),
-        Arc::new(hero_supervisor::clock::SystemClock),
-    ));
-    let supervisor = hero_supervisor::Supervisor::start(no_runners(), store)
+    let on_all_interfaces = |rpc| ServeConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..serve_config(rpc, None)
+    };
+    let err = server::start(on_all_interfaces(RpcConfig::default()))
         .await
-        .unwrap();
-    let err = start_on(
-        "0.0.0.0:0".parse().unwrap(),
-        RpcConfig::default(),
-        supervisor.clone(),
-    )
-    .await
-    .unwrap_err();
+        .unwrap_err();
     assert!(
-        matches!(err, StartError::NonLoopbackWithoutToken { .. }),
+        matches!(
+            err,
+            ServerError::Rpc(StartError::NonLoopbackWithoutToken { .. })
+        ),
         "{err}"
     );
     let msg = err.to_string();
@@ -103,12 +101,14 @@ async fn non_loopback_without_token_is_refused() {
         "{msg}"
     );
     // With a token it starts (bound on all interfaces, reached via loopback).
-    let (addr, handle) = start_on("0.0.0.0:0".parse().unwrap(), with_token(), supervisor)
+    let running = server::start(on_all_interfaces(with_token()))
         .await
         .unwrap();
-    let client = http_client(&format!("http://127.0.0.1:{}", addr.port()), Some(TOKEN)).unwrap();
+    let url = format!("http://127.0.0.1:{}", running.addr().port());
+    let client = http_client(&url, Some(TOKEN)).unwrap();
     assert_eq!(client.whoami().await.unwrap(), "anonymous");
-    handle.stop().unwrap();
+    running.stop().await;
+    assert!(client.whoami().await.is_err(), "stopped");
 }
 
 struct Wallet {

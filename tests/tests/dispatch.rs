@@ -69,8 +69,6 @@ fn config(script_types: Vec<ScriptType>) -> SupervisorConfig {
 
 async fn supervisor(backend: &Backend) -> Supervisor {
     Supervisor::start(config(ScriptType::ALL.to_vec()), backend.store.clone())
-        .await
-        .expect("supervisor starts")
 }
 
 fn params(script: &str) -> JobParams {
@@ -250,9 +248,7 @@ async fn deadline_cancels_and_fails_with_timeout(b: Backend) {
 
 async fn stop_of_queued_and_running_jobs(b: Backend) {
     // Only SAL is served: a Python job stays queued.
-    let sup = Supervisor::start(config(vec![ScriptType::Sal]), b.store.clone())
-        .await
-        .unwrap();
+    let sup = Supervisor::start(config(vec![ScriptType::Sal]), b.store.clone());
     let mut queued = params("echo never");
     queued.script_type = ScriptType::Python;
     let q = submit(&sup, queued).await;
@@ -400,12 +396,9 @@ fn a_dead_instances_jobs_are_reclaimed_by_another() {
     };
     // The doomed instance, on a runtime of its own.
     let doomed_rt = tokio::runtime::Runtime::new().unwrap();
-    let doomed = doomed_rt
-        .block_on(Supervisor::start(
-            short_lease(config(vec![ScriptType::Sal])),
-            b.store.clone(),
-        ))
-        .unwrap();
+    let doomed = doomed_rt.block_on(async {
+        Supervisor::start(short_lease(config(vec![ScriptType::Sal])), b.store.clone())
+    });
     let id = doomed_rt
         .block_on(submit(&doomed, params("sleep 3")))
         .to_owned();
@@ -419,9 +412,7 @@ fn a_dead_instances_jobs_are_reclaimed_by_another() {
 
     rt.block_on(async {
         let survivor =
-            Supervisor::start(short_lease(config(vec![ScriptType::Sal])), b.store.clone())
-                .await
-                .unwrap();
+            Supervisor::start(short_lease(config(vec![ScriptType::Sal])), b.store.clone());
         let job = survivor
             .wait_for_job(id, Duration::from_secs(20))
             .await
@@ -460,7 +451,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_counting_the_attempt() {
     let b = memory().await;
     let mut c = config(ScriptType::ALL.to_vec());
     c.dispatch.shutdown_grace = Duration::from_millis(200);
-    let sup = Supervisor::start(c, b.store.clone()).await.unwrap();
+    let sup = Supervisor::start(c, b.store.clone());
     let id = submit(&sup, params("sleep 1.5")).await;
     wait_for_status(&sup, id, JobStatus::Started).await;
     sup.shutdown().await;
@@ -506,7 +497,7 @@ async fn tcp_managed_tcp_external_and_plain_v1_pools() {
         limits: Default::default(),
         dispatch: fast_dispatch(),
     };
-    let sup = Supervisor::start(c, b.store.clone()).await.unwrap();
+    let sup = Supervisor::start(c, b.store.clone());
     let mut py = params("echo over tcp");
     py.script_type = ScriptType::Python;
     assert_eq!(sup.run_job_and_await_result(py).await.unwrap(), "over tcp");
@@ -531,9 +522,7 @@ async fn stop_through_one_instance_stops_a_job_running_on_another() {
     let b = redis().await;
     let runner = supervisor(&b).await;
     // The front instance serves no script type: it never runs anything itself.
-    let front = Supervisor::start(config(vec![]), b.store.clone())
-        .await
-        .unwrap();
+    let front = Supervisor::start(config(vec![]), b.store.clone());
     let id = submit(&front, params("sleep 30")).await;
     wait_for_status(&front, id, JobStatus::Started).await;
     let stopped_at = std::time::Instant::now();
@@ -589,9 +578,7 @@ async fn outcomes_during_a_short_redis_outage_are_recorded_when_redis_is_back() 
             .await
             .expect("connect to the test redis"),
     );
-    let sup = Supervisor::start(config(ScriptType::ALL.to_vec()), store.clone())
-        .await
-        .expect("supervisor starts");
+    let sup = Supervisor::start(config(ScriptType::ALL.to_vec()), store.clone());
     let succeeds = submit(&sup, params("sleep 0.5")).await;
     let mut p = params("sleep 5");
     p.timeout = Some(1);

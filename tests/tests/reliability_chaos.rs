@@ -201,7 +201,7 @@ async fn runners_killed_at_random_lose_no_job() {
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let sup = Supervisor::start(config, store.clone()).await.unwrap();
+    let sup = Supervisor::start(config, store.clone());
     let jobs = 3_000;
     let events = store.subscribe();
     let started = Instant::now();
@@ -280,7 +280,7 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
         limits: Default::default(),
         dispatch,
     };
-    let sup = Supervisor::start(config, store.clone()).await.unwrap();
+    let sup = Supervisor::start(config, store.clone());
     let started = Instant::now();
     // Jobs of 200 ms, 64 at a time: a run of about three seconds.
     let mut ids = common::submit_all(&sup, ok_jobs(&ledger, 1_000, 200, 10), 16).await;

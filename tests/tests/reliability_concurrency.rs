@@ -4,36 +4,30 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hero_supervisor::clock::SystemClock;
+use hero_supervisor::SupervisorConfig;
+use hero_supervisor::config::ServeConfig;
+use hero_supervisor::rpc::HeroApiClient;
 use hero_supervisor::rpc::client::{http_client, ws_client};
-use hero_supervisor::rpc::{HeroApiClient, RpcConfig, start_on};
-use hero_supervisor::store::{JobStore, MemoryStore, StoreConfig};
-use hero_supervisor::{Supervisor, SupervisorConfig};
+use hero_supervisor::server;
 
 const CLIENTS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_run_job_clients_over_http_and_websocket() {
-    let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(
-        StoreConfig::default(),
-        Arc::new(SystemClock),
-    ));
-    let config = SupervisorConfig {
-        pools: common::pool_per_type(1, None),
-        limits: Default::default(),
-        dispatch: common::fast_dispatch(),
-    };
-    let sup = Supervisor::start(config, store).await.unwrap();
-    let (addr, server) = start_on(
-        "127.0.0.1:0".parse().unwrap(),
-        RpcConfig::default(),
-        sup.clone(),
-    )
+    let server = server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervisor: SupervisorConfig {
+            pools: common::pool_per_type(1, None),
+            limits: Default::default(),
+            dispatch: common::fast_dispatch(),
+        },
+        ..ServeConfig::default()
+    })
     .await
-    .expect("rpc server starts");
+    .expect("server starts");
+    let addr = server.addr();
     let url = format!("http://{addr}");
     let started = Instant::now();
 
@@ -80,7 +74,5 @@ async fn two_hundred_concurrent_run_job_clients_over_http_and_websocket() {
     ));
     assert_eq!(answered, CLIENTS);
     assert!(wrong.is_empty(), "{wrong:#?}");
-    server.stop().unwrap();
-    server.stopped().await;
-    sup.shutdown().await;
+    server.stop().await;
 }

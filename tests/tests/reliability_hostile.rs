@@ -226,7 +226,7 @@ async fn supervisor_with_fake(fake: &FakeRunner) -> Supervisor {
         StoreConfig::default(),
         Arc::new(SystemClock),
     ));
-    Supervisor::start(config, store).await.unwrap()
+    Supervisor::start(config, store)
 }
 
 /// The hostile answer costs one connection: dropped within `drop_bound`, the job retried
@@ -436,10 +436,6 @@ fn rpc_error(body: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_port_answers_hostile_requests_with_clear_errors() {
     let mut rng = Rng::from_env("HERO_HOSTILE_SEED", "hostile rpc");
-    let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(
-        StoreConfig::default(),
-        Arc::new(SystemClock),
-    ));
     let config = SupervisorConfig {
         pools: vec![common::runner_pool(
             "good",
@@ -450,14 +446,14 @@ async fn rpc_port_answers_hostile_requests_with_clear_errors() {
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let sup = Supervisor::start(config, store).await.unwrap();
-    let (addr, server) = hero_supervisor::rpc::start_on(
-        "127.0.0.1:0".parse().unwrap(),
-        hero_supervisor::rpc::RpcConfig::default(),
-        sup.clone(),
-    )
+    let server = hero_supervisor::server::start(hero_supervisor::config::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervisor: config,
+        ..Default::default()
+    })
     .await
     .unwrap();
+    let addr = server.addr();
     let call = |method: &str, params: serde_json::Value| {
         post(
             json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
@@ -534,7 +530,5 @@ async fn rpc_port_answers_hostile_requests_with_clear_errors() {
     let (status, body) = raw_http(addr, &call("list_jobs", json!([]))).await.unwrap();
     let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!((status, v["result"].is_array()), (200, true), "{body}");
-    server.stop().unwrap();
-    server.stopped().await;
-    sup.shutdown().await;
+    server.stop().await;
 }

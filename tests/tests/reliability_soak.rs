@@ -75,7 +75,7 @@ async fn soak(store: Arc<dyn JobStore>, jobs: usize, processes: usize, what: &st
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let sup = Supervisor::start(config, store.clone()).await.unwrap();
+    let sup = Supervisor::start(config, store.clone());
     let started = Instant::now();
     let events = store.subscribe();
     let ids = common::submit_all(&sup, plan.params, 32).await;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::HeroApiClient;
-use hero_supervisor::rpc::client::{error_code, http_client};
+use hero_supervisor::rpc::client::http_client;
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::{JobInfo, JobParams, RunnerInfo};
 use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 use serde_json::Value;
@@ -468,7 +469,11 @@ async fn a_runner_that_refuses_the_protocol_is_reported_and_loses_no_job() {
         .run_job("println('x')".into(), "V".into(), None, Some(1))
         .await
         .expect_err("no runner serves V");
-    assert_eq!(error_code(&err).map(|c| c.0), Some(-32002), "{err:?}");
+    assert_eq!(
+        ErrorAnswer::from_client_error(&err).map(|a| a.code),
+        Some(-32002),
+        "{err:?}"
+    );
 }
 
 fn which(program: &str) -> PathBuf {

@@ -59,15 +59,3 @@ pub fn ws_url(url: &str) -> String {
         url.to_owned()
     }
 }
-
-/// The `(code, data.code)` of a JSON-RPC error answer, if `err` is one.
-pub fn error_code(err: &ClientError) -> Option<(i32, Option<String>)> {
-    let ClientError::Call(obj) = err else {
-        return None;
-    };
-    let data_code = obj
-        .data()
-        .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
-        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned));
-    Some((obj.code(), data_code))
-}

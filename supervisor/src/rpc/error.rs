@@ -2,7 +2,13 @@
 //!
 //! Every error carries `data` with a stable snake_case `code` string (and the job id when
 //! there is one); the message stays short. The descriptive detail goes to the server log.
+//!
+//! [`ErrorAnswer::from_client_error`] is the other direction, for clients: the one place
+//! an error answer's `data` is read back.
 
+use std::fmt;
+
+use jsonrpsee::core::ClientError;
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::{Value, json};
 
@@ -43,6 +49,68 @@ pub const ERROR_CODES: [(i32, &str); 10] = [
     (STORAGE_UNAVAILABLE, "storage_unavailable"),
     (INTERNAL, "internal"),
 ];
+
+/// An error answer of the API as a client receives it: the code, the message and what
+/// `data` says. Built by [`ErrorAnswer::from_client_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorAnswer {
+    /// The JSON-RPC error code, e.g. [`JOB_NOT_FOUND`].
+    pub code: i32,
+    /// The short message.
+    pub message: String,
+    /// `data.code`, e.g. `job_not_found` (see [`ERROR_CODES`]); `None` for an answer
+    /// without one (jsonrpsee's own errors: parse error, method not found, ...).
+    pub data_code: Option<String>,
+    /// `data.job_id`, when the error concerns one job.
+    pub job_id: Option<String>,
+    /// `data.error_type` of a [`JOB_FAILED`] answer: the job's own error type.
+    pub error_type: Option<String>,
+    /// `data.message` of a [`JOB_FAILED`] answer: the job's own error message.
+    pub error_message: Option<String>,
+}
+
+impl ErrorAnswer {
+    /// The error answer `err` carries; `None` when `err` is not an answer of the server
+    /// (transport failure, timeout, ...).
+    pub fn from_client_error(err: &ClientError) -> Option<ErrorAnswer> {
+        let ClientError::Call(obj) = err else {
+            return None;
+        };
+        let data = obj
+            .data()
+            .and_then(|d| serde_json::from_str::<Value>(d.get()).ok())
+            .unwrap_or(Value::Null);
+        let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
+        Some(ErrorAnswer {
+            code: obj.code(),
+            message: obj.message().to_owned(),
+            data_code: text("code"),
+            job_id: text("job_id"),
+            error_type: text("error_type"),
+            error_message: text("message"),
+        })
+    }
+
+    /// `data.code` as a `&str`, `""` when there is none.
+    pub fn data_code(&self) -> &str {
+        self.data_code.as_deref().unwrap_or_default()
+    }
+}
+
+/// One line: `job failed: prerequisite_failed: ... (-32003 job_failed)`, or
+/// `job not found (-32001 job_not_found)`.
+impl fmt::Display for ErrorAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let (Some(t), Some(m)) = (&self.error_type, &self.error_message) {
+            write!(f, ": {t}: {m}")?;
+        }
+        match &self.data_code {
+            Some(data_code) => write!(f, " ({} {data_code})", self.code),
+            None => write!(f, " ({})", self.code),
+        }
+    }
+}
 
 fn error(code: i32, message: impl Into<String>, data: Value) -> ErrorObjectOwned {
     ErrorObject::owned(code, message.into(), Some(data))
@@ -187,5 +255,32 @@ mod tests {
         );
         check(SupervisorError::Internal("x".into()), INTERNAL, "internal");
         assert_eq!(parse_job_id("nope").unwrap_err().code(), INVALID_PARAMS);
+    }
+
+    #[test]
+    fn a_client_reads_back_what_the_server_answered() {
+        let id = JobId::new();
+        let failed = to_rpc_error(SupervisorError::JobFailed {
+            id,
+            error: JobError::cancelled("stop"),
+        });
+        let answer = ErrorAnswer::from_client_error(&ClientError::Call(failed)).expect("answer");
+        assert_eq!(answer.code, JOB_FAILED);
+        assert_eq!(answer.data_code(), "job_failed");
+        assert_eq!(answer.job_id, Some(id.to_string()));
+        assert_eq!(answer.error_type.as_deref(), Some("cancelled"));
+        assert_eq!(
+            answer.to_string(),
+            "job failed: cancelled: stop (-32003 job_failed)"
+        );
+
+        let plain = ErrorObject::owned::<()>(-32601, "Method not found", None);
+        let answer = ErrorAnswer::from_client_error(&ClientError::Call(plain)).expect("answer");
+        assert_eq!((answer.code, answer.data_code.as_deref()), (-32601, None));
+        assert_eq!(answer.to_string(), "Method not found (-32601)");
+        assert_eq!(
+            ErrorAnswer::from_client_error(&ClientError::Custom("down".into())),
+            None
+        );
     }
 }

@@ -35,7 +35,9 @@ use crate::access::{Directory, MemoryDirectory};
 use crate::clock::{Clock, SystemClock};
 use crate::service::Supervisor;
 
-/// Default listen address: loopback only.
+/// Default port.
+pub const DEFAULT_PORT: u16 = 9652;
+/// Default listen address: loopback only, [`DEFAULT_PORT`].
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9652";
 /// Largest request body (HTTP) or message (WebSocket). Default 2 MiB: a script is at
 /// most 1 MiB, and JSON escaping can double it.

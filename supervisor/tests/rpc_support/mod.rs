@@ -1,6 +1,7 @@
-//! Shared by the `rpc_*` tests: a real server on 127.0.0.1:0 over a MemoryStore (no
-//! runner pools: tests drive jobs through the store like a runner would), clients, and a
-//! raw HTTP POST for what the typed clients can't show (status codes, named params).
+//! Shared by the `rpc_*` tests: a real server on 127.0.0.1:0, started through the entry
+//! point (`hero_supervisor::server`), over the memory store or a test Redis (no runner
+//! pools: tests drive jobs through the store like a runner would), clients, and a raw
+//! HTTP POST for what the typed clients can't show (status codes, named params).
 #![allow(dead_code, unreachable_pub)]
 
 use std::fmt::Debug;
@@ -8,14 +9,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hero_supervisor::clock::SystemClock;
-use hero_supervisor::rpc::client::{error_code, http_client, ws_client};
-use hero_supervisor::rpc::{RpcConfig, start_on};
+use hero_supervisor::config::ServeConfig;
+use hero_supervisor::rpc::RpcConfig;
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
+use hero_supervisor::server::{self, RunningServer};
 use hero_supervisor::service::{Supervisor, SupervisorConfig};
-use hero_supervisor::store::{JobStore, MemoryStore, StoreConfig};
+use hero_supervisor::store::JobStore;
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
-use jsonrpsee::server::ServerHandle;
 use jsonrpsee::ws_client::WsClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,10 +28,23 @@ pub fn no_runners() -> SupervisorConfig {
     config
 }
 
+/// A server on 127.0.0.1:0 with no runner pools, serving `rpc` over the store `redis_url`
+/// names (`None`: memory).
+pub fn serve_config(rpc: RpcConfig, redis_url: Option<String>) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        redis_url,
+        rpc,
+        supervisor: no_runners(),
+        ..ServeConfig::default()
+    }
+}
+
+/// Dropping it stops serving JSON-RPC.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub url: String,
-    pub handle: ServerHandle,
+    pub server: RunningServer,
     pub supervisor: Supervisor,
     pub store: Arc<dyn JobStore>,
     pub token: Option<String>,
@@ -41,27 +56,25 @@ impl TestServer {
     }
 
     pub async fn with_config(config: RpcConfig) -> TestServer {
-        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(
-            StoreConfig::default(),
-            Arc::new(SystemClock),
-        ));
-        Self::with_store(config, store).await
+        Self::serve(serve_config(config, None)).await
     }
 
-    pub async fn with_store(config: RpcConfig, store: Arc<dyn JobStore>) -> TestServer {
-        let supervisor = Supervisor::start(no_runners(), store.clone())
-            .await
-            .expect("start the supervisor");
-        let token = config.auth_token.clone();
-        let (addr, handle) = start_on("127.0.0.1:0".parse().unwrap(), config, supervisor.clone())
-            .await
-            .expect("start the rpc server");
+    /// Over the Redis at `url`.
+    pub async fn with_redis(config: RpcConfig, url: String) -> TestServer {
+        Self::serve(serve_config(config, Some(url))).await
+    }
+
+    pub async fn serve(config: ServeConfig) -> TestServer {
+        let token = config.rpc.auth_token.clone();
+        let server = server::start(config).await.expect("start the server");
+        let addr = server.addr();
+        let supervisor = server.supervisor().clone();
         TestServer {
             addr,
             url: format!("http://{addr}"),
-            handle,
+            store: supervisor.store().clone(),
             supervisor,
-            store,
+            server,
             token,
         }
     }
@@ -77,19 +90,14 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.handle.stop();
-    }
-}
-
 /// Asserts `r` is the JSON-RPC error `code` with `data.code == data_code`.
 #[track_caller]
 pub fn expect_code<T: Debug>(r: Result<T, ClientError>, code: i32, data_code: &str) {
     let err = r.expect_err("expected an error");
+    let answer = ErrorAnswer::from_client_error(&err);
     assert_eq!(
-        error_code(&err),
-        Some((code, Some(data_code.to_owned()))),
+        answer.as_ref().map(|a| (a.code, a.data_code())),
+        Some((code, data_code)),
         "unexpected error: {err:?}"
     );
 }

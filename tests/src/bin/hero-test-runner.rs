@@ -186,9 +186,19 @@ async fn soak(
     }
 }
 
+/// Logs to stderr (stdout is the wire), filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    hero_runner::cli::init_logging();
+    init_logging();
     let mut builder = Runner::builder().name("hero-test-runner").max_in_flight(32);
     for t in ["SAL", "OSIS", "V", "Python"] {
         builder = builder.handler(t, handle);

@@ -44,8 +44,8 @@ use hero_protocol::{ExecutionRequest, LogStream};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 
 use super::{SCRIPT_ERROR, ScriptArgs};
-use crate::handler::{Handler, HandlerContext, HandlerError, HandlerResult};
-use crate::process::ProcessGroup;
+use hero_runner::process::ProcessGroup;
+use hero_runner::{Handler, HandlerContext, HandlerError, HandlerResult};
 
 /// Limits of the Rhai sandbox. Every field has a default.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! `hero-runner`: runs SAL, OSIS, Python and V scripts for a hero supervisor.
-//! See [`hero_runner::cli`] for the command line.
+//! See [`hero_script_runner::cli`] for the command line.
 
 use clap::Parser;
-use hero_runner::cli::RunnerArgs;
+use hero_script_runner::cli::RunnerArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +16,6 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    hero_runner::cli::init_logging();
-    hero_runner::cli::main_with(Cli::parse().args)
+    hero_script_runner::cli::init_logging();
+    hero_script_runner::cli::main_with(Cli::parse().args)
 }

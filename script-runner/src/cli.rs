@@ -33,10 +33,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Runner;
 use crate::scripts::{self, ScriptConfig};
 use anyhow::{Context, bail};
 use clap::Args;
+use hero_runner::Runner;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -149,11 +149,11 @@ impl Settings {
             max_in_flight: cli
                 .max_in_flight
                 .or(file.max_in_flight)
-                .unwrap_or(crate::DEFAULT_MAX_IN_FLIGHT),
+                .unwrap_or(hero_runner::DEFAULT_MAX_IN_FLIGHT),
             shutdown_grace: cli
                 .shutdown_grace
                 .or(file.shutdown_grace)
-                .map_or(crate::DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
+                .map_or(hero_runner::DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
             scripts,
         })
     }
@@ -290,8 +290,8 @@ mod tests {
     #[test]
     fn defaults_without_a_file() {
         let s = resolve(&[]).unwrap();
-        assert_eq!(s.max_in_flight, crate::DEFAULT_MAX_IN_FLIGHT);
-        assert_eq!(s.shutdown_grace, crate::DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(s.max_in_flight, hero_runner::DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(s.shutdown_grace, hero_runner::DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(s.auth_token, None);
         assert_eq!(command(&s, "Python"), ["python3"]);
     }

@@ -25,9 +25,9 @@ use hero_protocol::ExecutionRequest;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::handler::{Handler, HandlerContext, HandlerError, HandlerResult};
-use crate::process::{ChildLimits, run_child};
-use crate::runner::RunnerBuilder;
+use hero_runner::RunnerBuilder;
+use hero_runner::process::{ChildLimits, run_child};
+use hero_runner::{Handler, HandlerContext, HandlerError, HandlerResult};
 
 pub mod rhai_engine;
 

@@ -1,0 +1,496 @@
+//! The client subcommands: one JSON-RPC call each (or a WebSocket subscription for
+//! `logs --follow`) against a running server, printed as text or JSON.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand};
+use hero_supervisor::access::{ActorCreate, ContextCreate};
+use hero_supervisor::job::JobStatus;
+use hero_supervisor::rpc::HeroApiClient;
+use hero_supervisor::rpc::client::{http_client, ws_client};
+use hero_supervisor::rpc::error::ErrorAnswer;
+use hero_supervisor::rpc::types::{
+    ActorCreateParams, ContextCreateParams, IdParams, JobEvent, JobParams,
+};
+use jsonrpsee::core::ClientError;
+use jsonrpsee::http_client::HttpClient;
+use serde::Serialize;
+
+/// The client subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Create, start and wait for a job; print its output.
+    Run {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Script type: OSIS, SAL, V or Python (any case).
+        #[arg(long = "type", default_value = "SAL")]
+        script_type: String,
+        /// Timeout in seconds (default 300).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The script, or `-` to read it from stdin.
+        script: String,
+    },
+    /// Run a script as SAL; print its output.
+    Play {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The script, or `-` to read it from stdin.
+        script: String,
+    },
+    /// Store a job (status `Created`, not queued); print its id.
+    Create(CreateArgs),
+    /// Queue a created job.
+    Start(JobArgs),
+    /// Print a job's status.
+    Status(JobArgs),
+    /// Print a job's output (empty until it finished).
+    Output(JobArgs),
+    /// Print a job's logs; `--follow` streams them until the job ends.
+    Logs {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Stream new lines (over WebSocket) until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List job ids, oldest first.
+    List(ClientArgs),
+    /// Cancel a queued or running job.
+    Stop(JobArgs),
+    /// Delete a job.
+    Delete(JobArgs),
+    /// Delete every job.
+    Clear(ClientArgs),
+    /// List the runner pools.
+    Runners(ClientArgs),
+    /// Register or show actors (identities).
+    #[command(subcommand)]
+    Actor(ActorCommand),
+    /// Create, change or show contexts (tenants and their roles).
+    #[command(subcommand)]
+    Context(ContextCommand),
+}
+
+/// `hero-supervisor actor ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ActorCommand {
+    /// Create or replace an actor (server admins).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Its id (a u32 of your choosing).
+        #[arg(long)]
+        id: u32,
+        /// Hex of its SEC1 secp256k1 public key.
+        #[arg(long)]
+        pubkey: String,
+        /// An IP address it is reached at (repeatable).
+        #[arg(long = "address", value_name = "IP")]
+        addresses: Vec<String>,
+    },
+    /// Show an actor.
+    Load {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Its id.
+        id: u32,
+    },
+}
+
+/// `hero-supervisor context ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContextCommand {
+    /// Create (server admins) or replace (also its admins) a context.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Its id (a u32 of your choosing); jobs join it with `--context-id ID`.
+        #[arg(long)]
+        id: u32,
+        /// An admin's actor id (repeatable; at least one).
+        #[arg(long = "admin", value_name = "ACTOR_ID")]
+        admins: Vec<u32>,
+        /// An executor's actor id (repeatable).
+        #[arg(long = "executor", value_name = "ACTOR_ID")]
+        executors: Vec<u32>,
+        /// A reader's actor id (repeatable).
+        #[arg(long = "reader", value_name = "ACTOR_ID")]
+        readers: Vec<u32>,
+    },
+    /// Show a context.
+    Load {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Its id.
+        id: u32,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// The supervisor's URL.
+    #[arg(long, env = "HERO_URL", default_value = "http://127.0.0.1:9652")]
+    url: String,
+    /// Bearer token.
+    #[arg(long, env = "HERO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn http(&self) -> anyhow::Result<HttpClient> {
+        http_client(&self.url, self.token.as_deref())
+            .with_context(|| format!("cannot use url {}", self.url))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JobArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The job id.
+    job_id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Script type: OSIS, SAL, V or Python (any case).
+    #[arg(long = "type", default_value = "SAL")]
+    script_type: String,
+    /// Caller id (replaced by the key of an authenticated connection).
+    #[arg(long)]
+    caller_id: Option<String>,
+    /// Context id.
+    #[arg(long)]
+    context_id: Option<String>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Retries after a failed attempt.
+    #[arg(long)]
+    retries: Option<u32>,
+    /// A job that must finish first (repeatable).
+    #[arg(long = "prerequisite", value_name = "JOB_ID")]
+    prerequisites: Vec<String>,
+    /// An environment variable `NAME=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env_vars: Vec<String>,
+    /// The script, or `-` to read it from stdin.
+    script: String,
+}
+
+/// Runs `command` on a runtime of its own.
+pub(crate) fn run_blocking(command: ClientCommand) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()
+        .context("starting the tokio runtime")?
+        .block_on(run(command))
+}
+
+/// Runs one client command against a running server.
+async fn run(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Run {
+            client,
+            script_type,
+            timeout,
+            script,
+        } => {
+            let output = client
+                .http()?
+                .run_job(read_script(&script)?, script_type, None, timeout)
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, &output, &output);
+            Ok(())
+        }
+        ClientCommand::Play { client, script } => {
+            let result = client
+                .http()?
+                .play(read_script(&script)?)
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, &result.output, &result);
+            Ok(())
+        }
+        ClientCommand::Create(args) => create(args).await,
+        ClientCommand::Actor(command) => actor(command).await,
+        ClientCommand::Context(command) => context(command).await,
+        ClientCommand::Start(JobArgs { client, job_id }) => {
+            let result = client
+                .http()?
+                .start_job(job_id.clone())
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, &format!("started {job_id}"), &result);
+            Ok(())
+        }
+        ClientCommand::Status(JobArgs { client, job_id }) => {
+            let status = client
+                .http()?
+                .get_job_status(job_id)
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, status.as_str(), &status);
+            Ok(())
+        }
+        ClientCommand::Output(JobArgs { client, job_id }) => {
+            let output = client
+                .http()?
+                .get_job_output(job_id)
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, &output, &output);
+            Ok(())
+        }
+        ClientCommand::Logs { job, follow: false } => {
+            let JobArgs { client, job_id } = job;
+            let logs = client
+                .http()?
+                .get_job_logs(job_id)
+                .await
+                .map_err(rpc_error)?;
+            if client.json {
+                print_json(&logs);
+            } else if let Some(text) = &logs.logs {
+                print_line(text);
+            }
+            Ok(())
+        }
+        ClientCommand::Logs { job, follow: true } => follow_logs(job).await,
+        ClientCommand::List(client) => {
+            let ids = client.http()?.list_jobs().await.map_err(rpc_error)?;
+            print_text_or_json(&client, &ids.join("\n"), &ids);
+            Ok(())
+        }
+        ClientCommand::Stop(JobArgs { client, job_id }) => {
+            client
+                .http()?
+                .stop_job(job_id.clone())
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, &format!("stopped {job_id}"), &());
+            Ok(())
+        }
+        ClientCommand::Delete(JobArgs { client, job_id }) => {
+            client
+                .http()?
+                .delete_job(job_id.clone())
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&client, &format!("deleted {job_id}"), &());
+            Ok(())
+        }
+        ClientCommand::Clear(client) => {
+            client.http()?.clear_all_jobs().await.map_err(rpc_error)?;
+            print_text_or_json(&client, "cleared all jobs", &());
+            Ok(())
+        }
+        ClientCommand::Runners(client) => {
+            let runners = client.http()?.list_runners().await.map_err(rpc_error)?;
+            let text = runners
+                .iter()
+                .map(|r| {
+                    let mut line = format!(
+                        "{}\t{}\t{}\tconnected {}/{}\tin flight {}/{}\trestarts {}\thello {}\tprotocol {}",
+                        r.name,
+                        r.script_types.join(","),
+                        r.transport,
+                        r.connected,
+                        r.processes,
+                        r.in_flight,
+                        r.max_in_flight,
+                        r.restarts,
+                        r.hello,
+                        r.protocol.as_deref().unwrap_or("-"),
+                    );
+                    if let Some(why) = &r.last_error {
+                        line.push_str(&format!("\tfailures {}: {why}", r.failures));
+                    }
+                    line
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print_text_or_json(&client, &text, &runners);
+            Ok(())
+        }
+    }
+}
+
+async fn actor(command: ActorCommand) -> anyhow::Result<()> {
+    let (client, actor) = match command {
+        ActorCommand::Create {
+            client,
+            id,
+            pubkey,
+            addresses,
+        } => {
+            let params = ActorCreateParams {
+                actor: ActorCreate {
+                    id,
+                    pubkey,
+                    address: addresses,
+                },
+            };
+            let actor = client.http()?.actor_create(params).await;
+            (client, actor)
+        }
+        ActorCommand::Load { client, id } => {
+            let actor = client.http()?.actor_load(IdParams { id }).await;
+            (client, actor)
+        }
+    };
+    let actor = actor.map_err(rpc_error)?;
+    let text = format!(
+        "actor {}\tpubkey {}\taddress {}",
+        actor.id,
+        actor.pubkey,
+        actor.address.join(",")
+    );
+    print_text_or_json(&client, &text, &actor);
+    Ok(())
+}
+
+async fn context(command: ContextCommand) -> anyhow::Result<()> {
+    let (client, context) = match command {
+        ContextCommand::Create {
+            client,
+            id,
+            admins,
+            executors,
+            readers,
+        } => {
+            let params = ContextCreateParams {
+                context: ContextCreate {
+                    id,
+                    admins,
+                    readers,
+                    executors,
+                },
+            };
+            let context = client.http()?.context_create(params).await;
+            (client, context)
+        }
+        ContextCommand::Load { client, id } => {
+            let context = client.http()?.context_load(IdParams { id }).await;
+            (client, context)
+        }
+    };
+    let context = context.map_err(rpc_error)?;
+    let ids = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let text = format!(
+        "context {}\tadmins {}\texecutors {}\treaders {}",
+        context.id,
+        ids(&context.admins),
+        ids(&context.executors),
+        ids(&context.readers)
+    );
+    print_text_or_json(&client, &text, &context);
+    Ok(())
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let mut env_vars = BTreeMap::new();
+    for pair in &args.env_vars {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--env {pair:?}: expected NAME=VALUE"))?;
+        env_vars.insert(name.to_owned(), value.to_owned());
+    }
+    let params = JobParams {
+        script: read_script(&args.script)?,
+        script_type: args.script_type,
+        caller_id: args.caller_id,
+        context_id: args.context_id,
+        timeout: args.timeout,
+        prerequisites: args.prerequisites,
+        retries: args.retries,
+        env_vars,
+    };
+    let id = args
+        .client
+        .http()?
+        .create_job(params)
+        .await
+        .map_err(rpc_error)?;
+    print_text_or_json(&args.client, &id, &serde_json::json!({ "job_id": id }));
+    Ok(())
+}
+
+/// Streams the job's log lines over the WebSocket subscription until the job ends.
+async fn follow_logs(job: JobArgs) -> anyhow::Result<()> {
+    let JobArgs { client, job_id } = job;
+    let ws = ws_client(&client.url, client.token.as_deref())
+        .await
+        .with_context(|| format!("cannot connect to {}", client.url))?;
+    let mut events = ws
+        .subscribe_job_events(job_id, None)
+        .await
+        .map_err(rpc_error)?;
+    while let Some(event) = events.next().await {
+        let event = event.context("bad event from the server")?;
+        if client.json {
+            print_json(&event);
+            continue;
+        }
+        match event {
+            JobEvent::Log { line, .. } => print_line(&line),
+            JobEvent::Status {
+                status: JobStatus::Error,
+                ..
+            } => {
+                return Err(anyhow!("job ended in Error"));
+            }
+            JobEvent::Status { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// `-` reads the script from stdin.
+fn read_script(arg: &str) -> anyhow::Result<String> {
+    if arg != "-" {
+        return Ok(arg.to_owned());
+    }
+    let mut script = String::new();
+    std::io::stdin()
+        .read_to_string(&mut script)
+        .context("reading the script from stdin")?;
+    Ok(script)
+}
+
+/// A JSON-RPC error as one line: `job not found (-32001 job_not_found)`.
+fn rpc_error(e: ClientError) -> anyhow::Error {
+    match ErrorAnswer::from_client_error(&e) {
+        Some(answer) => anyhow!("{answer}"),
+        None => anyhow!(e),
+    }
+}
+
+#[allow(clippy::print_stdout)] // the CLI's output
+fn print_line(text: &str) {
+    println!("{text}");
+}
+
+#[allow(clippy::print_stdout)] // the CLI's output
+fn print_json(value: &impl Serialize) {
+    match serde_json::to_string(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => println!("{{\"error\":{:?}}}", e.to_string()),
+    }
+}
+
+fn print_text_or_json(client: &ClientArgs, text: &str, value: &impl Serialize) {
+    if client.json {
+        print_json(value);
+    } else if !text.is_empty() {
+        print_line(text);
+    }
+}

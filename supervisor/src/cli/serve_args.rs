@@ -1,0 +1,76 @@
+//! The flags of `serve` (clap), turned into the library's [`ServeOverrides`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+use hero_supervisor::config::ServeOverrides;
+
+/// The flags of `serve`. Each also reads its `HERO_*` variable; a flag beats the variable,
+/// and both beat the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML config file (keys as the flags, with underscores).
+    #[arg(long, env = "HERO_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to serve JSON-RPC (HTTP and WebSocket) on [default: 127.0.0.1:9652].
+    #[arg(long, env = "HERO_LISTEN", value_name = "IP:PORT")]
+    pub(crate) listen: Option<String>,
+    /// Redis URL; without it jobs live in memory.
+    #[arg(
+        long,
+        env = "HERO_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub(crate) redis_url: Option<String>,
+    /// Prefix of every Redis key [default: hero].
+    #[arg(long, env = "HERO_REDIS_PREFIX")]
+    pub(crate) redis_prefix: Option<String>,
+    /// Bearer token every client must send; required for a non-loopback --listen.
+    #[arg(long, env = "HERO_AUTH_TOKEN", hide_env_values = true)]
+    pub(crate) auth_token: Option<String>,
+    /// Largest request body or WebSocket message in bytes [default: 2097152].
+    #[arg(long, env = "HERO_MAX_REQUEST_BODY_BYTES")]
+    pub(crate) max_request_body_bytes: Option<u32>,
+    /// Connections open at once [default: 256].
+    #[arg(long, env = "HERO_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<u32>,
+    /// Subscriptions per WebSocket connection [default: 64].
+    #[arg(long, env = "HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub(crate) max_subscriptions_per_connection: Option<u32>,
+    /// Largest script in bytes [default: 1048576].
+    #[arg(long, env = "HERO_MAX_SCRIPT_BYTES")]
+    pub(crate) max_script_bytes: Option<usize>,
+    /// Lease of a running job in seconds: how long after this instance dies another one
+    /// takes its jobs over [default: 30].
+    #[arg(long, env = "HERO_LEASE_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) lease_secs: Option<u64>,
+    /// Worker threads of the async runtime [default: the cores less one, at least one:
+    /// the rest is left to the runner processes].
+    #[arg(long, env = "HERO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) worker_threads: Option<u16>,
+    /// A runner pool: `TYPE[,TYPE..]=tcp://HOST:PORT` or `TYPE[,TYPE..]=stdio:COMMAND ARGS..`.
+    /// Repeatable; replaces the built-in runner for those types.
+    #[arg(long = "runner", value_name = "TYPE=SPEC")]
+    pub(crate) runners: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The flags (and their variables, merged by clap) as overrides of the config file.
+    pub(crate) fn into_overrides(self) -> ServeOverrides {
+        ServeOverrides {
+            config: self.config,
+            listen: self.listen,
+            redis_url: self.redis_url,
+            redis_prefix: self.redis_prefix,
+            auth_token: self.auth_token,
+            max_request_body_bytes: self.max_request_body_bytes,
+            max_connections: self.max_connections,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_script_bytes: self.max_script_bytes,
+            lease_secs: self.lease_secs,
+            worker_threads: self.worker_threads,
+            runners: self.runners,
+        }
+    }
+}
