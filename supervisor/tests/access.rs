@@ -257,8 +257,21 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
     }
 }
 
-async fn check_matrix(ws: bool) {
-    let server = memory_server().await;
+async fn redis_server(redis: &RedisServer) -> Server {
+    let store = RedisStore::connect(&redis.url(), StoreConfig::default(), Arc::new(SystemClock))
+        .await
+        .expect("store");
+    let directory = RedisDirectory::connect(&redis.url(), "hero")
+        .await
+        .expect("directory");
+    server(Arc::new(store), Arc::new(directory)).await
+}
+
+async fn check_matrix(ws: bool, redis: Option<&RedisServer>) {
+    let server = match redis {
+        Some(redis) => redis_server(redis).await,
+        None => memory_server().await,
+    };
     let admin = Client::new(&server, ws, Some(ADMIN_TOKEN))
         .await
         .expect("admin");
@@ -289,18 +302,30 @@ async fn check_matrix(ws: bool) {
         }
     }
     let transport = if ws { "WebSocket" } else { "HTTP" };
-    assert!(wrong.is_empty(), "{transport}:\n{}", wrong.join("\n"));
+    let store = if redis.is_some() { "Redis" } else { "memory" };
+    assert!(
+        wrong.is_empty(),
+        "{transport}, {store} store:\n{}",
+        wrong.join("\n")
+    );
     server.supervisor.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_matrix_holds_over_http() {
-    check_matrix(false).await;
+    check_matrix(false, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_matrix_holds_over_websocket() {
-    check_matrix(true).await;
+    check_matrix(true, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_matrix_holds_on_redis_over_http_and_websocket() {
+    let redis = RedisServer::start();
+    check_matrix(false, Some(&redis)).await;
+    check_matrix(true, Some(&redis)).await;
 }
 
 /// A WebSocket client that proves `key` with `fetch_nonce` + `authenticate`.
@@ -436,17 +461,7 @@ async fn signature_actors_see_only_their_own_context() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_redis_enforce_the_same_rules() {
     let redis = RedisServer::start();
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let store =
-            RedisStore::connect(&redis.url(), StoreConfig::default(), Arc::new(SystemClock))
-                .await
-                .expect("store");
-        let directory = RedisDirectory::connect(&redis.url(), "hero")
-            .await
-            .expect("dir");
-        servers.push(server(Arc::new(store), Arc::new(directory)).await);
-    }
+    let servers = [redis_server(&redis).await, redis_server(&redis).await];
     let admin_a = Client::new(&servers[0], false, Some(ADMIN_TOKEN))
         .await
         .unwrap();
@@ -600,5 +615,100 @@ async fn bad_directory_input_is_refused() {
     // The old key is free again.
     let freed = json!({"actor": {"id": 2, "pubkey": k, "address": []}});
     assert_eq!(outcome(admin.call("actor.create", vec![freed]).await), "ok");
+    server.supervisor.shutdown().await;
+}
+
+/// `rpc.discover` serves the directory methods exactly as the contract declares them
+/// (`../shared/specs/coordinator.openrpc.json`): same params and result schemas, every
+/// schema they reference identical, and the answers validate against those schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_methods_match_the_coordinator_spec() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/specs/coordinator.openrpc.json"
+    );
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}")),
+    )
+    .expect("the spec is JSON");
+    let server = memory_server().await;
+    let admin = Client::new(&server, false, Some(ADMIN_TOKEN))
+        .await
+        .unwrap();
+    let served = admin
+        .call("rpc.discover", vec![])
+        .await
+        .expect("rpc.discover");
+    let find = |doc: &Value, name: &str| -> Value {
+        doc["methods"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    for name in [
+        "actor.create",
+        "actor.load",
+        "context.create",
+        "context.load",
+    ] {
+        let (want, got) = (find(&spec, name), find(&served, name));
+        assert_eq!(got["params"], want["params"], "{name} params");
+        assert_eq!(got["result"], want["result"], "{name} result");
+    }
+    for schema in [
+        "Actor",
+        "ActorCreate",
+        "ActorCreateParams",
+        "ActorLoadParams",
+        "Context",
+        "ContextCreate",
+        "ContextCreateParams",
+        "ContextLoadParams",
+        "IpAddr",
+    ] {
+        assert_eq!(
+            served["components"]["schemas"][schema], spec["components"]["schemas"][schema],
+            "schema {schema}"
+        );
+    }
+    // The answers have exactly the spec's required fields, with the spec's types.
+    set_up(&admin).await;
+    let actor = admin
+        .call("actor.load", vec![json!({"id": 1})])
+        .await
+        .unwrap();
+    let context = admin
+        .call("context.load", vec![json!({"id": CONTEXT})])
+        .await
+        .unwrap();
+    for (value, schema) in [(actor, "Actor"), (context, "Context")] {
+        let schema = &spec["components"]["schemas"][schema];
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut want = required.clone();
+        want.sort_unstable();
+        assert_eq!(keys, want, "{value}");
+        for (field, spec_type) in schema["properties"].as_object().unwrap() {
+            let ok = match spec_type["type"].as_str() {
+                Some("integer") => value[field].is_u64() || value[field].is_i64(),
+                Some("string") => value[field].is_string(),
+                Some("array") => value[field].is_array(),
+                other => panic!("unexpected type {other:?}"),
+            };
+            assert!(ok, "{field} of {value}");
+        }
+    }
     server.supervisor.shutdown().await;
 }

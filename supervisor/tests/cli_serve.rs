@@ -329,6 +329,48 @@ async fn token_from_env_and_client_token() {
     assert_eq!(out.stdout, b"[]\n");
 }
 
+/// No secret reaches the log, at any level: with RUST_LOG=trace, jsonrpsee traces every
+/// request it serves; the bearer token must not be in it (the auth layer removes the
+/// header once checked), nor a token of the `[[tokens]]` table.
+#[tokio::test]
+async fn tokens_never_reach_the_log_even_at_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trace.log");
+    let config = dir.path().join("hero.toml");
+    std::fs::write(
+        &config,
+        "[[tokens]]\ntoken = \"table-s3cret-7\"\nactor = 7\n",
+    )
+    .unwrap();
+    let port = free_tcp_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--auth-token", "admin-s3cret-1", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let admin = http_client(&url, Some("admin-s3cret-1")).unwrap();
+    while admin.whoami().await.is_err() {
+        assert!(Instant::now() < deadline, "no answer on {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let actor = http_client(&url, Some("table-s3cret-7")).unwrap();
+    assert_eq!(actor.whoami().await.unwrap(), "actor:7");
+    assert!(admin.list_jobs().await.unwrap().is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("TRACE"), "the trace level was on:\n{text}");
+    for secret in ["admin-s3cret-1", "table-s3cret-7"] {
+        assert!(!text.contains(secret), "{secret} in the log:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn config_file_env_and_flags_precedence() {
     let dir = tempfile::tempdir().unwrap();
