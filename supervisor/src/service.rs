@@ -190,10 +190,7 @@ impl Supervisor {
     /// Creates, starts and waits for a job; returns its output. A job that ends in
     /// `Error` is [`SupervisorError::JobFailed`]; one still running after its timeout
     /// (plus a little slack for the runner's own answer) is [`SupervisorError::Timeout`].
-    pub async fn run_job_and_await_result(
-        &self,
-        params: JobParams,
-    ) -> Result<String, SupervisorError> {
+    pub async fn submit_and_wait(&self, params: JobParams) -> Result<String, SupervisorError> {
         params
             .validate(&self.inner.limits)
             .map_err(|e| SupervisorError::InvalidParams(e.to_string()))?;

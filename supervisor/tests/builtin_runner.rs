@@ -41,13 +41,13 @@ fn params(script_type: ScriptType, script: &str) -> JobParams {
 async fn every_script_type_runs_for_real() {
     let sup = start().await;
     let out = sup
-        .run_job_and_await_result(params(ScriptType::Sal, r#"print("working"); 40 + 2"#))
+        .submit_and_wait(params(ScriptType::Sal, r#"print("working"); 40 + 2"#))
         .await
         .unwrap();
     assert_eq!(out, "42");
 
     let out = sup
-        .run_job_and_await_result(params(
+        .submit_and_wait(params(
             ScriptType::Osis,
             r#"osis_set("k", "v1"); osis_get("k")"#,
         ))
@@ -86,7 +86,7 @@ async fn a_missing_interpreter_fails_at_once() {
     if which("v") {
         // V is installed here: the job must then simply run.
         let out = sup
-            .run_job_and_await_result(params(ScriptType::V, "println('v ok')"))
+            .submit_and_wait(params(ScriptType::V, "println('v ok')"))
             .await
             .unwrap();
         assert_eq!(out, "v ok");
@@ -103,7 +103,7 @@ async fn a_missing_interpreter_fails_at_once() {
     assert!(error.message.contains("v"), "{}", error.message);
     assert_eq!(job.attempt, 1, "not retried");
     let res = sup
-        .run_job_and_await_result(params(ScriptType::V, "println('hi')"))
+        .submit_and_wait(params(ScriptType::V, "println('hi')"))
         .await;
     assert!(
         matches!(res, Err(SupervisorError::JobFailed { .. })),

@@ -10,7 +10,7 @@ use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::HeroApiClient;
 use hero_supervisor::rpc::client::{http_client, ws_client};
 use hero_supervisor::rpc::error::ErrorAnswer;
-use hero_supervisor::rpc::types::JobParams;
+use hero_supervisor::rpc::types::CreateJobParams;
 use hero_testkit::free_tcp_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -274,7 +274,10 @@ async fn runner_backed_methods_over_http_and_ws() {
             "42"
         );
         // A prerequisite chain.
-        let first = c.create_job(JobParams::new("1", "SAL")).await.unwrap();
+        let first = c
+            .create_job(CreateJobParams::new("1", "SAL"))
+            .await
+            .unwrap();
         c.start_job(first.clone()).await.unwrap();
         let out = c
             .run_job("2".into(), "SAL".into(), Some(vec![first]), Some(30))
@@ -284,7 +287,7 @@ async fn runner_backed_methods_over_http_and_ws() {
         let err = c.play("throw \"boom\"".into()).await.unwrap_err();
         assert_eq!(ErrorAnswer::from_client_error(&err).unwrap().code, -32003);
         // Stop a running job.
-        let mut params = JobParams::new("import time\ntime.sleep(60)\n", "Python");
+        let mut params = CreateJobParams::new("import time\ntime.sleep(60)\n", "Python");
         params.retries = Some(0);
         let id = c.create_job(params).await.unwrap();
         c.start_job(id.clone()).await.unwrap();

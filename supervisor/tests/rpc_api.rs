@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
-use hero_supervisor::rpc::types::{JobEvent, JobParams};
+use hero_supervisor::rpc::types::{CreateJobParams, JobEvent};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
 use hero_supervisor::store::JobStore;
 use hero_testkit::RedisServer;
@@ -44,7 +44,7 @@ async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
             .starts_with("hero-auth:")
     );
 
-    let mut params = JobParams::new("print(40 + 2)", "sal");
+    let mut params = CreateJobParams::new("print(40 + 2)", "sal");
     params.context_id = Some("ctx".into());
     params.env_vars.insert("A".into(), "1".into());
     let id = client.create_job(params).await.unwrap();
@@ -88,7 +88,7 @@ async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
     );
 
     let other = client
-        .create_job(JobParams::new("x", "Python"))
+        .create_job(CreateJobParams::new("x", "Python"))
         .await
         .unwrap();
     assert_eq!(
@@ -162,18 +162,18 @@ async fn error_codes_from_real_bad_inputs() {
     );
     expect_code(c.start_job("".into()).await, -32602, "invalid_job_id");
     expect_code(
-        c.create_job(JobParams::new("  ", "SAL")).await,
+        c.create_job(CreateJobParams::new("  ", "SAL")).await,
         -32602,
         "invalid_params",
     );
     expect_code(
-        c.create_job(JobParams::new("x", "rust")).await,
+        c.create_job(CreateJobParams::new("x", "rust")).await,
         -32602,
         "invalid_params",
     );
     let big = "x".repeat(1024 * 1024 + 1);
     expect_code(
-        c.create_job(JobParams::new(big, "SAL")).await,
+        c.create_job(CreateJobParams::new(big, "SAL")).await,
         -32602,
         "invalid_params",
     );
@@ -211,14 +211,20 @@ async fn error_codes_from_real_bad_inputs() {
     expect_code(c.stop_job(unknown.clone()).await, -32001, "job_not_found");
     expect_code(c.delete_job(unknown.clone()).await, -32001, "job_not_found");
     // -32004: starting a job twice.
-    let id = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let id = c
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
     c.start_job(id.clone()).await.unwrap();
     expect_code(c.start_job(id.clone()).await, -32004, "conflict");
     // -32002: nothing runs the job within its timeout (no runner pools here).
     let err = c.run_job("x".into(), "SAL".into(), None, Some(1)).await;
     expect_code(err, -32002, "timeout");
     // -32003: the job ends in Error (its prerequisite is cancelled).
-    let prereq = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let prereq = c
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
     let waiting = {
         let c = server.http();
         let prereq = prereq.clone();
@@ -252,7 +258,10 @@ async fn storage_and_internal_errors_from_redis() {
     let redis = RedisServer::start();
     let server = TestServer::with_redis(RpcConfig::default(), redis.url()).await;
     let c = server.http();
-    let id = c.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let id = c
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
 
     // -32603: a corrupt job hash (a field the store can't decode).
     let client = redis::Client::open(redis.url()).unwrap();
@@ -276,7 +285,10 @@ async fn storage_and_internal_errors_from_redis() {
 async fn subscription_replays_from_cursor_streams_live_and_ends() {
     let server = TestServer::start().await;
     let ws = server.ws().await;
-    let id = ws.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let id = ws
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
     let job_id: JobId = id.parse().unwrap();
     ws.start_job(id.clone()).await.unwrap();
     let job = server
@@ -364,7 +376,10 @@ async fn unsubscribe_and_subscription_limit_per_connection() {
     };
     let server = TestServer::with_config(config).await;
     let ws = server.ws().await;
-    let id = ws.create_job(JobParams::new("x", "SAL")).await.unwrap();
+    let id = ws
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
     let first = ws.subscribe_job_events(id.clone(), None).await.unwrap();
     let _second = ws.subscribe_job_events(id.clone(), None).await.unwrap();
     assert!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hero_supervisor::clock::ManualClock;
 use hero_supervisor::config::ServeConfig;
 use hero_supervisor::rpc::client::{http_client, ws_client};
-use hero_supervisor::rpc::types::JobParams;
+use hero_supervisor::rpc::types::CreateJobParams;
 use hero_supervisor::rpc::{HeroApiClient, RpcConfig, StartError};
 use hero_supervisor::server::{self, ServerError};
 use k256::ecdsa::signature::Signer;
@@ -148,7 +148,7 @@ async fn signature_auth_success_binds_the_ws_connection() {
     );
     assert_eq!(ws.whoami().await.unwrap(), alice.pubkey());
     // Jobs created on this connection carry the key as caller_id, whatever is given.
-    let mut params = JobParams::new("x", "SAL");
+    let mut params = CreateJobParams::new("x", "SAL");
     params.caller_id = Some("mallory".into());
     let id = ws.create_job(params).await.unwrap();
     assert_eq!(

@@ -154,7 +154,7 @@ async fn shutdown_leaves_no_job_started(b: Backend) {
 async fn success_finishes_with_output(b: Backend) {
     let sup = supervisor(&b).await;
     let out = sup
-        .run_job_and_await_result(params("echo hello world"))
+        .submit_and_wait(params("echo hello world"))
         .await
         .expect("run_job");
     assert_eq!(out, "hello world");
@@ -179,7 +179,7 @@ async fn error_is_retried_then_fails_with_the_runners_error(b: Backend) {
     assert_eq!(job.attempt, 3, "retries: 2 means three attempts");
     let err = job.error.expect("typed error");
     assert_eq!(err.message, "disk on fire");
-    let res = sup.run_job_and_await_result(params("fail boom")).await;
+    let res = sup.submit_and_wait(params("fail boom")).await;
     assert!(
         matches!(&res, Err(SupervisorError::JobFailed { error, .. }) if error.message == "boom"),
         "{res:?}"
@@ -190,7 +190,7 @@ async fn error_is_retried_then_fails_with_the_runners_error(b: Backend) {
 async fn flaky_job_finishes_on_a_later_attempt(b: Backend) {
     let sup = supervisor(&b).await;
     let out = sup
-        .run_job_and_await_result(params("flaky 2"))
+        .submit_and_wait(params("flaky 2"))
         .await
         .expect("third attempt succeeds");
     assert_eq!(out, "ok on attempt 3");
@@ -200,7 +200,7 @@ async fn flaky_job_finishes_on_a_later_attempt(b: Backend) {
 async fn retry_outcome_requeues_then_exhausts(b: Backend) {
     let sup = supervisor(&b).await;
     let out = sup
-        .run_job_and_await_result(params("retry 0.05"))
+        .submit_and_wait(params("retry 0.05"))
         .await
         .expect("succeeds on the third attempt");
     assert_eq!(out, "ok on attempt 3");
@@ -241,7 +241,7 @@ async fn deadline_cancels_and_fails_with_timeout(b: Backend) {
         started.elapsed()
     );
     // The runner is still usable afterwards.
-    let out = sup.run_job_and_await_result(params("echo after")).await;
+    let out = sup.submit_and_wait(params("echo after")).await;
     assert_eq!(out.unwrap(), "after");
     sup.shutdown().await;
 }
@@ -294,7 +294,7 @@ async fn garbage_frame_drops_the_connection_not_the_job(b: Backend) {
     assert_eq!(job.attempt, 2);
     // The supervisor is fine and keeps serving.
     assert_eq!(
-        sup.run_job_and_await_result(params("echo still here"))
+        sup.submit_and_wait(params("echo still here"))
             .await
             .unwrap(),
         "still here"
@@ -500,11 +500,9 @@ async fn tcp_managed_tcp_external_and_plain_v1_pools() {
     let sup = Supervisor::start(c, b.store.clone());
     let mut py = params("echo over tcp");
     py.script_type = ScriptType::Python;
-    assert_eq!(sup.run_job_and_await_result(py).await.unwrap(), "over tcp");
+    assert_eq!(sup.submit_and_wait(py).await.unwrap(), "over tcp");
     assert_eq!(
-        sup.run_job_and_await_result(params("echo managed"))
-            .await
-            .unwrap(),
+        sup.submit_and_wait(params("echo managed")).await.unwrap(),
         "managed"
     );
     let runners = sup.list_runners();

@@ -249,7 +249,7 @@ async fn hostile_answer_costs_one_connection(how: Hostility, timeout: u64, drop_
     sup.start_job(id).await.unwrap();
     // Meanwhile the other pool keeps serving.
     let alive = sup
-        .run_job_and_await_result(common::params(
+        .submit_and_wait(common::params(
             "echo alive".to_owned(),
             ScriptType::Python,
             10,
@@ -285,7 +285,7 @@ async fn hostile_answer_costs_one_connection(how: Hostility, timeout: u64, drop_
     assert!(grown_mib < 512, "{how:?}: VmPeak grew by {grown_mib} MiB");
     // Still serving after it all.
     let again = sup
-        .run_job_and_await_result(common::params(
+        .submit_and_wait(common::params(
             "echo again".to_owned(),
             ScriptType::Sal,
             10,
@@ -358,7 +358,7 @@ async fn a_runner_hostile_every_time_fails_the_job_with_runner_lost() {
     assert_eq!(job.error.unwrap().error_type, "runner_lost");
     assert!(fake.connections.load(Ordering::SeqCst) >= 3);
     let alive = sup
-        .run_job_and_await_result(common::params(
+        .submit_and_wait(common::params(
             "echo alive".to_owned(),
             ScriptType::Python,
             10,

@@ -15,7 +15,7 @@ use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::HeroApiClient;
 use hero_supervisor::rpc::client::http_client;
 use hero_supervisor::rpc::error::ErrorAnswer;
-use hero_supervisor::rpc::types::{JobInfo, JobParams, RunnerInfo};
+use hero_supervisor::rpc::types::{CreateJobParams, JobInfo, RunnerInfo};
 use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 use serde_json::Value;
 
@@ -121,15 +121,15 @@ impl Server {
     }
 }
 
-fn params(script: &str, timeout: u64, retries: u32) -> JobParams {
-    JobParams {
+fn params(script: &str, timeout: u64, retries: u32) -> CreateJobParams {
+    CreateJobParams {
         timeout: Some(timeout),
         retries: Some(retries),
-        ..JobParams::new(script, "Python")
+        ..CreateJobParams::new(script, "Python")
     }
 }
 
-async fn submit(client: &HttpClient, params: JobParams) -> String {
+async fn submit(client: &HttpClient, params: CreateJobParams) -> String {
     let id = client.create_job(params).await.expect("create_job");
     client.start_job(id.clone()).await.expect("start_job");
     id
@@ -440,9 +440,9 @@ async fn a_runner_that_refuses_the_protocol_is_reported_and_loses_no_job() {
     let client = server.client();
     let id = submit(
         &client,
-        JobParams {
+        CreateJobParams {
             retries: Some(0),
-            ..JobParams::new("println('hi')", "V")
+            ..CreateJobParams::new("println('hi')", "V")
         },
     )
     .await;

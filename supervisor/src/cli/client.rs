@@ -12,7 +12,7 @@ use hero_supervisor::rpc::HeroApiClient;
 use hero_supervisor::rpc::client::{http_client, ws_client};
 use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::{
-    ActorCreateParams, ContextCreateParams, IdParams, JobEvent, JobParams,
+    ActorCreateParams, ContextCreateParams, CreateJobParams, IdParams, JobEvent,
 };
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
@@ -404,7 +404,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("--env {pair:?}: expected NAME=VALUE"))?;
         env_vars.insert(name.to_owned(), value.to_owned());
     }
-    let params = JobParams {
+    let params = CreateJobParams {
         script: read_script(&args.script)?,
         script_type: args.script_type,
         caller_id: args.caller_id,

@@ -8,8 +8,8 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::Value;
 
 use super::types::{
-    ActorCreateParams, ContextCreateParams, IdParams, JobEvent, JobInfo, JobLogsResult, JobParams,
-    PlayResult, RunnerInfo, StartJobResult,
+    ActorCreateParams, ContextCreateParams, CreateJobParams, IdParams, JobEvent, JobInfo,
+    JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
 };
 use crate::access::{Actor, Context};
 use crate::job::JobStatus;
@@ -40,7 +40,7 @@ pub trait HeroApi {
 
     /// Stores a job as `Created` (not queued); returns its id.
     #[method(name = "create_job", with_extensions)]
-    async fn create_job(&self, params: JobParams) -> RpcResult<String>;
+    async fn create_job(&self, params: CreateJobParams) -> RpcResult<String>;
 
     /// Queues a `Created` job (or parks it until its prerequisites finish).
     #[method(name = "start_job", with_extensions)]

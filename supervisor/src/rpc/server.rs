@@ -19,9 +19,8 @@ use super::error::{
     context_not_found, forbidden, internal, invalid_params, not_found, parse_job_id, to_rpc_error,
 };
 use super::types::{
-    ANONYMOUS, ActorCreateParams, ContextCreateParams, DEFAULT_CONTEXT, IdParams, JobEvent,
-    JobInfo, JobLogsResult, JobParams, PlayResult, RunnerInfo, StartJobResult, parse_job_ids,
-    parse_script_type,
+    ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT, IdParams,
+    JobEvent, JobInfo, JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
@@ -50,7 +49,11 @@ fn identity(ext: &Extensions) -> Option<String> {
 
 /// The domain params of a job submitted by `who`: its `caller_id` is who's stamp when
 /// it has one, its trace the request's `traceparent` header.
-fn submitted(params: JobParams, who: &Who, ext: &Extensions) -> RpcResult<crate::job::JobParams> {
+fn submitted(
+    params: CreateJobParams,
+    who: &Who,
+    ext: &Extensions,
+) -> RpcResult<crate::job::JobParams> {
     let mut params = params.into_domain(who.stamp.clone())?;
     params.traceparent = ext.get::<TraceParent>().map(TraceParent::to_string);
     Ok(params)
@@ -170,7 +173,7 @@ impl RpcHandler {
 
     async fn run(&self, params: crate::job::JobParams) -> RpcResult<String> {
         self.supervisor
-            .run_job_and_await_result(params)
+            .submit_and_wait(params)
             .await
             .map_err(to_rpc_error)
     }
@@ -290,12 +293,12 @@ impl HeroApiServer for RpcHandler {
     async fn play(&self, ext: &Extensions, script: String) -> RpcResult<PlayResult> {
         let who = self.who(ext).await?;
         self.may_submit(&who.caller, None).await?;
-        let params = JobParams::new(script, ScriptType::Sal.as_str());
+        let params = CreateJobParams::new(script, ScriptType::Sal.as_str());
         let output = self.run(submitted(params, &who, ext)?).await?;
         Ok(PlayResult { output })
     }
 
-    async fn create_job(&self, ext: &Extensions, params: JobParams) -> RpcResult<String> {
+    async fn create_job(&self, ext: &Extensions, params: CreateJobParams) -> RpcResult<String> {
         let who = self.who(ext).await?;
         self.may_submit(&who.caller, params.context_id.as_deref())
             .await?;
@@ -324,11 +327,9 @@ impl HeroApiServer for RpcHandler {
         prerequisites: Option<Vec<String>>,
         timeout: Option<u64>,
     ) -> RpcResult<String> {
-        parse_script_type(&script_type)?;
-        parse_job_ids(prerequisites.as_deref().unwrap_or_default())?;
         let who = self.who(ext).await?;
         self.may_submit(&who.caller, None).await?;
-        let mut params = JobParams::new(script, script_type);
+        let mut params = CreateJobParams::new(script, script_type);
         params.prerequisites = prerequisites.unwrap_or_default();
         params.timeout = timeout;
         self.run(submitted(params, &who, ext)?).await

@@ -25,7 +25,7 @@ pub const DEFAULT_CONTEXT: &str = "default";
 /// key on a connection that authenticated; otherwise it defaults to `"anonymous"`.
 /// `context_id` defaults to `"default"`. `timeout` is in seconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobParams {
+pub struct CreateJobParams {
     /// The script source (at most 1 MiB).
     pub script: String,
     /// `"OSIS" | "SAL" | "V" | "Python"`, any case.
@@ -50,13 +50,13 @@ pub struct JobParams {
     pub env_vars: BTreeMap<String, String>,
 }
 
-impl JobParams {
+impl CreateJobParams {
     /// Params for `script` of `script_type` with every optional field absent.
     pub fn new(script: impl Into<String>, script_type: impl Into<String>) -> Self {
-        JobParams {
+        CreateJobParams {
             script: script.into(),
             script_type: script_type.into(),
-            ..JobParams::default()
+            ..CreateJobParams::default()
         }
     }
 
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn job_params_convert_with_defaults_and_identity() {
-        let p = JobParams::new("print(1)", "sal");
+        let p = CreateJobParams::new("print(1)", "sal");
         let d = p.clone().into_domain(None).unwrap();
         assert_eq!(d.script_type, ScriptType::Sal);
         assert_eq!(d.caller_id, ANONYMOUS);
