@@ -1,6 +1,8 @@
 //! The `hero-runner` binary as a real process, over stdio and TCP, running every script
 //! type.
 
+// The SDK's test helpers (frames over pipes, a test request), shared rather than copied.
+#[path = "../../runner/tests/common/mod.rs"]
 mod common;
 
 use std::process::Stdio;
