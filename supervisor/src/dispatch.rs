@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::job::{Job, JobError, JobId, ScriptType};
 use crate::pool::{CallError, Lease, RunnerConnection, RunnerPool};
-use crate::store::{Finished, JobStore, StoreError, StoreEvent};
+use crate::store::{ClaimedJob, Finished, JobStore, StoreError, StoreEvent};
 
 /// Jobs claimed in one store call at most.
 const CLAIM_BATCH: usize = 256;
@@ -231,12 +231,31 @@ impl Dispatcher {
                 }
                 continue;
             }
-            for job in claimed {
+            for claimed in claimed {
+                let job = match claimed {
+                    ClaimedJob::Job(job) => job,
+                    ClaimedJob::Undecodable { id, attempt, why } => {
+                        self.fail_undecodable(id, attempt, why);
+                        continue;
+                    }
+                };
                 let Some(permit) = permits.pop() else { break };
                 self.jobs
                     .spawn(self.clone().run_job(owner.clone(), job, permit));
             }
         }
+    }
+
+    /// A claimed job that does not decode cannot be run: it ends now in
+    /// `Error(corrupt)`, rather than waiting for its lease to expire and being claimed
+    /// again, attempt after attempt. The store only reports it; this is the policy.
+    fn fail_undecodable(self: &Arc<Self>, id: JobId, attempt: u32, why: String) {
+        tracing::error!(job = %id, reason = %why, "claimed a job that does not decode; failing it");
+        let this = self.clone();
+        self.jobs.spawn(async move {
+            let error = JobError::new(JobError::CORRUPT, why);
+            this.write(id, attempt, Write::Fail(error)).await;
+        });
     }
 
     async fn run_job(self: Arc<Self>, owner: Arc<str>, job: Job, lease: Lease) {
@@ -346,6 +365,12 @@ impl Dispatcher {
             }
             other => other,
         };
+        self.write(id, attempt, write).await;
+    }
+
+    /// Writes `write` for attempt `attempt` of job `id`; a write that meets an
+    /// unavailable store is tried again (see [`Self::retry_delays`]).
+    async fn write(&self, id: JobId, attempt: u32, write: Write) {
         let mut delays = self.retry_delays();
         loop {
             let result = match &write {

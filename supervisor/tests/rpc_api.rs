@@ -24,7 +24,11 @@ async fn run_like_a_runner(store: &Arc<dyn JobStore>, lines: &[&str], output: &s
         .claim(ScriptType::Sal, 1, "test-runner", LEASE)
         .await
         .unwrap();
-    let job = claimed.first().expect("a queued job");
+    let job = claimed
+        .into_iter()
+        .next()
+        .and_then(|c| c.into_job())
+        .expect("a queued job");
     let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     store.append_logs(job.id, &lines).await.unwrap();
     store
@@ -293,7 +297,9 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         .claim(ScriptType::Sal, 1, "t", LEASE)
         .await
         .unwrap()
-        .remove(0);
+        .remove(0)
+        .into_job()
+        .expect("a decodable job");
     let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
     server
         .store

@@ -10,7 +10,8 @@ use chrono::Duration as Span;
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
-    CancelOutcome, Finished, JobStore, MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent,
+    CancelOutcome, ClaimedJob, Finished, JobStore, MemoryStore, RedisStore, StoreConfig,
+    StoreError, StoreEvent,
 };
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast;
@@ -106,10 +107,12 @@ impl Harness {
     }
 
     async fn claim(&self, max: usize) -> Vec<Job> {
-        self.store
-            .claim(ScriptType::Sal, max, OWNER, LEASE)
-            .await
-            .expect("claim")
+        decoded(
+            self.store
+                .claim(ScriptType::Sal, max, OWNER, LEASE)
+                .await
+                .expect("claim"),
+        )
     }
 
     async fn get(&self, id: JobId) -> Job {
@@ -392,11 +395,12 @@ async fn claim_is_fifo_per_script_type(h: Harness) {
     assert_eq!(got, vec![a, b]);
     let got: Vec<JobId> = h.claim(5).await.iter().map(|j| j.id).collect();
     assert_eq!(got, vec![c]);
-    let other = h
-        .store
-        .claim(ScriptType::Python, 5, OWNER, LEASE)
-        .await
-        .unwrap();
+    let other = decoded(
+        h.store
+            .claim(ScriptType::Python, 5, OWNER, LEASE)
+            .await
+            .unwrap(),
+    );
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].id, py);
     assert!(
@@ -422,7 +426,7 @@ async fn racing_claimers_never_share_a_job(h: Harness) {
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = store.claim(ScriptType::Sal, 7, owner, LEASE).await.unwrap();
+                    let got = decoded(store.claim(ScriptType::Sal, 7, owner, LEASE).await.unwrap());
                     if got.is_empty() {
                         return mine;
                     }
@@ -1157,3 +1161,11 @@ conformance!(
     finish_many_applies_each_item_on_its_own,
     claim_returns_the_stored_job,
 );
+
+/// The claimed jobs; every job these tests store decodes.
+fn decoded(claimed: Vec<ClaimedJob>) -> Vec<Job> {
+    claimed
+        .into_iter()
+        .map(|c| c.into_job().expect("a decodable job"))
+        .collect()
+}

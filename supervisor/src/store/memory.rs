@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::{
-    CancelOutcome, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError, StoreEvent,
-    deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError,
+    StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -349,7 +349,7 @@ impl JobStore for MemoryStore {
         max: usize,
         owner: &str,
         lease: Duration,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = self.now();
         let until = trunc_ms(deadline(now, lease));
         let mut ev = Events::new();
@@ -377,7 +377,7 @@ impl JobStore for MemoryStore {
                 let job = job.clone();
                 st.leases.insert((to_ms(until), id));
                 changed(&mut ev, &job);
-                claimed.push(job);
+                claimed.push(ClaimedJob::Job(job));
             }
         }
         self.emit(ev);

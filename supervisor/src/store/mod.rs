@@ -115,6 +115,44 @@ pub enum CancelOutcome {
     AlreadyTerminal(JobStatus),
 }
 
+/// One job taken by [`JobStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimedJob {
+    /// The job, `Started` under the caller's lease.
+    Job(Job),
+    /// A job the store claimed (it is `Started` on `attempt` under the caller's lease)
+    /// but could not decode: its stored fields were edited by hand or are damaged. The
+    /// store decides nothing about it; the caller does (the dispatcher ends it at once in
+    /// `Error(corrupt)`, rather than letting its lease expire and claiming it again,
+    /// attempt after attempt). Only the Redis store can report one.
+    Undecodable {
+        /// The job.
+        id: JobId,
+        /// The attempt the claim started (the CAS of a later write names it).
+        attempt: u32,
+        /// What did not decode.
+        why: String,
+    },
+}
+
+impl ClaimedJob {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        match self {
+            ClaimedJob::Job(job) => job.id,
+            ClaimedJob::Undecodable { id, .. } => *id,
+        }
+    }
+
+    /// The decoded job, or `None` when it is [`ClaimedJob::Undecodable`].
+    pub fn into_job(self) -> Option<Job> {
+        match self {
+            ClaimedJob::Job(job) => Some(job),
+            ClaimedJob::Undecodable { .. } => None,
+        }
+    }
+}
+
 /// A successful attempt to record: an item of [`JobStore::finish_many`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
@@ -175,14 +213,16 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 
     /// Pops up to `max` ready jobs of `script_type` (FIFO); each becomes `Started` with
     /// `attempt + 1` and a lease held by `owner` until now + `lease`; its `runner` field
-    /// records `owner` (and keeps it after the job ends).
+    /// records `owner` (and keeps it after the job ends). A claimed job whose stored
+    /// fields do not decode is returned as [`ClaimedJob::Undecodable`], in its place, so
+    /// one bad job holds up neither the others nor the queue.
     async fn claim(
         &self,
         script_type: ScriptType,
         max: usize,
         owner: &str,
         lease: Duration,
-    ) -> Result<Vec<Job>, StoreError>;
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
 
     /// Extends `owner`'s leases on `ids` to now + `lease`. Returns the ids whose lease
     /// `owner` no longer holds (finished, reclaimed, deleted, ...).

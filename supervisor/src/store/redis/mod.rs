@@ -1,5 +1,12 @@
 //! The Redis store: the shared store several supervisor instances can use at once.
 //!
+//! # Modules
+//! - `mod.rs` (here): [`RedisStore`] and its [`JobStore`] impl: arguments in, replies out.
+//! - `scripts.rs`: the Lua script registry (`lua/*.lua`, `common.lua` prepended).
+//! - `codec.rs`: a job <-> its HASH fields (pure, unit-tested on plain maps).
+//! - `claim.rs`: the claim reply decoder and the one list of fields claim returns.
+//! - `events.rs`: the pub/sub wire events and the listener task.
+//!
 //! # Key layout
 //! Every key lives under a configurable prefix (default `hero`):
 //!
@@ -16,7 +23,7 @@
 //!
 //! # Atomicity
 //! Every change that touches more than one key is one Lua script
-//! (`src/store/lua/*.lua`, each headed by its KEYS, ARGV and Returns; `common.lua` is
+//! (`src/store/redis/lua/*.lua`, each headed by its KEYS, ARGV and Returns; `common.lua` is
 //! prepended to each). Scripts publish their events themselves, so an event is never
 //! sent for a change that did not happen. "Now" is the store's [`Clock`], passed in ARGV.
 //! Scripts compute the keys of other jobs (dependents, prerequisites) themselves: fine on
@@ -32,24 +39,30 @@
 //! [`StoreEvent::Resync`]: waiters re-read the state they care about.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
-use serde::Deserialize;
 use tokio::sync::{broadcast, oneshot};
-use tokio::task::AbortHandle;
 
+use self::claim::{CLAIM_FIELDS, decode_claimed};
+use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
+use self::events::{ListenerGuard, listen};
+use self::scripts::SCRIPTS;
 use super::{
-    CancelOutcome, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError, StoreEvent,
-    deadline, from_ms, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError,
+    StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
-use crate::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
+use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
+
+mod claim;
+mod codec;
+mod events;
+mod scripts;
 
 /// Time allowed to open a connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,56 +71,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Jobs removed per `clear_all` step (one script call each).
 const CLEAR_BATCH: usize = 500;
-/// Bounds of the event listener's reconnect backoff.
-const LISTENER_MIN_BACKOFF: Duration = Duration::from_millis(50);
-const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How often the event listener pings Redis on its pub/sub connection. A connection that
-/// went silent (a NAT or firewall forgot it: no FIN, no RST) would otherwise never end;
-/// one whose ping is not answered within [`RESPONSE_TIMEOUT`] is dropped and replaced.
-const LISTENER_PING_EVERY: Duration = Duration::from_secs(3);
-
-macro_rules! lua {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("lua/common.lua"),
-            include_str!(concat!("lua/", $file))
-        ))
-    };
-}
-
-struct Scripts {
-    create: Script,
-    start: Script,
-    claim: Script,
-    renew: Script,
-    finish_batch: Script,
-    fail: Script,
-    retry_later: Script,
-    release: Script,
-    promote_due: Script,
-    reclaim_expired: Script,
-    cancel: Script,
-    delete: Script,
-    clear_batch: Script,
-    append_logs: Script,
-}
-
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    create: lua!("create.lua"),
-    start: lua!("start.lua"),
-    claim: lua!("claim.lua"),
-    renew: lua!("renew.lua"),
-    finish_batch: lua!("finish_batch.lua"),
-    fail: lua!("fail.lua"),
-    retry_later: lua!("retry_later.lua"),
-    release: lua!("release.lua"),
-    promote_due: lua!("promote_due.lua"),
-    reclaim_expired: lua!("reclaim_expired.lua"),
-    cancel: lua!("cancel.lua"),
-    delete: lua!("delete.lua"),
-    clear_batch: lua!("clear_batch.lua"),
-    append_logs: lua!("append_logs.lua"),
-});
 
 /// The Redis-backed [`JobStore`]. See the module docs for the key layout.
 #[derive(Debug)]
@@ -117,16 +80,6 @@ pub struct RedisStore {
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<StoreEvent>,
     _listener: ListenerGuard,
-}
-
-/// Aborts the event listener task when the store is dropped.
-#[derive(Debug)]
-struct ListenerGuard(AbortHandle);
-
-impl Drop for ListenerGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A Redis error as a [`StoreError::Unavailable`]. The redis crate's messages name the
@@ -143,51 +96,6 @@ fn unavailable(e: RedisError) -> StoreError {
     };
     let detail = truncate_line(&e.to_string(), 200);
     StoreError::Unavailable(format!("redis {what}: {detail}"))
-}
-
-fn corrupt(id: JobId, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        id,
-        reason: reason.into(),
-    }
-}
-
-/// An event as published by the Lua scripts.
-#[derive(Deserialize)]
-#[serde(tag = "k")]
-enum WireEvent {
-    #[serde(rename = "job")]
-    Job { id: JobId, status: JobStatus },
-    /// Many jobs changed to the same status in one script (claim, finish_batch).
-    #[serde(rename = "jobs")]
-    Jobs { ids: Vec<JobId>, status: JobStatus },
-    #[serde(rename = "work")]
-    Work { script_type: ScriptType },
-    #[serde(rename = "log")]
-    Log { id: JobId },
-    #[serde(rename = "cancel")]
-    Cancel { id: JobId },
-}
-
-impl WireEvent {
-    /// Hands the event to `events`, one [`StoreEvent`] per job.
-    fn forward(self, events: &broadcast::Sender<StoreEvent>) {
-        // No receiver is fine: nobody is waiting.
-        let send = |e| {
-            let _ = events.send(e);
-        };
-        match self {
-            WireEvent::Job { id, status } => send(StoreEvent::JobChanged { id, status }),
-            WireEvent::Jobs { ids, status } => {
-                for id in ids {
-                    send(StoreEvent::JobChanged { id, status });
-                }
-            }
-            WireEvent::Work { script_type } => send(StoreEvent::WorkAvailable { script_type }),
-            WireEvent::Log { id } => send(StoreEvent::LogAppended { id }),
-            WireEvent::Cancel { id } => send(StoreEvent::CancelRequested { id }),
-        }
-    }
 }
 
 impl RedisStore {
@@ -296,353 +204,9 @@ impl RedisStore {
     }
 }
 
-fn parse_status(id: JobId, s: &str) -> Result<JobStatus, StoreError> {
-    s.parse().map_err(|e| corrupt(id, format!("{e}")))
-}
-
 fn unexpected(op: &str, reply: &[String]) -> StoreError {
     let s = truncate_line(&format!("{reply:?}"), 100);
     StoreError::Unavailable(format!("redis {op}: unexpected script reply {s}"))
-}
-
-/// The job as HASH field/value pairs (absent `Option`s are left out).
-fn encode_job(job: &Job) -> Vec<(&'static str, String)> {
-    let mut f = vec![
-        ("id", job.id.to_string()),
-        ("caller_id", job.caller_id.clone()),
-        ("context_id", job.context_id.clone()),
-        ("script", job.script.clone()),
-        ("script_type", job.script_type.to_string()),
-        ("timeout_secs", job.timeout_secs.to_string()),
-        ("retries", job.retries.to_string()),
-        ("prerequisites", to_json(&job.prerequisites)),
-        ("env_vars", to_json(&job.env_vars)),
-        ("status", job.status.to_string()),
-        ("attempt", job.attempt.to_string()),
-        ("created_at", to_ms(job.created_at).to_string()),
-        ("updated_at", to_ms(job.updated_at).to_string()),
-        (
-            "cancel_requested",
-            if job.cancel_requested { "1" } else { "0" }.to_owned(),
-        ),
-    ];
-    let times = [
-        ("started_at", job.started_at),
-        ("finished_at", job.finished_at),
-        ("lease_until", job.lease_until),
-        ("not_before", job.not_before),
-        ("queued_at", job.queued_at),
-    ];
-    for (name, t) in times {
-        if let Some(t) = t {
-            f.push((name, to_ms(t).to_string()));
-        }
-    }
-    let strings = [
-        ("output", &job.output),
-        ("runner", &job.runner),
-        ("lease_owner", &job.lease_owner),
-        ("traceparent", &job.traceparent),
-    ];
-    for (name, s) in strings {
-        if let Some(s) = s {
-            f.push((name, s.clone()));
-        }
-    }
-    if let Some(e) = &job.error {
-        f.push(("error", to_json(e)));
-    }
-    f
-}
-
-/// JSON text of a plain value (strings, string maps, ids): serializing them can't fail.
-fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-fn required(id: JobId, name: &str, v: Option<String>) -> Result<String, StoreError> {
-    v.ok_or_else(|| corrupt(id, format!("missing field {name}")))
-}
-
-fn number<T: std::str::FromStr>(id: JobId, name: &str, v: String) -> Result<T, StoreError> {
-    v.parse()
-        .map_err(|_| corrupt(id, format!("bad {name} {v:?}")))
-}
-
-fn time(id: JobId, name: &str, v: String) -> Result<DateTime<Utc>, StoreError> {
-    from_ms(number(id, name, v)?).ok_or_else(|| corrupt(id, format!("bad {name}")))
-}
-
-fn opt_time(id: JobId, name: &str, v: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    v.map(|v| time(id, name, v)).transpose()
-}
-
-fn json<T: serde::de::DeserializeOwned>(id: JobId, name: &str, v: String) -> Result<T, StoreError> {
-    serde_json::from_str(&v).map_err(|e| corrupt(id, format!("bad {name}: {e}")))
-}
-
-/// The fields every job has from `create` on, each taken by name from `take`: the job
-/// as `Job::new` made it, but for the status, attempt and update time it has now.
-fn decode_base(
-    id: JobId,
-    status: JobStatus,
-    attempt: u32,
-    updated_at: DateTime<Utc>,
-    mut take: impl FnMut(&str) -> Option<String>,
-) -> Result<Job, StoreError> {
-    let traceparent = take("traceparent");
-    let mut field = |name: &str| required(id, name, take(name));
-    let params = JobParams {
-        caller_id: field("caller_id")?,
-        context_id: field("context_id")?,
-        script: field("script")?,
-        script_type: field("script_type")?
-            .parse()
-            .map_err(|e| corrupt(id, format!("{e}")))?,
-        timeout: Some(number(id, "timeout_secs", field("timeout_secs")?)?),
-        retries: Some(number(id, "retries", field("retries")?)?),
-        prerequisites: json(id, "prerequisites", field("prerequisites")?)?,
-        env_vars: json(id, "env_vars", field("env_vars")?)?,
-        traceparent,
-    };
-    let created_at = time(id, "created_at", field("created_at")?)?;
-    Ok(Job {
-        status,
-        attempt,
-        updated_at,
-        ..Job::new(id, params, created_at)
-    })
-}
-
-/// Decodes a job HASH (as field -> value).
-fn decode_job(id: JobId, mut h: HashMap<String, String>) -> Result<Job, StoreError> {
-    let stored_id = required(id, "id", h.remove("id"))?;
-    if stored_id != id.to_string() {
-        return Err(corrupt(id, "id field does not match the key"));
-    }
-    let status = required(id, "status", h.remove("status"))?;
-    let status = parse_status(id, &status)?;
-    let attempt = number(id, "attempt", required(id, "attempt", h.remove("attempt"))?)?;
-    let updated_at = time(
-        id,
-        "updated_at",
-        required(id, "updated_at", h.remove("updated_at"))?,
-    )?;
-    let base = decode_base(id, status, attempt, updated_at, |name| h.remove(name))?;
-    let mut take = |name: &str| h.remove(name);
-    Ok(Job {
-        started_at: opt_time(id, "started_at", take("started_at"))?,
-        finished_at: opt_time(id, "finished_at", take("finished_at"))?,
-        output: take("output"),
-        error: take("error")
-            .map(|e| json::<JobError>(id, "error", e))
-            .transpose()?,
-        runner: take("runner"),
-        lease_owner: take("lease_owner"),
-        lease_until: opt_time(id, "lease_until", take("lease_until"))?,
-        not_before: opt_time(id, "not_before", take("not_before"))?,
-        cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
-        queued_at: opt_time(id, "queued_at", take("queued_at"))?,
-        ..base
-    })
-}
-
-/// Entries per claimed job in claim.lua's reply: id, attempt, then [`CLAIM_FIELDS`].
-const CLAIM_STRIDE: usize = 2 + CLAIM_FIELDS.len();
-/// The job fields claim.lua returns after the id and the attempt, in its order.
-const CLAIM_FIELDS: [&str; 15] = [
-    "caller_id",
-    "context_id",
-    "script",
-    "script_type",
-    "timeout_secs",
-    "retries",
-    "prerequisites",
-    "env_vars",
-    "created_at",
-    "output",
-    "error",
-    "finished_at",
-    "cancel_requested",
-    "queued_at",
-    "traceparent",
-];
-
-/// A bulk string of a script reply as an owned `String` (no copy); nil as `None`.
-fn reply_string(v: redis::Value) -> Result<Option<String>, StoreError> {
-    match v {
-        redis::Value::Nil => Ok(None),
-        redis::Value::BulkString(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| StoreError::Unavailable("redis claim: a field is not UTF-8".to_owned())),
-        other => Err(StoreError::Unavailable(format!(
-            "redis claim: unexpected value {}",
-            truncate_line(&format!("{other:?}"), 100)
-        ))),
-    }
-}
-
-/// A claimed job that could not be decoded: it is `Started` under the caller's lease.
-#[derive(Debug)]
-struct Undecodable {
-    id: JobId,
-    attempt: Option<u32>,
-    reason: String,
-}
-
-/// Decodes claim.lua's flat reply into the claimed jobs, completing the fields the
-/// claim set (status, times, lease, runner) from what the caller passed it. Jobs that do
-/// not decode are returned apart (with their attempt when it was readable), so one bad
-/// job does not hold up the others.
-fn decode_claimed(
-    reply: Vec<redis::Value>,
-    owner: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> Result<(Vec<Job>, Vec<Undecodable>), StoreError> {
-    if !reply.len().is_multiple_of(CLAIM_STRIDE) {
-        return Err(StoreError::Unavailable(format!(
-            "redis claim: reply of {} entries is not a whole number of jobs",
-            reply.len()
-        )));
-    }
-    let mut jobs = Vec::with_capacity(reply.len() / CLAIM_STRIDE);
-    let mut bad = Vec::new();
-    let mut it = reply.into_iter();
-    while let Some(raw_id) = it.next() {
-        // This job's entries; whatever decoding leaves of them is skipped below, so the
-        // next job starts at its own id.
-        let mut values = it.by_ref().take(CLAIM_STRIDE - 1);
-        let raw_id = reply_string(raw_id).ok().flatten().unwrap_or_default();
-        let Ok(id) = JobId::parse(&raw_id) else {
-            // Ids are checked before they are queued: this one was put there by hand.
-            tracing::error!(id = %truncate_line(&raw_id, 64), "claimed a queue entry that is not a job id; dropped");
-            values.for_each(drop);
-            continue;
-        };
-        let mut attempt = None;
-        let decoded = decode_one(id, &mut values, owner, now, lease_until, &mut attempt);
-        values.for_each(drop);
-        match decoded {
-            Ok(job) => jobs.push(job),
-            Err(e) => bad.push(Undecodable {
-                id,
-                attempt,
-                reason: e.to_string(),
-            }),
-        }
-    }
-    Ok((jobs, bad))
-}
-
-/// One claimed job from its reply entries after the id; `attempt` is set as soon as it
-/// is read, for the caller to fail a job whose other fields are bad.
-fn decode_one(
-    id: JobId,
-    values: &mut impl Iterator<Item = redis::Value>,
-    owner: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    attempt: &mut Option<u32>,
-) -> Result<Job, StoreError> {
-    let mut next = || {
-        values
-            .next()
-            .map(reply_string)
-            .transpose()
-            .map(Option::flatten)
-    };
-    let claimed_attempt = number(id, "attempt", required(id, "attempt", next()?)?)?;
-    *attempt = Some(claimed_attempt);
-    let mut fields: [Option<String>; CLAIM_FIELDS.len()] = Default::default();
-    for f in &mut fields {
-        *f = next()?;
-    }
-    let mut take = |name: &str| {
-        let i = CLAIM_FIELDS.iter().position(|f| *f == name)?;
-        fields[i].take()
-    };
-    let base = decode_base(id, JobStatus::Started, claimed_attempt, now, &mut take)?;
-    let owner = Some(owner.to_owned());
-    Ok(Job {
-        started_at: Some(now),
-        finished_at: opt_time(id, "finished_at", take("finished_at"))?,
-        output: take("output"),
-        error: take("error")
-            .map(|e| json::<JobError>(id, "error", e))
-            .transpose()?,
-        runner: owner.clone(),
-        lease_owner: owner,
-        lease_until: Some(lease_until),
-        cancel_requested: take("cancel_requested").is_some_and(|v| v == "1"),
-        queued_at: opt_time(id, "queued_at", take("queued_at"))?,
-        ..base
-    })
-}
-
-/// The event listener: one dedicated pub/sub connection, resubscribing after failures.
-async fn listen(
-    client: Client,
-    channel: String,
-    events: broadcast::Sender<StoreEvent>,
-    ready: oneshot::Sender<()>,
-) {
-    let mut ready = Some(ready);
-    let mut backoff = LISTENER_MIN_BACKOFF;
-    loop {
-        let subscribed = async {
-            let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-                .await
-                .ok()?
-                .ok()?;
-            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.subscribe(&channel))
-                .await
-                .ok()?
-                .ok()?;
-            Some(pubsub)
-        }
-        .await;
-        if let Some(pubsub) = subscribed {
-            match ready.take() {
-                Some(ready) => {
-                    let _ = ready.send(());
-                }
-                // Whatever was published while we were away is lost.
-                None => {
-                    let _ = events.send(StoreEvent::Resync);
-                }
-            }
-            tracing::debug!(%channel, "store event listener subscribed");
-            backoff = LISTENER_MIN_BACKOFF;
-            let (mut sink, mut stream) = pubsub.split();
-            let mut ping = tokio::time::interval(LISTENER_PING_EVERY);
-            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ping.reset();
-            loop {
-                tokio::select! {
-                    msg = stream.next() => {
-                        let Some(msg) = msg else {
-                            tracing::warn!(%channel, "store event listener lost redis, resubscribing");
-                            break;
-                        };
-                        match serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) {
-                            Ok(e) => e.forward(&events),
-                            Err(e) => tracing::warn!(error = %e, "undecodable store event"),
-                        }
-                    }
-                    _ = ping.tick() => {
-                        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await;
-                        if !matches!(answer, Ok(Ok(_))) {
-                            tracing::warn!(%channel, "store event listener: redis did not answer a ping, resubscribing");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(LISTENER_MAX_BACKOFF);
-    }
 }
 
 #[async_trait]
@@ -702,7 +266,7 @@ impl JobStore for RedisStore {
         max: usize,
         owner: &str,
         lease: Duration,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -716,23 +280,14 @@ impl JobStore for RedisStore {
             .arg(owner)
             .arg(to_ms(until))
             .arg(to_ms(now));
+        for name in CLAIM_FIELDS {
+            inv.arg(name);
+        }
         let reply: Vec<redis::Value> = inv
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let (jobs, bad) = decode_claimed(reply, owner, now, until)?;
-        // A job that cannot be decoded cannot be run: it ends now, rather than waiting
-        // for its lease to expire and being claimed again, attempt after attempt.
-        for job in bad {
-            tracing::error!(job = %job.id, reason = %job.reason, "claimed a job that does not decode; failing it");
-            if let Some(attempt) = job.attempt {
-                let error = JobError::new(JobError::CORRUPT, job.reason);
-                if let Err(e) = self.fail(job.id, attempt, error).await {
-                    tracing::warn!(job = %job.id, error = %e, "could not fail the undecodable job; its lease will expire");
-                }
-            }
-        }
-        Ok(jobs)
+        decode_claimed(reply, owner, now, until)
     }
 
     async fn renew(
