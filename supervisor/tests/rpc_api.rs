@@ -11,7 +11,7 @@ use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
 use hero_supervisor::rpc::types::{JobEvent, JobParams};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
-use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_supervisor::store::{Completion, JobStore, RedisStore, StoreConfig};
 use hero_testkit::RedisServer;
 use rpc_support::{TestServer, call_raw, expect_code, post};
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ async fn run_like_a_runner(store: &Arc<dyn JobStore>, lines: &[&str], output: &s
     let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     store.append_logs(job.id, &lines).await.unwrap();
     store
-        .finish(job.id, job.attempt, output.to_owned())
+        .complete_one(Completion::finish(job.id, job.attempt, output.to_owned()))
         .await
         .unwrap();
     job.id
@@ -337,7 +337,7 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         .unwrap();
     server
         .store
-        .finish(job_id, job.attempt, "out".into())
+        .complete_one(Completion::finish(job_id, job.attempt, "out"))
         .await
         .unwrap();
     assert_eq!(next().await.unwrap().unwrap(), log(4, "e"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
-    ClaimedJob, Finished, JobStore, RedisStore, StoreConfig, StoreError, StoreEvent,
+    ClaimedJob, Completion, JobStore, RedisStore, StoreConfig, StoreError, StoreEvent,
 };
 use hero_testkit::{RedisServer, SilentProxy};
 use tokio::sync::broadcast;
@@ -370,7 +370,7 @@ async fn an_undecodable_job_is_reported_when_claimed_and_the_others_decode() {
 /// A dependent whose stored prerequisites no longer decode ends as `corrupt` when its
 /// prerequisite finishes, without failing the finish batch it is released from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
+async fn a_corrupt_dependent_does_not_break_a_complete_batch() {
     let server = RedisServer::start();
     let (store, clock) = connect(&server).await;
     let running = queued(&store, &clock, 2).await;
@@ -395,16 +395,12 @@ async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
-    let items: Vec<Finished> = claimed
+    let items: Vec<Completion> = claimed
         .into_iter()
         .filter_map(ClaimedJob::into_job)
-        .map(|j| Finished {
-            id: j.id,
-            attempt: j.attempt,
-            output: "done".to_owned(),
-        })
+        .map(|j| Completion::finish(j.id, j.attempt, "done"))
         .collect();
-    assert_eq!(store.finish_many(&items).await, vec![Ok(()), Ok(())]);
+    assert_eq!(store.complete(&items).await, vec![Ok(()), Ok(())]);
     for id in &running {
         assert_eq!(store.get(*id).await.unwrap().status, JobStatus::Finished);
     }

@@ -44,7 +44,7 @@ impl Drop for ListenerGuard {
 enum WireEvent {
     #[serde(rename = "job")]
     Job { id: JobId, status: JobStatus },
-    /// Many jobs changed to the same status in one script (claim, finish_batch).
+    /// Many jobs changed to the same status in one script (claim, complete_batch).
     #[serde(rename = "jobs")]
     Jobs { ids: Vec<JobId>, status: JobStatus },
     #[serde(rename = "work")]

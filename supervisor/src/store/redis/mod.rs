@@ -38,12 +38,12 @@
 //! replaced, not waited on forever) and resubscribes after a failure, then sends
 //! [`StoreEvent::Resync`]: waiters re-read the state they care about.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
 use tokio::sync::{broadcast, oneshot};
@@ -53,8 +53,8 @@ use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
 use self::events::{ListenerGuard, listen};
 use self::scripts::SCRIPTS;
 use super::{
-    CancelOutcome, ClaimedJob, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError,
-    StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
+    StoreError, StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -177,7 +177,7 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// Maps the reply of a CAS script (finish, fail, retry_later, release).
+    /// Maps the reply to one item of complete_batch.lua.
     fn cas_reply(
         id: JobId,
         attempt: u32,
@@ -313,41 +313,45 @@ impl JobStore for RedisStore {
             .collect()
     }
 
-    async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError> {
-        let item = Finished {
-            id,
-            attempt,
-            output,
-        };
-        let mut results = self.finish_many(&[item]).await;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(unexpected("finish", &[])))
-    }
-
-    async fn finish_many(&self, items: &[Finished]) -> Vec<Result<(), StoreError>> {
+    async fn complete(&self, items: &[Completion]) -> Vec<Result<(), StoreError>> {
         if items.is_empty() {
             return Vec::new();
         }
-        let mut inv = SCRIPTS.finish_batch.prepare_invoke();
+        let mut inv = SCRIPTS.complete_batch.prepare_invoke();
         inv.key(self.key("leases"))
+            .key(self.key("delayed"))
             .arg(&self.config.prefix)
             .arg(self.now_ms());
         for item in items {
-            inv.arg(item.id.to_string())
+            // The output is the bulk of a batch: borrowed, not copied.
+            let (kind, a, b): (&str, Cow<'_, str>, Cow<'_, str>) = match &item.outcome {
+                Outcome::Finish(output) => ("finish", output.into(), "".into()),
+                Outcome::Fail(error) => ("fail", to_json(error).into(), "".into()),
+                Outcome::RetryLater { not_before, error } => (
+                    "retry",
+                    to_ms(*not_before).to_string().into(),
+                    error.as_ref().map(to_json).unwrap_or_default().into(),
+                ),
+                Outcome::Release => ("release", "".into(), "".into()),
+            };
+            inv.arg(kind)
+                .arg(item.id.to_string())
                 .arg(item.attempt)
-                .arg(&item.output);
+                .arg(a.as_ref())
+                .arg(b.as_ref());
         }
         let replies: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut self.conn.clone()).await;
         match replies {
             Ok(replies) if replies.len() == items.len() => items
                 .iter()
                 .zip(&replies)
-                .map(|(item, reply)| Self::cas_reply(item.id, item.attempt, "finish", reply))
+                .map(|(item, reply)| {
+                    Self::cas_reply(item.id, item.attempt, item.outcome.op(), reply)
+                })
                 .collect(),
             Ok(replies) => {
                 let e = StoreError::Unavailable(format!(
-                    "redis finish: {} replies for {} jobs",
+                    "redis complete: {} replies for {} jobs",
                     replies.len(),
                     items.len()
                 ));
@@ -355,51 +359,6 @@ impl JobStore for RedisStore {
             }
             Err(e) => vec![Err(unavailable(e)); items.len()],
         }
-    }
-
-    async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError> {
-        let args = vec![
-            self.config.prefix.clone(),
-            id.to_string(),
-            attempt.to_string(),
-            to_json(&error),
-            self.now_ms().to_string(),
-        ];
-        let reply = self.run(&SCRIPTS.fail, &[self.job_key(id)], args).await?;
-        Self::cas_reply(id, attempt, "fail", &reply)
-    }
-
-    async fn retry_later(
-        &self,
-        id: JobId,
-        attempt: u32,
-        not_before: DateTime<Utc>,
-        last_error: Option<JobError>,
-    ) -> Result<(), StoreError> {
-        let args = vec![
-            self.config.prefix.clone(),
-            id.to_string(),
-            attempt.to_string(),
-            to_ms(not_before).to_string(),
-            last_error.map(|e| to_json(&e)).unwrap_or_default(),
-            self.now_ms().to_string(),
-        ];
-        let keys = [self.job_key(id), self.key("delayed")];
-        let reply = self.run(&SCRIPTS.retry_later, &keys, args).await?;
-        Self::cas_reply(id, attempt, "retry_later", &reply)
-    }
-
-    async fn release(&self, id: JobId, attempt: u32) -> Result<(), StoreError> {
-        let args = vec![
-            self.config.prefix.clone(),
-            id.to_string(),
-            attempt.to_string(),
-            self.now_ms().to_string(),
-        ];
-        let reply = self
-            .run(&SCRIPTS.release, &[self.job_key(id)], args)
-            .await?;
-        Self::cas_reply(id, attempt, "release", &reply)
     }
 
     async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {
