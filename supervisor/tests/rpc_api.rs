@@ -10,7 +10,7 @@ use std::time::Duration;
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
 use hero_supervisor::rpc::types::{CreateJobParams, JobEvent};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
-use hero_supervisor::store::JobStore;
+use hero_supervisor::store::{Completion, JobStore};
 use hero_testkit::RedisServer;
 use rpc_support::{TestServer, call_raw, expect_code, post};
 use serde_json::{Value, json};
@@ -23,11 +23,15 @@ async fn run_like_a_runner(store: &Arc<dyn JobStore>, lines: &[&str], output: &s
         .claim(ScriptType::Sal, 1, "test-runner", LEASE)
         .await
         .unwrap();
-    let job = claimed.first().expect("a queued job");
+    let job = claimed
+        .into_iter()
+        .next()
+        .and_then(|c| c.into_job())
+        .expect("a queued job");
     let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     store.append_logs(job.id, &lines).await.unwrap();
     store
-        .finish(job.id, job.attempt, output.to_owned())
+        .complete_one(Completion::finish(job.id, job.attempt, output.to_owned()))
         .await
         .unwrap();
     job.id
@@ -296,7 +300,9 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         .claim(ScriptType::Sal, 1, "t", LEASE)
         .await
         .unwrap()
-        .remove(0);
+        .remove(0)
+        .into_job()
+        .expect("a decodable job");
     let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
     server
         .store
@@ -334,7 +340,7 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         .unwrap();
     server
         .store
-        .finish(job_id, job.attempt, "out".into())
+        .complete_one(Completion::finish(job_id, job.attempt, "out"))
         .await
         .unwrap();
     assert_eq!(next().await.unwrap().unwrap(), log(4, "e"));

@@ -10,7 +10,8 @@ use chrono::Duration as Span;
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
-    CancelOutcome, Finished, JobStore, MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent,
+    CancelOutcome, ClaimedJob, Completion, JobStore, MemoryStore, RedisStore, StoreConfig,
+    StoreError, StoreEvent,
 };
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast;
@@ -106,10 +107,12 @@ impl Harness {
     }
 
     async fn claim(&self, max: usize) -> Vec<Job> {
-        self.store
-            .claim(ScriptType::Sal, max, OWNER, LEASE)
-            .await
-            .expect("claim")
+        decoded(
+            self.store
+                .claim(ScriptType::Sal, max, OWNER, LEASE)
+                .await
+                .expect("claim"),
+        )
     }
 
     async fn get(&self, id: JobId) -> Job {
@@ -165,18 +168,27 @@ async fn cas_ops_rejected(
     let before = h.get(id).await;
     let later = h.clock.now() + Span::seconds(5);
     assert_eq!(
-        h.store.finish(id, attempt, "out".into()).await,
+        h.store
+            .complete_one(Completion::finish(id, attempt, "out"))
+            .await,
         Err(want("finish"))
     );
     assert_eq!(
-        h.store.fail(id, attempt, JobError::timeout("t")).await,
+        h.store
+            .complete_one(Completion::fail(id, attempt, JobError::timeout("t")))
+            .await,
         Err(want("fail"))
     );
     assert_eq!(
-        h.store.retry_later(id, attempt, later, None).await,
+        h.store
+            .complete_one(Completion::retry_later(id, attempt, later, None))
+            .await,
         Err(want("retry_later"))
     );
-    assert_eq!(h.store.release(id, attempt).await, Err(want("release")));
+    assert_eq!(
+        h.store.complete_one(Completion::release(id, attempt)).await,
+        Err(want("release"))
+    );
     assert_eq!(h.get(id).await, before, "a rejected op changed the job");
 }
 
@@ -251,7 +263,10 @@ async fn happy_path_created_to_finished(h: Harness) {
     assert_eq!(h.get(id).await, *job);
 
     let t_end = h.clock.advance(Span::seconds(2));
-    h.store.finish(id, 1, "42".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(id, 1, "42"))
+        .await
+        .unwrap();
     let done = h.get(id).await;
     assert_eq!(done.status, JobStatus::Finished);
     assert_eq!(done.output.as_deref(), Some("42"));
@@ -268,7 +283,10 @@ async fn happy_path_created_to_finished(h: Harness) {
 async fn fail_ends_in_error_with_typed_error(h: Harness) {
     let job = h.running().await;
     let err = JobError::new("script_error", "line 3: boom");
-    h.store.fail(job.id, 1, err.clone()).await.unwrap();
+    h.store
+        .complete_one(Completion::fail(job.id, 1, err.clone()))
+        .await
+        .unwrap();
     let got = h.get(job.id).await;
     assert_eq!(got.status, JobStatus::Error);
     assert_eq!(got.error, Some(err));
@@ -329,7 +347,10 @@ async fn illegal_transitions_are_rejected_and_change_nothing(h: Harness) {
     );
 
     // Finished
-    h.store.finish(running, 1, "ok".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(running, 1, "ok"))
+        .await
+        .unwrap();
     cas_ops_rejected(&h, running, 1, |op| {
         invalid(running, JobStatus::Finished, op)
     })
@@ -346,7 +367,7 @@ async fn illegal_transitions_are_rejected_and_change_nothing(h: Harness) {
     // Error
     let failed = h.running().await.id;
     h.store
-        .fail(failed, 1, JobError::timeout("too slow"))
+        .complete_one(Completion::fail(failed, 1, JobError::timeout("too slow")))
         .await
         .unwrap();
     cas_ops_rejected(&h, failed, 1, |op| invalid(failed, JobStatus::Error, op)).await;
@@ -363,16 +384,26 @@ async fn illegal_transitions_are_rejected_and_change_nothing(h: Harness) {
 async fn cas_ops_rejected_unknown(h: &Harness, id: JobId) {
     let nf = StoreError::NotFound(id);
     assert_eq!(h.store.start(id).await, Err(nf.clone()));
-    assert_eq!(h.store.finish(id, 1, "x".into()).await, Err(nf.clone()));
     assert_eq!(
-        h.store.fail(id, 1, JobError::timeout("t")).await,
+        h.store.complete_one(Completion::finish(id, 1, "x")).await,
         Err(nf.clone())
     );
     assert_eq!(
-        h.store.retry_later(id, 1, h.clock.now(), None).await,
+        h.store
+            .complete_one(Completion::fail(id, 1, JobError::timeout("t")))
+            .await,
         Err(nf.clone())
     );
-    assert_eq!(h.store.release(id, 1).await, Err(nf.clone()));
+    assert_eq!(
+        h.store
+            .complete_one(Completion::retry_later(id, 1, h.clock.now(), None))
+            .await,
+        Err(nf.clone())
+    );
+    assert_eq!(
+        h.store.complete_one(Completion::release(id, 1)).await,
+        Err(nf.clone())
+    );
     assert_eq!(h.store.cancel(id).await, Err(nf.clone()));
     assert_eq!(h.store.delete(id).await, Err(nf.clone()));
     assert_eq!(h.store.logs(id).await, Err(nf.clone()));
@@ -392,11 +423,12 @@ async fn claim_is_fifo_per_script_type(h: Harness) {
     assert_eq!(got, vec![a, b]);
     let got: Vec<JobId> = h.claim(5).await.iter().map(|j| j.id).collect();
     assert_eq!(got, vec![c]);
-    let other = h
-        .store
-        .claim(ScriptType::Python, 5, OWNER, LEASE)
-        .await
-        .unwrap();
+    let other = decoded(
+        h.store
+            .claim(ScriptType::Python, 5, OWNER, LEASE)
+            .await
+            .unwrap(),
+    );
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].id, py);
     assert!(
@@ -422,7 +454,7 @@ async fn racing_claimers_never_share_a_job(h: Harness) {
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = store.claim(ScriptType::Sal, 7, owner, LEASE).await.unwrap();
+                    let got = decoded(store.claim(ScriptType::Sal, 7, owner, LEASE).await.unwrap());
                     if got.is_empty() {
                         return mine;
                     }
@@ -528,7 +560,10 @@ async fn last_attempt_lost_ends_in_runner_lost(h: Harness) {
 async fn renew_extends_only_held_leases(h: Harness) {
     let job = h.running().await;
     let done = h.running().await;
-    h.store.finish(done.id, 1, String::new()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(done.id, 1, String::new()))
+        .await
+        .unwrap();
     let t = h.clock.advance(Span::seconds(8));
     let unknown = JobId::new();
     let lost = h
@@ -557,14 +592,18 @@ async fn late_finish_of_an_old_attempt_is_rejected(h: Harness) {
     assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![job.id]);
     // The old attempt answers while the job waits in the queue.
     assert_eq!(
-        h.store.finish(job.id, 1, "late".into()).await,
+        h.store
+            .complete_one(Completion::finish(job.id, 1, "late"))
+            .await,
         Err(invalid(job.id, JobStatus::Dispatched, "finish"))
     );
     let second = h.claim(1).await;
     assert_eq!(second[0].attempt, 2);
     let before = h.get(job.id).await;
     assert_eq!(
-        h.store.finish(job.id, 1, "late".into()).await,
+        h.store
+            .complete_one(Completion::finish(job.id, 1, "late"))
+            .await,
         Err(StoreError::Conflict {
             id: job.id,
             expected: 1,
@@ -572,7 +611,10 @@ async fn late_finish_of_an_old_attempt_is_rejected(h: Harness) {
         })
     );
     assert_eq!(h.get(job.id).await, before);
-    h.store.finish(job.id, 2, "fresh".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(job.id, 2, "fresh"))
+        .await
+        .unwrap();
     assert_eq!(h.get(job.id).await.output.as_deref(), Some("fresh"));
 }
 
@@ -581,7 +623,12 @@ async fn delayed_jobs_promote_on_time(h: Harness) {
     let not_before = h.clock.now() + Span::seconds(30);
     let err = JobError::new("script_error", "flaky");
     h.store
-        .retry_later(job.id, 1, not_before, Some(err.clone()))
+        .complete_one(Completion::retry_later(
+            job.id,
+            1,
+            not_before,
+            Some(err.clone()),
+        ))
         .await
         .unwrap();
     let got = h.get(job.id).await;
@@ -608,7 +655,10 @@ async fn promote_due_respects_max(h: Harness) {
     let now = h.clock.now();
     for _ in 0..5 {
         let job = h.running().await;
-        h.store.retry_later(job.id, 1, now, None).await.unwrap();
+        h.store
+            .complete_one(Completion::retry_later(job.id, 1, now, None))
+            .await
+            .unwrap();
     }
     assert_eq!(h.store.promote_due(3).await.unwrap(), 3);
     assert_eq!(h.store.promote_due(3).await.unwrap(), 2);
@@ -627,10 +677,16 @@ async fn dependents_released_when_all_prerequisites_finish(h: Harness) {
     h.store.start(b).await.unwrap();
     let claimed = h.claim(2).await;
     assert_eq!(claimed.len(), 2);
-    h.store.finish(a, 1, "a".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(a, 1, "a"))
+        .await
+        .unwrap();
     assert_eq!(h.status(c).await, JobStatus::WaitingForPrerequisites);
     assert!(h.claim(10).await.is_empty());
-    h.store.finish(b, 1, "b".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(b, 1, "b"))
+        .await
+        .unwrap();
     assert_eq!(h.status(c).await, JobStatus::Dispatched);
     let got = h.claim(10).await;
     assert_eq!(got.len(), 1);
@@ -655,7 +711,11 @@ async fn dependents_fail_transitively(h: Harness) {
     h.store.start(a).await.unwrap();
     h.claim(1).await;
     h.store
-        .fail(a, 1, JobError::new("script_error", "boom"))
+        .complete_one(Completion::fail(
+            a,
+            1,
+            JobError::new("script_error", "boom"),
+        ))
         .await
         .unwrap();
     for id in [b, c, d] {
@@ -669,7 +729,11 @@ async fn dependents_fail_transitively(h: Harness) {
 async fn start_with_failed_prerequisite_fails_at_once(h: Harness) {
     let a = h.running().await.id;
     h.store
-        .fail(a, 1, JobError::new("script_error", "boom"))
+        .complete_one(Completion::fail(
+            a,
+            1,
+            JobError::new("script_error", "boom"),
+        ))
         .await
         .unwrap();
     let b = h.create_after(vec![a]).await;
@@ -687,7 +751,10 @@ async fn release_requeues_at_front_without_counting(h: Harness) {
     let second = h.queued().await;
     let got = h.claim(1).await;
     assert_eq!(got[0].id, first);
-    h.store.release(first, 1).await.unwrap();
+    h.store
+        .complete_one(Completion::release(first, 1))
+        .await
+        .unwrap();
     let job = h.get(first).await;
     assert_eq!((job.status, job.attempt), (JobStatus::Dispatched, 0));
     assert_eq!(job.lease_owner, None);
@@ -729,14 +796,17 @@ async fn cancel_each_state(h: Harness) {
     // The prerequisite finishing later doesn't revive it.
     h.store.start(pre).await.unwrap();
     h.claim(1).await;
-    h.store.finish(pre, 1, String::new()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(pre, 1, String::new()))
+        .await
+        .unwrap();
     assert_eq!(h.status(w).await, JobStatus::Error);
     assert!(h.claim(10).await.is_empty());
 
     // Delayed (Dispatched with not_before): leaves the delayed set
     let delayed = h.running().await.id;
     h.store
-        .retry_later(delayed, 1, h.clock.now(), None)
+        .complete_one(Completion::retry_later(delayed, 1, h.clock.now(), None))
         .await
         .unwrap();
     assert_eq!(h.store.cancel(delayed).await, Ok(CancelOutcome::Cancelled));
@@ -756,7 +826,11 @@ async fn cancel_each_state(h: Harness) {
     assert_eq!(job.status, JobStatus::Started);
     assert!(job.cancel_requested);
     h.store
-        .fail(running.id, 1, JobError::cancelled("stopped"))
+        .complete_one(Completion::fail(
+            running.id,
+            1,
+            JobError::cancelled("stopped"),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -818,7 +892,9 @@ async fn delete_removes_everything(h: Harness) {
     let running = h.running().await.id;
     h.store.delete(running).await.unwrap();
     assert_eq!(
-        h.store.finish(running, 1, "late".into()).await,
+        h.store
+            .complete_one(Completion::finish(running, 1, "late"))
+            .await,
         Err(StoreError::NotFound(running))
     );
     h.clock.advance(Span::hours(1));
@@ -827,7 +903,7 @@ async fn delete_removes_everything(h: Harness) {
     // A delayed job.
     let delayed = h.running().await.id;
     h.store
-        .retry_later(delayed, 1, h.clock.now(), None)
+        .complete_one(Completion::retry_later(delayed, 1, h.clock.now(), None))
         .await
         .unwrap();
     h.store.delete(delayed).await.unwrap();
@@ -851,7 +927,12 @@ async fn clear_all_leaves_nothing(h: Harness) {
         .unwrap();
     let delayed = h.running().await.id;
     h.store
-        .retry_later(delayed, 1, h.clock.now() + Span::seconds(60), None)
+        .complete_one(Completion::retry_later(
+            delayed,
+            1,
+            h.clock.now() + Span::seconds(60),
+            None,
+        ))
         .await
         .unwrap();
     let q = h.queued().await;
@@ -912,7 +993,10 @@ async fn events_announce_changes(h: Harness) {
             status: JobStatus::WaitingForPrerequisites
         }
     );
-    h.store.finish(id, 1, "done".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(id, 1, "done"))
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     for _ in 0..3 {
         rest.push(next_event(&mut rx).await);
@@ -934,7 +1018,10 @@ async fn events_announce_changes(h: Harness) {
         ]
     );
     // Rejected ops announce nothing.
-    let _ = h.store.finish(id, 1, "again".into()).await;
+    let _ = h
+        .store
+        .complete_one(Completion::finish(id, 1, "again"))
+        .await;
     let claimed = h.claim(1).await;
     assert_eq!(
         next_event(&mut rx).await,
@@ -945,8 +1032,8 @@ async fn events_announce_changes(h: Harness) {
     );
 }
 
-async fn finish_many_applies_each_item_on_its_own(h: Harness) {
-    assert!(h.store.finish_many(&[]).await.is_empty());
+async fn complete_applies_each_item_on_its_own(h: Harness) {
+    assert!(h.store.complete(&[]).await.is_empty());
     for _ in 0..3 {
         h.queued().await;
     }
@@ -957,14 +1044,10 @@ async fn finish_many_applies_each_item_on_its_own(h: Harness) {
     let unknown = JobId::new();
     let mut rx = h.store.subscribe();
     let t_end = h.clock.advance(Span::seconds(1));
-    let item = |id, attempt, output: &str| Finished {
-        id,
-        attempt,
-        output: output.to_owned(),
-    };
+    let item = |id, attempt, output: &str| Completion::finish(id, attempt, output);
     let results = h
         .store
-        .finish_many(&[
+        .complete(&[
             item(a, 1, "A"),
             item(b, 2, "B"),
             item(unknown, 1, "?"),
@@ -1037,7 +1120,12 @@ async fn claim_returns_the_stored_job(h: Harness) {
     assert_eq!(job, h.get(job.id).await);
     let err = JobError::new("flaky", "try again");
     h.store
-        .retry_later(job.id, 1, h.clock.now(), Some(err.clone()))
+        .complete_one(Completion::retry_later(
+            job.id,
+            1,
+            h.clock.now(),
+            Some(err.clone()),
+        ))
         .await
         .unwrap();
     assert_eq!(h.store.promote_due(10).await.unwrap(), 1);
@@ -1075,7 +1163,12 @@ async fn queued_at_follows_every_way_into_the_queue(h: Harness) {
     assert_eq!(claimed.traceparent.as_deref(), Some(trace));
 
     h.store
-        .retry_later(id, 1, h.clock.now() + Span::seconds(2), None)
+        .complete_one(Completion::retry_later(
+            id,
+            1,
+            h.clock.now() + Span::seconds(2),
+            None,
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -1089,7 +1182,10 @@ async fn queued_at_follows_every_way_into_the_queue(h: Harness) {
 
     assert_eq!(h.claim(1).await.len(), 1);
     h.clock.advance(Span::seconds(1));
-    h.store.release(id, 2).await.unwrap();
+    h.store
+        .complete_one(Completion::release(id, 2))
+        .await
+        .unwrap();
     assert_eq!(h.get(id).await.queued_at, at(&h));
 
     assert_eq!(h.claim(1).await.len(), 1);
@@ -1097,14 +1193,20 @@ async fn queued_at_follows_every_way_into_the_queue(h: Harness) {
     assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![id]);
     assert_eq!(h.get(id).await.queued_at, at(&h));
     let last = h.claim(1).await.remove(0);
-    h.store.finish(id, last.attempt, "ok".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(id, last.attempt, "ok"))
+        .await
+        .unwrap();
 
     let first = h.running().await;
     let waiting = h.create_after(vec![first.id]).await;
     h.store.start(waiting).await.unwrap();
     assert_eq!(h.get(waiting).await.queued_at, None);
     h.clock.advance(Span::seconds(1));
-    h.store.finish(first.id, 1, "ok".into()).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(first.id, 1, "ok"))
+        .await
+        .unwrap();
     assert_eq!(h.get(waiting).await.queued_at, at(&h));
 }
 
@@ -1154,6 +1256,81 @@ conformance!(
     delete_removes_everything,
     clear_all_leaves_nothing,
     events_announce_changes,
-    finish_many_applies_each_item_on_its_own,
+    complete_applies_each_item_on_its_own,
+    one_batch_records_every_kind_of_outcome,
     claim_returns_the_stored_job,
 );
+
+/// The claimed jobs; every job these tests store decodes.
+fn decoded(claimed: Vec<ClaimedJob>) -> Vec<Job> {
+    claimed
+        .into_iter()
+        .map(|c| c.into_job().expect("a decodable job"))
+        .collect()
+}
+
+/// Every outcome in one `complete` call: each item gets its own transition, the leases
+/// of all of them go, and a failed job's dependents fail with it.
+async fn one_batch_records_every_kind_of_outcome(h: Harness) {
+    for _ in 0..4 {
+        h.queued().await;
+    }
+    let claimed = h.claim(4).await;
+    let [done, failed, later, released] = [0, 1, 2, 3].map(|i| claimed[i].id);
+    let dependent = h.create_after(vec![failed]).await;
+    h.store.start(dependent).await.unwrap();
+    let now = h.clock.advance(Span::seconds(1));
+    let not_before = now + Span::seconds(30);
+    let err = JobError::new("script_error", "boom");
+    let results = h
+        .store
+        .complete(&[
+            Completion::finish(done, 1, "out"),
+            Completion::fail(failed, 1, err.clone()),
+            Completion::retry_later(later, 1, not_before, Some(JobError::timeout("slow"))),
+            Completion::release(released, 1),
+        ])
+        .await;
+    assert_eq!(results, vec![Ok(()); 4]);
+
+    let job = h.get(done).await;
+    assert_eq!(
+        (job.status, job.output.as_deref()),
+        (JobStatus::Finished, Some("out"))
+    );
+    let job = h.get(failed).await;
+    assert_eq!((job.status, job.error), (JobStatus::Error, Some(err)));
+    assert_eq!(job.finished_at, Some(now));
+    let job = h.get(dependent).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(job.error.unwrap().error_type, JobError::PREREQUISITE_FAILED);
+    let job = h.get(later).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Dispatched, 1));
+    assert_eq!(job.not_before, Some(not_before));
+    assert_eq!(job.error, Some(JobError::timeout("slow")));
+    let job = h.get(released).await;
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Dispatched, 0),
+        "not counted"
+    );
+    for id in [done, failed, later, released] {
+        let job = h.get(id).await;
+        assert_eq!((job.lease_owner, job.lease_until), (None, None), "{id}");
+    }
+    // Only the released job is ready now; the retried one waits for its time.
+    let ready: Vec<JobId> = h.claim(10).await.iter().map(|j| j.id).collect();
+    assert_eq!(ready, vec![released]);
+    // A second write for the same attempts changes nothing.
+    let again = h
+        .store
+        .complete_one(Completion::finish(done, 1, "again"))
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::InvalidTransition { op: "finish", .. })
+        ),
+        "{again:?}"
+    );
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
-use hero_supervisor::store::{Finished, JobStore, RedisStore, StoreConfig, StoreError, StoreEvent};
+use hero_supervisor::store::{
+    ClaimedJob, Completion, JobStore, RedisStore, StoreConfig, StoreError, StoreEvent,
+};
 use hero_testkit::{RedisServer, SilentProxy};
 use tokio::sync::broadcast;
 
@@ -300,10 +302,12 @@ async fn unreachable_redis_is_unavailable_without_leaking_the_password() {
     }
 }
 
-/// A job whose stored fields no longer decode (edited by hand) ends as `corrupt` when
-/// claimed; the jobs claimed with it are returned, and none is left out of the queue.
+/// A job whose stored fields no longer decode (edited by hand) is reported as
+/// undecodable, in its place among the jobs claimed with it; the store decides nothing
+/// about it (the dispatcher fails it): it stays `Started` under the claim's lease, and
+/// none is left out of the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
+async fn an_undecodable_job_is_reported_when_claimed_and_the_others_decode() {
     let server = RedisServer::start();
     let (store, clock) = connect(&server).await;
     let ids = queued(&store, &clock, 3).await;
@@ -322,22 +326,27 @@ async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
         .claim(ScriptType::Sal, 10, "sup", Duration::from_secs(5))
         .await
         .unwrap();
-    let got: Vec<JobId> = claimed.iter().map(|j| j.id).collect();
-    assert_eq!(got, vec![ids[0], ids[2]]);
-    assert_eq!(
-        claimed[1].attempt, 1,
-        "a missing attempt counts as none yet"
-    );
+    let got: Vec<JobId> = claimed.iter().map(ClaimedJob::id).collect();
+    assert_eq!(got, ids);
+    match &claimed[1] {
+        ClaimedJob::Undecodable { id, attempt, why } => {
+            assert_eq!((*id, *attempt), (ids[1], 1));
+            assert!(why.contains("env_vars"), "{why}");
+        }
+        other => panic!("expected Undecodable, got {other:?}"),
+    }
+    match &claimed[2] {
+        ClaimedJob::Job(job) => assert_eq!(job.attempt, 1, "a missing attempt counts as none yet"),
+        other => panic!("expected a job, got {other:?}"),
+    }
 
-    let (status, error): (String, String) = redis::cmd("HMGET")
+    let status: String = redis::cmd("HGET")
         .arg(key(ids[1]))
         .arg("status")
-        .arg("error")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(status, "Error");
-    assert!(error.contains("\"corrupt\""), "{error}");
+    assert_eq!(status, "Started");
     let queued: usize = redis::cmd("LLEN")
         .arg("hero:q:work:type:SAL")
         .query_async(&mut conn)
@@ -353,15 +362,15 @@ async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
         .unwrap();
     assert_eq!(
         leased.len(),
-        2,
-        "only the two claimed jobs hold leases: {leased:?}"
+        3,
+        "every claimed job holds a lease: {leased:?}"
     );
 }
 
 /// A dependent whose stored prerequisites no longer decode ends as `corrupt` when its
 /// prerequisite finishes, without failing the finish batch it is released from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
+async fn a_corrupt_dependent_does_not_break_a_complete_batch() {
     let server = RedisServer::start();
     let (store, clock) = connect(&server).await;
     let running = queued(&store, &clock, 2).await;
@@ -386,15 +395,12 @@ async fn a_corrupt_dependent_does_not_break_a_finish_batch() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
-    let items: Vec<Finished> = claimed
-        .iter()
-        .map(|j| Finished {
-            id: j.id,
-            attempt: j.attempt,
-            output: "done".to_owned(),
-        })
+    let items: Vec<Completion> = claimed
+        .into_iter()
+        .filter_map(ClaimedJob::into_job)
+        .map(|j| Completion::finish(j.id, j.attempt, "done"))
         .collect();
-    assert_eq!(store.finish_many(&items).await, vec![Ok(()), Ok(())]);
+    assert_eq!(store.complete(&items).await, vec![Ok(()), Ok(())]);
     for id in &running {
         assert_eq!(store.get(*id).await.unwrap().status, JobStatus::Finished);
     }

@@ -360,6 +360,58 @@ async fn logs_from_the_runner_reach_the_job(b: Backend) {
     sup.shutdown().await;
 }
 
+/// `redis-cli` on the test Redis: a raw command, as an operator's hand edit would be.
+fn redis_cli(b: &Backend, args: &[&str]) -> String {
+    let server = b._redis.as_ref().expect("a redis backend");
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(server.socket_path())
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A job whose stored fields no longer decode (edited by hand) cannot run: the store
+/// reports it undecodable when it is claimed, and the dispatcher ends it at once in
+/// `Error(corrupt)`, while the jobs claimed with it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_job_is_failed_when_claimed_and_the_others_run() {
+    let b = redis().await;
+    let sup = supervisor(&b).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(sup.create_job(params(&format!("echo {i}"))).await.unwrap());
+    }
+    let key = format!("hero:job:{}", ids[1]);
+    redis_cli(&b, &["HSET", &key, "env_vars", "not json"]);
+    for id in &ids {
+        sup.start_job(*id).await.unwrap();
+    }
+    for i in [0, 2] {
+        let job = wait(&sup, ids[i]).await;
+        assert_eq!(job.status, JobStatus::Finished, "{:?}", job.error);
+        assert_eq!(job.output.as_deref(), Some(i.to_string().as_str()));
+    }
+    // `get` cannot decode the spoiled job either: read its fields raw.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if redis_cli(&b, &["HGET", &key, "status"]) == "Error" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spoiled job did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = redis_cli(&b, &["HGET", &key, "error"]);
+    assert!(error.contains("\"corrupt\""), "{error}");
+    assert!(error.contains("env_vars"), "{error}");
+    sup.shutdown().await;
+}
+
 /// Two supervisors on one Redis: work is shared, no job runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_redis_without_running_a_job_twice() {

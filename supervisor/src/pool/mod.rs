@@ -253,13 +253,13 @@ struct Slot {
 /// A free request slot on one connection: the right to send it one request. Dropping
 /// it frees the slot and wakes the pool's claim loop.
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub(crate) struct RequestSlot {
     pub(crate) conn: Arc<RunnerConnection>,
     _permit: OwnedSemaphorePermit,
     room: Arc<Notify>,
 }
 
-impl Drop for Lease {
+impl Drop for RequestSlot {
     fn drop(&mut self) {
         self.room.notify_one();
     }
@@ -316,12 +316,12 @@ impl RunnerPool {
     /// A free request slot on the live connection with the most room, if any. Capacity
     /// is each connection's own, as negotiated in `hello`: a slot that is down or a
     /// runner that announced less lowers it.
-    pub(crate) fn try_lease(&self) -> Option<Lease> {
+    pub(crate) fn try_reserve_slot(&self) -> Option<RequestSlot> {
         let mut live: Vec<_> = self.live().collect();
         live.sort_by_key(|c| std::cmp::Reverse(c.free_slots()));
         live.into_iter().find_map(|conn| {
             let permit = conn.try_reserve()?;
-            Some(Lease {
+            Some(RequestSlot {
                 conn,
                 _permit: permit,
                 room: self.room.clone(),
@@ -330,10 +330,10 @@ impl RunnerPool {
     }
 
     /// Waits for a free request slot.
-    pub(crate) async fn lease(&self) -> Lease {
+    pub(crate) async fn reserve_slot(&self) -> RequestSlot {
         loop {
-            if let Some(lease) = self.try_lease() {
-                return lease;
+            if let Some(slot) = self.try_reserve_slot() {
+                return slot;
             }
             self.room.notified().await;
         }

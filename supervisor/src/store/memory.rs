@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::{
-    CancelOutcome, EVENT_CHANNEL_CAPACITY, Finished, JobStore, StoreConfig, StoreError, StoreEvent,
-    deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
+    StoreError, StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -89,7 +89,8 @@ impl State {
         self.jobs.get(&id).ok_or(StoreError::NotFound(id))
     }
 
-    /// The CAS check shared by finish/fail/retry_later/release.
+    /// The compare-and-set of every outcome ([`State::complete`]): the job is `Started`
+    /// on `attempt`.
     fn started_on(&self, id: JobId, attempt: u32, op: &'static str) -> Result<(), StoreError> {
         let job = self.job(id)?;
         if job.status != JobStatus::Started {
@@ -153,12 +154,22 @@ impl State {
         job.finished_at = Some(now);
         job.updated_at = now;
         changed(ev, job);
-        self.fail_dependents(id, now, ev);
+        self.fail_dependents(id, "failed", now, ev);
     }
 
-    fn fail_dependents(&mut self, root: JobId, now: DateTime<Utc>, ev: &mut Events) {
-        let mut todo = vec![root];
-        while let Some(failed) = todo.pop() {
+    /// Every job waiting on `root`, transitively, ends in `Error(prerequisite_failed)`:
+    /// `root`'s own dependents because it `root_what` ("failed", "was deleted"), theirs
+    /// because it failed. The one dependent-failing loop (start, outcomes, cancel,
+    /// reclaim and delete all use it).
+    fn fail_dependents(
+        &mut self,
+        root: JobId,
+        root_what: &str,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) {
+        let mut todo = vec![(root, root_what)];
+        while let Some((failed, what)) = todo.pop() {
             let Some(deps) = self.dependents.remove(&failed) else {
                 continue;
             };
@@ -171,33 +182,58 @@ impl State {
                 }
                 job.status = JobStatus::Error;
                 job.error = Some(JobError::prerequisite_failed(format!(
-                    "prerequisite {failed} failed"
+                    "prerequisite {failed} {what}"
                 )));
                 job.finished_at = Some(now);
                 job.updated_at = now;
                 changed(ev, job);
-                todo.push(d);
+                todo.push((d, "failed"));
             }
         }
     }
 
-    /// The CAS `Started`(attempt) -> `Finished` of one item of `finish_many`.
-    fn finish(
+    /// One item of [`JobStore::complete`]: the compare-and-set, then the outcome.
+    fn complete(
         &mut self,
-        item: &Finished,
+        item: &Completion,
         now: DateTime<Utc>,
         ev: &mut Events,
     ) -> Result<(), StoreError> {
         let id = item.id;
-        self.started_on(id, item.attempt, "finish")?;
+        self.started_on(id, item.attempt, item.outcome.op())?;
         self.clear_lease(id);
-        let job = self.job_mut(id);
-        job.status = JobStatus::Finished;
-        job.output = Some(item.output.clone());
-        job.finished_at = Some(now);
-        job.updated_at = now;
-        changed(ev, job);
-        self.release_dependents(id, now, ev);
+        match &item.outcome {
+            Outcome::Finish(output) => {
+                let job = self.job_mut(id);
+                job.status = JobStatus::Finished;
+                job.output = Some(output.clone());
+                job.finished_at = Some(now);
+                job.updated_at = now;
+                changed(ev, job);
+                self.release_dependents(id, now, ev);
+            }
+            Outcome::Fail(error) => self.end_in_error(id, error.clone(), now, ev),
+            Outcome::RetryLater { not_before, error } => {
+                let not_before = trunc_ms(*not_before);
+                let job = self.job_mut(id);
+                job.status = JobStatus::Dispatched;
+                job.not_before = Some(not_before);
+                if let Some(error) = error {
+                    job.error = Some(error.clone());
+                }
+                job.updated_at = now;
+                changed(ev, job);
+                self.delayed.insert((to_ms(not_before), id));
+            }
+            Outcome::Release => {
+                let job = self.job_mut(id);
+                job.status = JobStatus::Dispatched;
+                job.attempt = job.attempt.saturating_sub(1);
+                job.updated_at = now;
+                changed(ev, job);
+                self.push_ready(id, true, now, ev);
+            }
+        }
         Ok(())
     }
 
@@ -243,24 +279,7 @@ impl State {
         }
         self.logs.remove(&id);
         // Jobs waiting on it can never run now.
-        if let Some(deps) = self.dependents.remove(&id) {
-            for d in deps {
-                let Some(dep) = self.jobs.get_mut(&d) else {
-                    continue;
-                };
-                if dep.status != JobStatus::WaitingForPrerequisites {
-                    continue;
-                }
-                dep.status = JobStatus::Error;
-                dep.error = Some(JobError::prerequisite_failed(format!(
-                    "prerequisite {id} was deleted"
-                )));
-                dep.finished_at = Some(now);
-                dep.updated_at = now;
-                changed(ev, dep);
-                self.fail_dependents(d, now, ev);
-            }
-        }
+        self.fail_dependents(id, "was deleted", now, ev);
         Some(job)
     }
 }
@@ -349,7 +368,7 @@ impl JobStore for MemoryStore {
         max: usize,
         owner: &str,
         lease: Duration,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = self.now();
         let until = trunc_ms(deadline(now, lease));
         let mut ev = Events::new();
@@ -377,7 +396,7 @@ impl JobStore for MemoryStore {
                 let job = job.clone();
                 st.leases.insert((to_ms(until), id));
                 changed(&mut ev, &job);
-                claimed.push(job);
+                claimed.push(ClaimedJob::Job(job));
             }
         }
         self.emit(ev);
@@ -411,86 +430,18 @@ impl JobStore for MemoryStore {
         Ok(lost)
     }
 
-    async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError> {
-        let item = Finished {
-            id,
-            attempt,
-            output,
-        };
-        let mut results = self.finish_many(&[item]).await;
-        results.pop().unwrap_or(Err(StoreError::NotFound(id)))
-    }
-
-    async fn finish_many(&self, items: &[Finished]) -> Vec<Result<(), StoreError>> {
+    async fn complete(&self, items: &[Completion]) -> Vec<Result<(), StoreError>> {
         let now = self.now();
         let mut ev = Events::new();
         let results = {
             let mut st = self.lock();
             items
                 .iter()
-                .map(|item| st.finish(item, now, &mut ev))
+                .map(|item| st.complete(item, now, &mut ev))
                 .collect()
         };
         self.emit(ev);
         results
-    }
-
-    async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError> {
-        let now = self.now();
-        let mut ev = Events::new();
-        {
-            let mut st = self.lock();
-            st.started_on(id, attempt, "fail")?;
-            st.end_in_error(id, error, now, &mut ev);
-        }
-        self.emit(ev);
-        Ok(())
-    }
-
-    async fn retry_later(
-        &self,
-        id: JobId,
-        attempt: u32,
-        not_before: DateTime<Utc>,
-        last_error: Option<JobError>,
-    ) -> Result<(), StoreError> {
-        let now = self.now();
-        let not_before = trunc_ms(not_before);
-        let mut ev = Events::new();
-        {
-            let mut st = self.lock();
-            st.started_on(id, attempt, "retry_later")?;
-            st.clear_lease(id);
-            let job = st.job_mut(id);
-            job.status = JobStatus::Dispatched;
-            job.not_before = Some(not_before);
-            if last_error.is_some() {
-                job.error = last_error;
-            }
-            job.updated_at = now;
-            changed(&mut ev, job);
-            st.delayed.insert((to_ms(not_before), id));
-        }
-        self.emit(ev);
-        Ok(())
-    }
-
-    async fn release(&self, id: JobId, attempt: u32) -> Result<(), StoreError> {
-        let now = self.now();
-        let mut ev = Events::new();
-        {
-            let mut st = self.lock();
-            st.started_on(id, attempt, "release")?;
-            st.clear_lease(id);
-            let job = st.job_mut(id);
-            job.status = JobStatus::Dispatched;
-            job.attempt = job.attempt.saturating_sub(1);
-            job.updated_at = now;
-            changed(&mut ev, job);
-            st.push_ready(id, true, now, &mut ev);
-        }
-        self.emit(ev);
-        Ok(())
     }
 
     async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {

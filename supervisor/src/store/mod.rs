@@ -104,7 +104,7 @@ pub enum CancelOutcome {
     /// The job was queued or waiting: it is now `Error(cancelled)`.
     Cancelled,
     /// The job is running: `cancel_requested` is set; the dispatcher sends the cancel
-    /// frame to the runner and later calls `fail(id, attempt, cancelled)`.
+    /// frame to the runner and later completes the attempt with `Error(cancelled)`.
     Running {
         /// The lease owner (supervisor instance) running it.
         owner: String,
@@ -115,15 +115,135 @@ pub enum CancelOutcome {
     AlreadyTerminal(JobStatus),
 }
 
-/// A successful attempt to record: an item of [`JobStore::finish_many`].
+/// One job taken by [`JobStore::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finished {
+// The large variant is the common one (the rare undecodable job wastes the space, not
+// the others); boxing it would allocate per claimed job on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub enum ClaimedJob {
+    /// The job, `Started` under the caller's lease.
+    Job(Job),
+    /// A job the store claimed (it is `Started` on `attempt` under the caller's lease)
+    /// but could not decode: its stored fields were edited by hand or are damaged. The
+    /// store decides nothing about it; the caller does (the dispatcher ends it at once in
+    /// `Error(corrupt)`, rather than letting its lease expire and claiming it again,
+    /// attempt after attempt). Only the Redis store can report one.
+    Undecodable {
+        /// The job.
+        id: JobId,
+        /// The attempt the claim started (the CAS of a later write names it).
+        attempt: u32,
+        /// What did not decode.
+        why: String,
+    },
+}
+
+impl ClaimedJob {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        match self {
+            ClaimedJob::Job(job) => job.id,
+            ClaimedJob::Undecodable { id, .. } => *id,
+        }
+    }
+
+    /// The decoded job, or `None` when it is [`ClaimedJob::Undecodable`].
+    pub fn into_job(self) -> Option<Job> {
+        match self {
+            ClaimedJob::Job(job) => Some(job),
+            ClaimedJob::Undecodable { .. } => None,
+        }
+    }
+}
+
+/// What becomes of a job whose attempt ended: the one vocabulary of every outcome the
+/// dispatcher writes (an item of [`JobStore::complete`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `Finished` with the runner's result; dependents whose prerequisites are now all
+    /// finished are queued.
+    Finish(String),
+    /// `Error(error)`; every dependent, transitively, ends in
+    /// `Error(prerequisite_failed)`.
+    Fail(JobError),
+    /// `Dispatched`, scheduled at `not_before` (delayed set, not ready until
+    /// [`JobStore::promote_due`] moves it); `error`, when given, is kept as the job's
+    /// last error for inspection.
+    RetryLater {
+        /// Earliest time of the next attempt.
+        not_before: DateTime<Utc>,
+        /// The attempt's error.
+        error: Option<JobError>,
+    },
+    /// `Dispatched` at the front of its queue, the attempt not counted (decremented):
+    /// graceful shutdown, or a runner that had no room.
+    Release,
+}
+
+impl Outcome {
+    /// The operation's name in [`StoreError::InvalidTransition`].
+    pub fn op(&self) -> &'static str {
+        match self {
+            Outcome::Finish(_) => "finish",
+            Outcome::Fail(_) => "fail",
+            Outcome::RetryLater { .. } => "retry_later",
+            Outcome::Release => "release",
+        }
+    }
+}
+
+/// An attempt's [`Outcome`], for the job's `attempt` (the compare-and-set names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
     /// The job.
     pub id: JobId,
-    /// The attempt that succeeded (the CAS compares it).
+    /// The attempt that ended.
     pub attempt: u32,
-    /// The runner's result.
-    pub output: String,
+    /// What becomes of the job.
+    pub outcome: Outcome,
+}
+
+impl Completion {
+    /// [`Outcome::Finish`].
+    pub fn finish(id: JobId, attempt: u32, output: impl Into<String>) -> Self {
+        Completion {
+            id,
+            attempt,
+            outcome: Outcome::Finish(output.into()),
+        }
+    }
+
+    /// [`Outcome::Fail`].
+    pub fn fail(id: JobId, attempt: u32, error: JobError) -> Self {
+        Completion {
+            id,
+            attempt,
+            outcome: Outcome::Fail(error),
+        }
+    }
+
+    /// [`Outcome::RetryLater`].
+    pub fn retry_later(
+        id: JobId,
+        attempt: u32,
+        not_before: DateTime<Utc>,
+        error: Option<JobError>,
+    ) -> Self {
+        Completion {
+            id,
+            attempt,
+            outcome: Outcome::RetryLater { not_before, error },
+        }
+    }
+
+    /// [`Outcome::Release`].
+    pub fn release(id: JobId, attempt: u32) -> Self {
+        Completion {
+            id,
+            attempt,
+            outcome: Outcome::Release,
+        }
+    }
 }
 
 /// A change, for waiters that must not poll.
@@ -158,8 +278,8 @@ pub enum StoreEvent {
 
 /// The operations the dispatcher and the API need, each atomic.
 ///
-/// The CAS operations (`finish`, `fail`, `retry_later`, `release`) apply only when the
-/// job is `Started` on the caller's `attempt`: otherwise they change nothing and return
+/// [`JobStore::complete`] applies an outcome only when the job is `Started` on the
+/// caller's `attempt` (a compare-and-set): otherwise it changes nothing and returns
 /// [`StoreError::InvalidTransition`] (not `Started`) or [`StoreError::Conflict`] (another
 /// attempt), so a late answer from an old attempt can't overwrite a newer one.
 #[async_trait]
@@ -175,14 +295,16 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 
     /// Pops up to `max` ready jobs of `script_type` (FIFO); each becomes `Started` with
     /// `attempt + 1` and a lease held by `owner` until now + `lease`; its `runner` field
-    /// records `owner` (and keeps it after the job ends).
+    /// records `owner` (and keeps it after the job ends). A claimed job whose stored
+    /// fields do not decode is returned as [`ClaimedJob::Undecodable`], in its place, so
+    /// one bad job holds up neither the others nor the queue.
     async fn claim(
         &self,
         script_type: ScriptType,
         max: usize,
         owner: &str,
         lease: Duration,
-    ) -> Result<Vec<Job>, StoreError>;
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
 
     /// Extends `owner`'s leases on `ids` to now + `lease`. Returns the ids whose lease
     /// `owner` no longer holds (finished, reclaimed, deleted, ...).
@@ -193,32 +315,21 @@ pub trait JobStore: Send + Sync + Debug + 'static {
         lease: Duration,
     ) -> Result<Vec<JobId>, StoreError>;
 
-    /// CAS `Started`(attempt) -> `Finished` with `output`; releases dependents whose
-    /// prerequisites are now all finished.
-    async fn finish(&self, id: JobId, attempt: u32, output: String) -> Result<(), StoreError>;
+    /// Records attempt outcomes, many in one store call (one Lua script on Redis, one
+    /// lock on the memory store): every outcome the dispatcher writes goes through here.
+    /// Each item is its own compare-and-set: it applies only when the job is `Started` on
+    /// the item's `attempt` (see the trait docs), so one stale answer does not fail the
+    /// others. One result per item, in order.
+    async fn complete(&self, items: &[Completion]) -> Vec<Result<(), StoreError>>;
 
-    /// [`JobStore::finish`] for many jobs in one store call (one Lua script on Redis, one
-    /// lock on the memory store): the dispatcher's hot path. One result per item, in
-    /// order; each item is its own CAS, so one stale answer does not fail the others.
-    async fn finish_many(&self, items: &[Finished]) -> Vec<Result<(), StoreError>>;
-
-    /// CAS `Started`(attempt) -> `Error(error)`; every dependent, transitively, ends in
-    /// `Error(prerequisite_failed)`.
-    async fn fail(&self, id: JobId, attempt: u32, error: JobError) -> Result<(), StoreError>;
-
-    /// CAS `Started`(attempt) -> `Dispatched`, scheduled at `not_before` (delayed set, not
-    /// ready until [`JobStore::promote_due`] moves it). Keeps `last_error` for inspection.
-    async fn retry_later(
-        &self,
-        id: JobId,
-        attempt: u32,
-        not_before: DateTime<Utc>,
-        last_error: Option<JobError>,
-    ) -> Result<(), StoreError>;
-
-    /// Graceful shutdown: CAS `Started`(attempt) -> `Dispatched` at the front of its queue;
-    /// the attempt does not count (decremented).
-    async fn release(&self, id: JobId, attempt: u32) -> Result<(), StoreError>;
+    /// [`JobStore::complete`] of one item.
+    async fn complete_one(&self, item: Completion) -> Result<(), StoreError> {
+        let id = item.id;
+        self.complete(std::slice::from_ref(&item))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable(format!("no reply for job {id}"))))
+    }
 
     /// Moves up to `max` delayed jobs whose `not_before <= now` to their ready queue.
     /// Returns how many moved.
@@ -241,7 +352,7 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 
     /// Removes the job and everything about it (queues, leases, logs, index). Jobs
     /// waiting on it end in `Error(prerequisite_failed)`. A running job may be deleted:
-    /// its later `finish` fails with [`StoreError::NotFound`].
+    /// its later completion fails with [`StoreError::NotFound`].
     async fn delete(&self, id: JobId) -> Result<(), StoreError>;
 
     /// Removes every job (in bounded batches) and every queue.

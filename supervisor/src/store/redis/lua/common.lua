@@ -115,10 +115,11 @@ local function release_dependents(prefix, done, now)
   end
 end
 
--- The compare-and-set of finish/fail/retry_later/release: nil when job hash `k` is
--- Started on `attempt`, else the reply to return.
+-- The compare-and-set of every outcome (complete_batch.lua): nil and the job's
+-- status, attempt, has_dependents and script_type when job hash `k` is Started on
+-- `attempt`, else the reply to return.
 local function check_started(k, attempt)
-  local f = redis.call('HMGET', k, 'status', 'attempt')
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'has_dependents', 'script_type')
   if not f[1] then
     return { 'NOT_FOUND' }
   end
@@ -128,7 +129,7 @@ local function check_started(k, attempt)
   if f[2] ~= attempt then
     return { 'CONFLICT', f[2] }
   end
-  return nil
+  return nil, f
 end
 
 -- Clears the lease of job `id` (hash `k`).

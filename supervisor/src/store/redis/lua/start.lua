@@ -33,7 +33,7 @@ end
 if #waiting > 0 then
   for _, p in ipairs(waiting) do
     redis.call('SADD', jkey(prefix, p) .. ':dependents', id)
-    -- Read by finish_batch in the same call as the status: no set lookup per finish.
+    -- Read by complete_batch in the same call as the status: no set lookup per finish.
     redis.call('HSET', jkey(prefix, p), 'has_dependents', '1')
   end
   redis.call('HSET', KEYS[1], 'status', 'WaitingForPrerequisites', 'updated_at', now)

@@ -3,12 +3,16 @@
 -- dropped. Needs Redis >= 6.2 (LPOP with a count).
 -- KEYS[1]: <prefix>:q:work:type:<ScriptType> (LIST)   KEYS[2]: <prefix>:leases (ZSET)
 -- ARGV[1]: prefix   ARGV[2]: max   ARGV[3]: owner   ARGV[4]: lease_until ms   ARGV[5]: now ms
--- Returns: one flat array, 17 entries per claimed job in claim order: id, the new attempt,
--- then the fields caller_id, context_id, script, script_type, timeout_secs, retries,
--- prerequisites, env_vars, created_at, output, error, finished_at, cancel_requested,
--- queued_at, traceparent (nil when absent). The fields claim sets itself (status, times, lease, runner) are known to
--- the caller, so they are not sent back.
+-- ARGV[6 ..]: the names of the job fields to return (the caller's CLAIM_FIELDS, claim.rs)
+-- Returns: one flat array, per claimed job in claim order: id, the new attempt, then the
+-- value of each named field in the order given (nil when absent). The fields claim sets
+-- itself (status, times, lease, runner) are known to the caller, so they are not sent
+-- back.
 local prefix, owner, until_ms, now = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local names = {}
+for i = 6, #ARGV do
+  names[#names + 1] = ARGV[i]
+end
 local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
 if not ids then
   return {}
@@ -16,12 +20,10 @@ end
 local out, claimed, scores = {}, {}, {}
 for _, id in ipairs(ids) do
   local k = jkey(prefix, id)
-  local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', 'caller_id', 'context_id',
-    'script', 'script_type', 'timeout_secs', 'retries', 'prerequisites', 'env_vars', 'created_at',
-    'output', 'error', 'finished_at', 'cancel_requested', 'queued_at', 'traceparent')
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', unpack(names))
   if f[1] == 'Dispatched' then
     -- Never raise on stored data: an error here would leave the rest of the popped
-    -- batch out of the queue. A job the caller cannot decode is failed by the caller.
+    -- batch out of the queue. The caller decides about a job it cannot decode.
     local attempt = tostring((tonumber(f[2]) or 0) + 1)
     redis.call('HSET', k, 'status', 'Started', 'attempt', attempt, 'started_at', now,
       'updated_at', now, 'lease_owner', owner, 'lease_until', until_ms, 'runner', owner)
@@ -33,8 +35,8 @@ for _, id in ipairs(ids) do
     scores[#scores + 1] = id
     out[#out + 1] = id
     out[#out + 1] = attempt
-    for j = 4, 18 do
-      out[#out + 1] = f[j]
+    for j = 1, #names do
+      out[#out + 1] = f[3 + j]
     end
   end
 end

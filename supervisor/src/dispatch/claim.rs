@@ -1,0 +1,108 @@
+//! The claim loop: one per pool; claims only with free runner capacity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::Dispatcher;
+use crate::job::{JobError, JobId, ScriptType};
+use crate::pool::RunnerPool;
+use crate::store::{ClaimedJob, Completion, StoreEvent};
+
+/// Jobs claimed in one store call at most.
+const CLAIM_BATCH: usize = 256;
+/// How long a claim loop waits after the store failed a claim.
+const STORE_DOWN_PAUSE: Duration = Duration::from_millis(500);
+
+impl Dispatcher {
+    /// Claims as `owner` (`<instance id>/<pool name>`: the job's `runner` says which
+    /// instance and pool ran it).
+    pub(super) async fn claim_loop(self: Arc<Self>, pool: Arc<RunnerPool>, owner: Arc<str>) {
+        let types = pool.config.script_types.clone();
+        let mut next_type = 0usize;
+        loop {
+            // Subscribe before looking, so a job queued meanwhile still wakes us.
+            let mut events = self.store.subscribe();
+            // A free request slot on a live connection first: no runner, no claim.
+            let first = tokio::select! {
+                _ = self.claiming.cancelled() => return,
+                slot = pool.reserve_slot() => slot,
+            };
+            let mut permits = vec![first];
+            while permits.len() < CLAIM_BATCH {
+                match pool.try_reserve_slot() {
+                    Some(slot) => permits.push(slot),
+                    None => break,
+                }
+            }
+            let mut claimed = Vec::new();
+            let mut store_down = false;
+            for i in 0..types.len() {
+                let want = permits.len() - claimed.len();
+                if want == 0 {
+                    break;
+                }
+                let st = types[(next_type + i) % types.len()];
+                match self.store.claim(st, want, &owner, self.config.lease).await {
+                    Ok(jobs) => claimed.extend(jobs),
+                    Err(e) => {
+                        tracing::warn!(error = %e, script_type = %st.as_str(), "claim failed");
+                        store_down = true;
+                        break;
+                    }
+                }
+            }
+            next_type = next_type.wrapping_add(1);
+            if claimed.is_empty() {
+                drop(permits);
+                let wait = if store_down {
+                    STORE_DOWN_PAUSE
+                } else {
+                    self.config.idle_poll
+                };
+                tokio::select! {
+                    _ = self.claiming.cancelled() => return,
+                    _ = wait_for_work(&mut events, &types) => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            for claimed in claimed {
+                let job = match claimed {
+                    ClaimedJob::Job(job) => job,
+                    ClaimedJob::Undecodable { id, attempt, why } => {
+                        self.fail_undecodable(id, attempt, why).await;
+                        continue;
+                    }
+                };
+                let Some(permit) = permits.pop() else { break };
+                self.jobs
+                    .spawn(self.clone().run_attempt(owner.clone(), job, permit));
+            }
+        }
+    }
+
+    /// A claimed job that does not decode cannot be run: it ends now in
+    /// `Error(corrupt)`, rather than waiting for its lease to expire and being claimed
+    /// again, attempt after attempt. The store only reports it; this is the policy.
+    async fn fail_undecodable(&self, id: JobId, attempt: u32, why: String) {
+        tracing::error!(job = %id, reason = %why, "claimed a job that does not decode; failing it");
+        let error = JobError::new(JobError::CORRUPT, why);
+        self.submit(Completion::fail(id, attempt, error)).await;
+    }
+}
+
+/// Resolves when the store announces work on one of `types` (or when events lagged:
+/// something may have been missed).
+async fn wait_for_work(events: &mut broadcast::Receiver<StoreEvent>, types: &[ScriptType]) {
+    loop {
+        match events.recv().await {
+            Ok(StoreEvent::WorkAvailable { script_type }) if types.contains(&script_type) => return,
+            Ok(StoreEvent::Resync) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}

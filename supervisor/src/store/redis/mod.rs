@@ -1,0 +1,535 @@
+//! The Redis store: the shared store several supervisor instances can use at once.
+//!
+//! # Modules
+//! - `mod.rs` (here): [`RedisStore`] and its [`JobStore`] impl: arguments in, replies out.
+//! - `scripts.rs`: the Lua script registry (`lua/*.lua`, `common.lua` prepended).
+//! - `codec.rs`: a job <-> its HASH fields (pure, unit-tested on plain maps).
+//! - `claim.rs`: the claim reply decoder and the one list of fields claim returns.
+//! - `events.rs`: the pub/sub wire events and the listener task.
+//!
+//! # Key layout
+//! Every key lives under a configurable prefix (default `hero`):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `<prefix>:job:<id>` | HASH | every job field; `prerequisites`, `env_vars`, `error` as JSON strings, times as epoch ms, absent `Option`s as absent fields; `has_dependents` = `1` once a job waited on it |
+//! | `<prefix>:job:<id>:dependents` | SET | ids of jobs waiting on this one (deleted once it ends) |
+//! | `<prefix>:job:<id>:logs` | LIST | log lines, oldest first, capped at `max_log_lines` |
+//! | `<prefix>:q:work:type:<ScriptType>` | LIST | ready job ids; RPUSH at the tail, LPOP from the head (the left end is the head) |
+//! | `<prefix>:delayed` | ZSET | jobs scheduled for a later attempt, score `not_before` ms |
+//! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
+//! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
+//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
+//!
+//! # Atomicity
+//! Every change that touches more than one key is one Lua script
+//! (`src/store/redis/lua/*.lua`, each headed by its KEYS, ARGV and Returns; `common.lua` is
+//! prepended to each). Scripts publish their events themselves, so an event is never
+//! sent for a change that did not happen. "Now" is the store's [`Clock`], passed in ARGV.
+//! Scripts compute the keys of other jobs (dependents, prerequisites) themselves: fine on
+//! one Redis (or a primary with replicas); Redis Cluster is not supported.
+//!
+//! # Connections
+//! Commands go through a [`ConnectionManager`] (multiplexed, reconnects after errors)
+//! with connection and response timeouts, so a dead Redis gives
+//! [`StoreError::Unavailable`] within seconds rather than a hang. Pub/sub runs on a
+//! connection of its own, in one background task that forwards events to the in-process
+//! broadcast channel, pings Redis every few seconds (a connection that went silent is
+//! replaced, not waited on forever) and resubscribes after a failure, then sends
+//! [`StoreEvent::Resync`]: waiters re-read the state they care about.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script};
+use tokio::sync::{broadcast, oneshot};
+
+use self::claim::{CLAIM_FIELDS, decode_claimed};
+use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
+use self::events::{ListenerGuard, listen};
+use self::scripts::SCRIPTS;
+use super::{
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
+    StoreError, StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
+};
+use crate::clock::Clock;
+use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
+
+mod claim;
+mod codec;
+mod events;
+mod scripts;
+
+/// Time allowed to open a connection to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for one command or script. Scripts are short (batches are bounded), so
+/// a Redis that doesn't answer within this is treated as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Jobs removed per `clear_all` step (one script call each).
+const CLEAR_BATCH: usize = 500;
+
+/// The Redis-backed [`JobStore`]. See the module docs for the key layout.
+#[derive(Debug)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    config: StoreConfig,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<StoreEvent>,
+    _listener: ListenerGuard,
+}
+
+/// A Redis error as a [`StoreError::Unavailable`]. The redis crate's messages name the
+/// failure, never the URL or its password.
+fn unavailable(e: RedisError) -> StoreError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connection_refusal() {
+        "connection refused"
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection lost"
+    } else {
+        "command failed"
+    };
+    let detail = truncate_line(&e.to_string(), 200);
+    StoreError::Unavailable(format!("redis {what}: {detail}"))
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port[/db]`, `redis+unix:///path/to/sock` or
+    /// `unix:///path/to/sock`) and starts the event listener. Returns once both the
+    /// command connection and the event subscription are up.
+    pub async fn connect(
+        url: &str,
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        // Don't echo the URL: it may carry a password.
+        let client = Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {:?}", e.kind())))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(unavailable)?;
+
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let channel = format!("{}:events", config.prefix);
+        let task = tokio::spawn(listen(client, channel, events.clone(), ready_tx));
+        let listener = ListenerGuard(task.abort_handle());
+        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "redis event subscription failed".to_owned(),
+                ));
+            }
+        }
+        Ok(RedisStore {
+            conn,
+            config,
+            clock,
+            events,
+            _listener: listener,
+        })
+    }
+
+    fn job_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}", self.config.prefix)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.config.prefix)
+    }
+
+    fn queue_key(&self, script_type: ScriptType) -> String {
+        super::queue_name(&self.config.prefix, script_type)
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_ms(self.clock.now())
+    }
+
+    /// Runs a status-style script (`{'OK', ...}` or an error code) for job `id`.
+    async fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Maps the reply to one item of complete_batch.lua.
+    fn cas_reply(
+        id: JobId,
+        attempt: u32,
+        op: &'static str,
+        reply: &[String],
+    ) -> Result<(), StoreError> {
+        match reply {
+            [ok] if ok == "OK" => Ok(()),
+            [code] if code == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [code, status] if code == "BAD_STATE" => Err(StoreError::InvalidTransition {
+                id,
+                from: parse_status(id, status)?,
+                op,
+            }),
+            [code, current] if code == "CONFLICT" => Err(StoreError::Conflict {
+                id,
+                expected: attempt,
+                current: current
+                    .parse()
+                    .map_err(|_| corrupt(id, format!("bad attempt {current:?}")))?,
+            }),
+            other => Err(unexpected(op, other)),
+        }
+    }
+}
+
+fn unexpected(op: &str, reply: &[String]) -> StoreError {
+    let s = truncate_line(&format!("{reply:?}"), 100);
+    StoreError::Unavailable(format!("redis {op}: unexpected script reply {s}"))
+}
+
+#[async_trait]
+impl JobStore for RedisStore {
+    fn queue_name(&self, script_type: ScriptType) -> String {
+        self.queue_key(script_type)
+    }
+
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        let mut job = job.clone();
+        job.status = JobStatus::Created;
+        let mut args = vec![
+            self.config.prefix.clone(),
+            job.id.to_string(),
+            to_ms(job.created_at).to_string(),
+            job.prerequisites.len().to_string(),
+        ];
+        args.extend(job.prerequisites.iter().map(JobId::to_string));
+        for (k, v) in encode_job(&job) {
+            args.push(k.to_owned());
+            args.push(v);
+        }
+        let keys = [self.job_key(job.id), self.key("jobs")];
+        let reply = self.run(&SCRIPTS.create, &keys, args).await?;
+        match reply.as_slice() {
+            [ok] if ok == "OK" => Ok(()),
+            [code] if code == "EXISTS" => Err(StoreError::AlreadyExists(job.id)),
+            [code, p] if code == "PREREQ_MISSING" => Err(StoreError::PrerequisiteNotFound(
+                JobId::parse(p).map_err(|_| unexpected("create", &reply))?,
+            )),
+            other => Err(unexpected("create", other)),
+        }
+    }
+
+    async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.now_ms().to_string(),
+        ];
+        let reply = self.run(&SCRIPTS.start, &[self.job_key(id)], args).await?;
+        match reply.as_slice() {
+            [ok, status] if ok == "OK" => parse_status(id, status),
+            [code] if code == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [code, status] if code == "BAD_STATE" => Err(StoreError::InvalidTransition {
+                id,
+                from: parse_status(id, status)?,
+                op: "start",
+            }),
+            other => Err(unexpected("start", other)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = trunc_ms(self.clock.now());
+        let until = trunc_ms(deadline(now, lease));
+        let mut inv = SCRIPTS.claim.prepare_invoke();
+        inv.key(self.queue_key(script_type))
+            .key(self.key("leases"))
+            .arg(&self.config.prefix)
+            .arg(max)
+            .arg(owner)
+            .arg(to_ms(until))
+            .arg(to_ms(now));
+        for name in CLAIM_FIELDS {
+            inv.arg(name);
+        }
+        let reply: Vec<redis::Value> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode_claimed(reply, owner, now, until)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![
+            self.config.prefix.clone(),
+            owner.to_owned(),
+            to_ms(deadline(self.clock.now(), lease)).to_string(),
+        ];
+        args.extend(ids.iter().map(JobId::to_string));
+        let lost = self
+            .run(&SCRIPTS.renew, &[self.key("leases")], args)
+            .await?;
+        lost.iter()
+            .map(|s| JobId::parse(s).map_err(|_| unexpected("renew", &lost)))
+            .collect()
+    }
+
+    async fn complete(&self, items: &[Completion]) -> Vec<Result<(), StoreError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let mut inv = SCRIPTS.complete_batch.prepare_invoke();
+        inv.key(self.key("leases"))
+            .key(self.key("delayed"))
+            .arg(&self.config.prefix)
+            .arg(self.now_ms());
+        for item in items {
+            // The output is the bulk of a batch: borrowed, not copied.
+            let (kind, a, b): (&str, Cow<'_, str>, Cow<'_, str>) = match &item.outcome {
+                Outcome::Finish(output) => ("finish", output.into(), "".into()),
+                Outcome::Fail(error) => ("fail", to_json(error).into(), "".into()),
+                Outcome::RetryLater { not_before, error } => (
+                    "retry",
+                    to_ms(*not_before).to_string().into(),
+                    error.as_ref().map(to_json).unwrap_or_default().into(),
+                ),
+                Outcome::Release => ("release", "".into(), "".into()),
+            };
+            inv.arg(kind)
+                .arg(item.id.to_string())
+                .arg(item.attempt)
+                .arg(a.as_ref())
+                .arg(b.as_ref());
+        }
+        let replies: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut self.conn.clone()).await;
+        match replies {
+            Ok(replies) if replies.len() == items.len() => items
+                .iter()
+                .zip(&replies)
+                .map(|(item, reply)| {
+                    Self::cas_reply(item.id, item.attempt, item.outcome.op(), reply)
+                })
+                .collect(),
+            Ok(replies) => {
+                let e = StoreError::Unavailable(format!(
+                    "redis complete: {} replies for {} jobs",
+                    replies.len(),
+                    items.len()
+                ));
+                vec![Err(e); items.len()]
+            }
+            Err(e) => vec![Err(unavailable(e)); items.len()],
+        }
+    }
+
+    async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = SCRIPTS.promote_due.prepare_invoke();
+        inv.key(self.key("delayed"))
+            .arg(&self.config.prefix)
+            .arg(self.now_ms())
+            .arg(max);
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn reclaim_expired(&self, max: usize) -> Result<Vec<JobId>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            self.config.prefix.clone(),
+            self.now_ms().to_string(),
+            max.to_string(),
+        ];
+        let ids = self
+            .run(&SCRIPTS.reclaim_expired, &[self.key("leases")], args)
+            .await?;
+        ids.iter()
+            .map(|s| JobId::parse(s).map_err(|_| unexpected("reclaim_expired", &ids)))
+            .collect()
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.now_ms().to_string(),
+            // The status in the message is the one before cancelling; Lua doesn't know
+            // it in advance, so the message stays generic.
+            to_json(&JobError::cancelled("cancelled before it ran")),
+        ];
+        let keys = [self.job_key(id), self.key("delayed")];
+        let reply = self.run(&SCRIPTS.cancel, &keys, args).await?;
+        match reply.as_slice() {
+            [c] if c == "CANCELLED" => Ok(CancelOutcome::Cancelled),
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [c, status] if c == "TERMINAL" => {
+                Ok(CancelOutcome::AlreadyTerminal(parse_status(id, status)?))
+            }
+            [c, owner, attempt] if c == "RUNNING" => Ok(CancelOutcome::Running {
+                owner: owner.clone(),
+                attempt: attempt
+                    .parse()
+                    .map_err(|_| corrupt(id, format!("bad attempt {attempt:?}")))?,
+            }),
+            other => Err(unexpected("cancel", other)),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job, StoreError> {
+        let h: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.job_key(id))
+            .await
+            .map_err(unavailable)?;
+        if h.is_empty() {
+            return Err(StoreError::NotFound(id));
+        }
+        decode_job(id, h)
+    }
+
+    async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
+        let raw: Vec<String> = self
+            .conn
+            .clone()
+            .zrange(self.key("jobs"), 0, -1)
+            .await
+            .map_err(unavailable)?;
+        Ok(raw
+            .iter()
+            .filter_map(|s| match JobId::parse(s) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a bad id in the job index");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn delete(&self, id: JobId) -> Result<(), StoreError> {
+        let args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.now_ms().to_string(),
+        ];
+        let keys = [
+            self.job_key(id),
+            self.key("leases"),
+            self.key("delayed"),
+            self.key("jobs"),
+        ];
+        let reply = self.run(&SCRIPTS.delete, &keys, args).await?;
+        match reply.as_slice() {
+            [ok] if ok == "OK" => Ok(()),
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            other => Err(unexpected("delete", other)),
+        }
+    }
+
+    async fn clear_all(&self) -> Result<(), StoreError> {
+        loop {
+            let mut inv = SCRIPTS.clear_batch.prepare_invoke();
+            inv.key(self.key("jobs"))
+                .arg(&self.config.prefix)
+                .arg(CLEAR_BATCH);
+            let removed: usize = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            if removed == 0 {
+                break;
+            }
+        }
+        let mut keys: Vec<String> = ScriptType::ALL.iter().map(|&t| self.queue_key(t)).collect();
+        keys.push(self.key("delayed"));
+        keys.push(self.key("leases"));
+        let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn append_logs(&self, id: JobId, lines: &[String]) -> Result<(), StoreError> {
+        let mut args = vec![
+            self.config.prefix.clone(),
+            id.to_string(),
+            self.config.max_log_lines.max(1).to_string(),
+        ];
+        // Only the newest max_log_lines can survive the trim: don't ship the rest.
+        let skip = lines.len().saturating_sub(self.config.max_log_lines.max(1));
+        args.extend(
+            lines[skip..]
+                .iter()
+                .map(|l| truncate_line(l, self.config.max_log_line_len)),
+        );
+        let keys = [self.job_key(id), format!("{}:logs", self.job_key(id))];
+        let reply = self.run(&SCRIPTS.append_logs, &keys, args).await?;
+        match reply.as_slice() {
+            [ok] if ok == "OK" => Ok(()),
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            other => Err(unexpected("append_logs", other)),
+        }
+    }
+
+    async fn logs(&self, id: JobId) -> Result<Vec<String>, StoreError> {
+        let key = self.job_key(id);
+        let (exists, lines): (bool, Vec<String>) = redis::pipe()
+            .atomic()
+            .exists(&key)
+            .lrange(format!("{key}:logs"), 0, -1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if !exists {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(lines)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,49 @@
+//! The Lua script registry: every script of `lua/`, with `common.lua` prepended, loaded
+//! once per process. [`redis::Script`] sends `EVALSHA` and falls back to `EVAL` (loading
+//! the script) when Redis does not know it yet, so a restarted Redis needs nothing more.
+//!
+//! Each script heads its file with its KEYS, ARGV and Returns; the Rust side that calls
+//! it lives next to the operation in `mod.rs` (or `claim.rs` for the claim reply).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! lua {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// One compiled script per store operation that needs one.
+pub(super) struct Scripts {
+    pub(super) create: Script,
+    pub(super) start: Script,
+    pub(super) claim: Script,
+    pub(super) renew: Script,
+    pub(super) complete_batch: Script,
+    pub(super) promote_due: Script,
+    pub(super) reclaim_expired: Script,
+    pub(super) cancel: Script,
+    pub(super) delete: Script,
+    pub(super) clear_batch: Script,
+    pub(super) append_logs: Script,
+}
+
+/// The registry, built on first use.
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    create: lua!("create.lua"),
+    start: lua!("start.lua"),
+    claim: lua!("claim.lua"),
+    renew: lua!("renew.lua"),
+    complete_batch: lua!("complete_batch.lua"),
+    promote_due: lua!("promote_due.lua"),
+    reclaim_expired: lua!("reclaim_expired.lua"),
+    cancel: lua!("cancel.lua"),
+    delete: lua!("delete.lua"),
+    clear_batch: lua!("clear_batch.lua"),
+    append_logs: lua!("append_logs.lua"),
+});
