@@ -2,11 +2,15 @@
 //! jobs run by the built-in runner: a diamond flow runs in dependency order, a failure
 //! fails its dependents and the flow, bad graphs are refused with their data, roles
 //! hold; on the memory store and on Redis, where a second instance sees the same flows.
+//! And the coordination stores' compare-and-set, on both backends.
 
 use std::time::Duration;
 
 use hero_supervisor::config::ServeConfig;
-use hero_supervisor::job::ScriptType;
+use hero_supervisor::coordination::{
+    CoordinationStore, FlowRecord, JobRecord, MemoryCoordination, RedisCoordination,
+};
+use hero_supervisor::job::{JobId, ScriptType};
 use hero_supervisor::pool::{PoolConfig, Transport};
 use hero_supervisor::rpc::RpcConfig;
 use hero_supervisor::rpc::auth::{Grant, TokenGrant};
@@ -230,6 +234,27 @@ async fn check_flows(servers: &[RunningServer]) {
         Some(2)
     );
 
+    // Before it starts a job can be replaced: a new supervisor job, the old one gone,
+    // `created_at` kept. Explicit prerequisites are supervisor job ids.
+    let first = call(&exec, "job.create", job(70, "1", &[])).await.unwrap();
+    let mut second = job(70, "2", &[]);
+    second["job"]["prerequisites"] = json!([a["id"]]);
+    let second = call(&exec, "job.create", second).await.expect("replace");
+    assert_ne!(first["job_id"], second["job_id"]);
+    assert_eq!(first["created_at"], second["created_at"]);
+    assert_eq!(second["script"], "2");
+    let mut p = ArrayParams::new();
+    p.insert(first["job_id"].as_str().unwrap()).unwrap();
+    let gone = admin.request::<Value, _>("get_job", p).await;
+    assert_eq!(refused(gone).0, -32001);
+    assert_eq!(
+        backing(&exec, 70).await["params"]["prerequisites"],
+        json!([a["id"]])
+    );
+    let mut bad = job(71, "1", &[]);
+    bad["job"]["prerequisites"] = json!(["00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(refused(call(&exec, "job.create", bad).await).0, -32602);
+
     // Started: neither the job nor the flow can be replaced; starting again is harmless.
     let (code, _) = refused(call(&exec, "job.create", job(1, "1", &[])).await);
     assert_eq!(code, -32004);
@@ -340,6 +365,70 @@ async fn check_flows(servers: &[RunningServer]) {
     // An unknown job answers as an outsider's does.
     let (code, _) = refused(call(&reader, "job.load", key(12345)).await);
     assert_eq!(code, -32001);
+}
+
+/// The store's compare-and-set, the same on both backends: a write names the record it
+/// replaces and does nothing when that is not what is stored.
+async fn check_store(store: &dyn CoordinationStore) {
+    let record = |script: &str| JobRecord {
+        id: 1,
+        caller_id: 2,
+        context_id: CONTEXT,
+        script: script.to_owned(),
+        script_type: ScriptType::Sal,
+        timeout: 0,
+        retries: 0,
+        env_vars: [("K".to_owned(), "v".to_owned())].into(),
+        prerequisites: Vec::new(),
+        depends: vec![3],
+        created_at: 1,
+        updated_at: 1,
+        job_id: JobId::new(),
+    };
+    let (a, b) = (record("a"), record("b"));
+    assert_eq!(store.job(CONTEXT, 1).await.unwrap(), None);
+    assert!(
+        !store.put_job(&b, Some(&a)).await.unwrap(),
+        "nothing stored yet"
+    );
+    assert!(store.put_job(&a, None).await.unwrap());
+    assert!(!store.put_job(&b, None).await.unwrap(), "a is stored");
+    assert!(store.put_job(&b, Some(&a)).await.unwrap());
+    assert_eq!(store.job(CONTEXT, 1).await.unwrap(), Some(b.clone()));
+    assert_eq!(
+        store.job(CONTEXT + 1, 1).await.unwrap(),
+        None,
+        "per context"
+    );
+    let flow = FlowRecord {
+        id: 1,
+        caller_id: 2,
+        context_id: CONTEXT,
+        jobs: vec![1],
+        env_vars: Default::default(),
+        created_at: 1,
+        updated_at: 1,
+        started: false,
+    };
+    assert!(store.put_flow(&flow, None).await.unwrap());
+    let started = FlowRecord {
+        started: true,
+        ..flow.clone()
+    };
+    assert!(!store.put_flow(&started, None).await.unwrap());
+    assert!(store.put_flow(&started, Some(&flow)).await.unwrap());
+    assert_eq!(store.flow(CONTEXT, 1).await.unwrap(), Some(started));
+    assert_eq!(store.flow(CONTEXT, 2).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn both_stores_write_only_over_what_was_read() {
+    check_store(&MemoryCoordination::new()).await;
+    let redis = RedisServer::start();
+    let store = RedisCoordination::connect(&redis.url(), "hero")
+        .await
+        .expect("redis");
+    check_store(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
