@@ -5,6 +5,7 @@
 //!
 //! - [`job`]: the job model: ids, script types, statuses, typed errors, params validation.
 //! - [`access`]: actors, contexts, roles; who a request acts as and what it may do.
+//! - [`coordination`]: the coordinator's jobs and flows (`job.*`, `flow.*`), their DAG.
 //! - [`clock`]: time as a dependency (`SystemClock`, `ManualClock` for tests).
 //! - [`store`]: the `JobStore` trait, its in-memory and Redis backends, store events.
 //! - [`pool`]: runner pools: spawning, connecting, restarting runners; multiplexed
@@ -21,6 +22,7 @@
 pub mod access;
 pub mod clock;
 pub mod config;
+pub mod coordination;
 pub mod dispatch;
 pub mod job;
 pub mod pool;

@@ -17,6 +17,7 @@ use jsonrpsee::server::ServerHandle;
 use crate::access::{DirectoryError, RedisDirectory};
 use crate::clock::SystemClock;
 use crate::config::ServeConfig;
+use crate::coordination::{CoordinationError, RedisCoordination};
 use crate::rpc::{self, StartError};
 use crate::service::Supervisor;
 use crate::store::{JobStore, MemoryStore, RedisStore, StoreError};
@@ -34,6 +35,9 @@ pub enum ServerError {
     /// The actor and context directory in Redis could not be opened.
     #[error("connecting to redis: {0}")]
     Directory(#[source] DirectoryError),
+    /// The coordinator's job and flow store in Redis could not be opened.
+    #[error("connecting to redis: {0}")]
+    Coordination(#[source] CoordinationError),
 }
 
 /// A started server: the supervisor and the JSON-RPC server in front of it. Stop it with
@@ -82,6 +86,13 @@ pub async fn start(mut config: ServeConfig) -> Result<RunningServer, ServerError
             .await
             .map_err(ServerError::Directory)?;
         config.rpc.directory = Some(Arc::new(directory));
+    }
+    if let (Some(url), None) = (&config.redis_url, &config.rpc.coordination) {
+        // Coordinator jobs and flows beside the jobs: every instance sees the same flows.
+        let coordination = RedisCoordination::connect(url, &config.store.prefix)
+            .await
+            .map_err(ServerError::Coordination)?;
+        config.rpc.coordination = Some(Arc::new(coordination));
     }
     let supervisor = Supervisor::start(config.supervisor, store);
     match rpc::start_on(config.listen, config.rpc, supervisor.clone()).await {

@@ -253,8 +253,65 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
             outcome(client.call(method, vec![p]).await)
         }
         "context.load" => outcome(client.call(method, vec![json!({"id": CONTEXT})]).await),
+        "job.create" => {
+            let id = fresh_id();
+            outcome(client.call(method, vec![coordinator_job(id)]).await)
+        }
+        "job.load" => {
+            let id = coordinator_flow(admin, false).await;
+            let p = json!({"context_id": CONTEXT, "caller_id": 0, "id": id});
+            outcome(client.call(method, vec![p]).await)
+        }
+        "flow.create" => {
+            let id = fresh_id();
+            admin
+                .call("job.create", vec![coordinator_job(id)])
+                .await
+                .expect("job.create");
+            let p = json!({"context_id": CONTEXT, "flow": {"id": id, "caller_id": 0,
+                "context_id": CONTEXT, "jobs": [id], "env_vars": {}}});
+            outcome(client.call(method, vec![p]).await)
+        }
+        "flow.load" | "flow.dag" | "flow.start" => {
+            let id = coordinator_flow(admin, true).await;
+            let p = json!({"context_id": CONTEXT, "id": id});
+            outcome(client.call(method, vec![p]).await)
+        }
         other => panic!("the matrix names {other}, which this test does not know how to call"),
     }
+}
+
+/// A coordinator id no other cell of the matrix uses.
+fn fresh_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `job.create` params of an OSIS coordinator job `id` of context 7 (no runner serves
+/// OSIS: started, it stays queued).
+fn coordinator_job(id: u32) -> Value {
+    json!({"context_id": CONTEXT, "job": {"id": id, "caller_id": 0, "context_id": CONTEXT,
+        "script": "1", "script_type": "Osis", "timeout": 30, "retries": 0, "env_vars": {},
+        "prerequisites": [], "depends": []}})
+}
+
+/// A coordinator job of context 7 made by the server admin, and (`flow`) a flow of it
+/// with the same id; returns the id.
+async fn coordinator_flow(admin: &Client, flow: bool) -> u32 {
+    let id = fresh_id();
+    admin
+        .call("job.create", vec![coordinator_job(id)])
+        .await
+        .expect("job.create");
+    if flow {
+        let p = json!({"context_id": CONTEXT, "flow": {"id": id, "caller_id": 0,
+            "context_id": CONTEXT, "jobs": [id], "env_vars": {}}});
+        admin
+            .call("flow.create", vec![p])
+            .await
+            .expect("flow.create");
+    }
+    id
 }
 
 async fn redis_server(redis: &RedisServer) -> Server {

@@ -69,6 +69,10 @@ errors = {
  "StorageError": err(-32010, "storage_unavailable", "The store (Redis) is unreachable or failing."),
  "StorageUnavailable": err(-32010, "storage_unavailable", "The store (Redis) is unreachable or failing."),
  "Internal": err(-32603, "internal", "Internal error."),
+ "DagMissingDependency": err(-32020, "dag_missing_dependency", "A job of the flow depends on a job outside it; `data.missing` lists every `{job, depends_on}` pair.",
+   {"missing":{"type":"array","items":{"type":"object","required":["job","depends_on"],"properties":{"job":{"type":"integer"},"depends_on":{"type":"integer"}}}}}),
+ "DagCycleDetected": err(-32021, "dag_cycle", "The flow's dependencies form a cycle; `data.cycle` is its path: each job depends on the next, the last is the first again.",
+   {"cycle":{"type":"array","items":{"type":"integer"}}}),
 }
 errors["InvalidParams"]["data"]["properties"]["code"] = {"enum":["invalid_params","invalid_job_id"]}
 status_enum = ["Created","Dispatched","WaitingForPrerequisites","Started","Error","Finished"]
@@ -117,7 +121,8 @@ schemas = {
 SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/specs/coordinator.openrpc.json")
 with open(SPEC) as f:
     spec = json.load(f)
-SPEC_METHODS = ["actor.create", "actor.load", "context.create", "context.load"]
+SPEC_METHODS = ["actor.create", "actor.load", "context.create", "context.load",
+                "job.create", "job.load", "flow.create", "flow.load", "flow.dag"]
 def refs(node, found):
     if isinstance(node, dict):
         r = node.get("$ref", "")
@@ -138,9 +143,40 @@ for method in spec["methods"]:
         method["errors"] = method["errors"] + [FB]
         methods.append(method)
         refs(method, needed)
+# Extensions of the spec's methods, documented where they are served.
+EXT_NOTES = {
+ "job.create": " Extension: the answer's `job_id` is the supervisor job behind it. Replacing a job that has started is -32004 `conflict`; a caller that is an actor is recorded as `caller_id`.",
+ "job.load": " Extension: `job_id`, the supervisor job behind it (`get_job`). `status` maps the supervisor's `Created` to `Dispatched`; `result` is `{output}` once Finished, `{error_type, error}` once Error, else empty. `caller_id` in the params is ignored.",
+ "flow.create": " The jobs must exist in the context (else -32602, `data.unknown_jobs`); their `depends` must form a DAG inside the flow (-32020, -32021). Replacing a started flow is -32004 `conflict`.",
+ "flow.load": " `status`: Error as soon as a job failed, Finished when all finished, Started once one started, else Dispatched. `result`: `\"<job id>\"`: its output; `\"<job id>.error\"`: `type: message`.",
+}
+for method in methods:
+    if method["name"] in EXT_NOTES:
+        method["summary"] += "." + EXT_NOTES[method["name"]]
+    if method["name"] in ("job.create", "flow.create"):
+        method["errors"] = method["errors"] + [CF]
+    if method["name"] == "flow.create":
+        method["errors"] = method["errors"] + [E("DagMissingDependency"), E("DagCycleDetected")]
+methods.append(m("flow.start", "Extension: starts every job of the flow, each waiting (as `WaitingForPrerequisites`) until its `depends` finished; a failed job fails its dependents with `prerequisite_failed`. Starting a started flow starts nothing more. Returns the flow.",
+   [{"name":"params","required":True,"schema":S("FlowLoadParams")}], {"name":"result","schema":S("Flow")}, [IP, NF, CF, ST, FB, E("DagMissingDependency"), E("DagCycleDetected"), INT]))
+# A spec schema whose name is taken by one of ours (`Job`, `JobStatus`, `ScriptType`:
+# the coordinator spells them its own way) is copied as `Coordinator<Name>`.
+renamed = {n: "Coordinator" + n for n in needed if n in schemas}
+def rename(node):
+    if isinstance(node, dict):
+        return {k: (("#/components/schemas/" + renamed.get(v.rsplit("/", 1)[1], v.rsplit("/", 1)[1]))
+                    if k == "$ref" and v.startswith("#/components/schemas/") else rename(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [rename(v) for v in node]
+    return node
+methods[:] = [rename(mm) if mm["name"] in SPEC_METHODS + ["flow.start"] else mm for mm in methods]
 for name in sorted(needed):
-    assert name not in schemas, name
-    schemas[name] = spec["components"]["schemas"][name]
+    new_name = renamed.get(name, name)
+    assert new_name not in schemas, new_name
+    schemas[new_name] = rename(spec["components"]["schemas"][name])
+schemas["CoordinatorJob"] = json.loads(json.dumps(schemas["CoordinatorJob"]))
+schemas["CoordinatorJob"]["properties"]["job_id"] = {"description": "Extension: the supervisor job behind it.", **S("JobId")}
 doc = {"openrpc":"1.3.2","info":{"title":"hero supervisor","version":"0.1.0",
   "description":"JSON-RPC 2.0 over HTTP and WebSocket on one port. With a token configured, every request and WebSocket upgrade needs `Authorization: Bearer <token>`."},
   "methods": methods, "components":{"schemas":schemas,"errors":errors}}

@@ -8,10 +8,12 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::Value;
 
 use super::types::{
-    ActorCreateParams, ContextCreateParams, CreateJobParams, IdParams, JobEvent, JobInfo,
-    JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
+    ActorCreateParams, ContextCreateParams, CreateJobParams, FlowCreateParams, FlowLoadParams,
+    IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams, JobLogsResult, PlayResult,
+    RunnerInfo, StartJobResult,
 };
 use crate::access::{Actor, Context};
+use crate::coordination::{FlowDag, SpecFlow, SpecJob};
 use crate::job::JobStatus;
 
 /// The supervisor's JSON-RPC API (see `RPC.md` and `openrpc.json`).
@@ -114,6 +116,34 @@ pub trait HeroApi {
     /// A context by id (server admins and its members): `{id}`.
     #[method(name = "context.load", with_extensions)]
     async fn context_load(&self, params: IdParams) -> RpcResult<Context>;
+
+    /// Creates or replaces (until it starts) coordinator job `(context_id, job.id)`,
+    /// backed by a new supervisor job (executors): `{context_id, job: JobCreate}`.
+    #[method(name = "job.create", with_extensions)]
+    async fn job_create(&self, params: JobCreateParams) -> RpcResult<SpecJob>;
+
+    /// A coordinator job with its status and result (readers):
+    /// `{context_id, caller_id, id}`.
+    #[method(name = "job.load", with_extensions)]
+    async fn job_load(&self, params: JobLoadParams) -> RpcResult<SpecJob>;
+
+    /// Creates or replaces (until it starts) a flow of existing jobs whose `depends`
+    /// form a DAG (executors): `{context_id, flow: FlowCreate}`.
+    #[method(name = "flow.create", with_extensions)]
+    async fn flow_create(&self, params: FlowCreateParams) -> RpcResult<SpecFlow>;
+
+    /// A flow with its derived status and its jobs' results (readers): `{context_id, id}`.
+    #[method(name = "flow.load", with_extensions)]
+    async fn flow_load(&self, params: FlowLoadParams) -> RpcResult<SpecFlow>;
+
+    /// The flow's DAG (readers): `{context_id, id}`.
+    #[method(name = "flow.dag", with_extensions)]
+    async fn flow_dag(&self, params: FlowLoadParams) -> RpcResult<FlowDag>;
+
+    /// Extension: starts every job of the flow, each waiting for its `depends`
+    /// (executors): `{context_id, id}`. Starting a started flow starts nothing more.
+    #[method(name = "flow.start", with_extensions)]
+    async fn flow_start(&self, params: FlowLoadParams) -> RpcResult<SpecFlow>;
 
     /// Extension (WebSocket): the job's events from `cursor` (index of the next log line
     /// wanted, default 0): its current status, the log lines from the cursor, then every

@@ -32,12 +32,18 @@ pub const UNAUTHORIZED: i32 = -32005;
 pub const FORBIDDEN: i32 = -32006;
 /// The store (Redis) is unreachable or failing.
 pub const STORAGE_UNAVAILABLE: i32 = -32010;
+/// A flow's job depends on a job outside the flow; `data.missing` lists every
+/// `{job, depends_on}` pair.
+pub const DAG_MISSING_DEPENDENCY: i32 = -32020;
+/// A flow's dependencies form a cycle; `data.cycle` is its path (each job depends on the
+/// next; the last is the first again).
+pub const DAG_CYCLE: i32 = -32021;
 /// Anything else.
 pub const INTERNAL: i32 = -32603;
 
 /// Every error code the API returns with its `data.code` string, as listed in the OpenRPC
 /// document.
-pub const ERROR_CODES: [(i32, &str); 10] = [
+pub const ERROR_CODES: [(i32, &str); 12] = [
     (INVALID_PARAMS, "invalid_params"),
     (JOB_NOT_FOUND, "job_not_found"),
     (JOB_NOT_FOUND, "not_found"),
@@ -47,6 +53,8 @@ pub const ERROR_CODES: [(i32, &str); 10] = [
     (CONFLICT, "conflict"),
     (UNAUTHORIZED, "unauthorized"),
     (STORAGE_UNAVAILABLE, "storage_unavailable"),
+    (DAG_MISSING_DEPENDENCY, "dag_missing_dependency"),
+    (DAG_CYCLE, "dag_cycle"),
     (INTERNAL, "internal"),
 ];
 
@@ -153,6 +161,47 @@ pub(crate) fn context_not_found(context_id: &str) -> ErrorObjectOwned {
         "context not found",
         json!({ "code": "not_found", "context_id": context_id }),
     )
+}
+
+/// -32001 `not_found` for a coordinator job or flow `id` of `context` (or one the
+/// caller may not see: the two answer alike).
+pub(crate) fn coordinator_not_found(what: &str, context: u32, id: u32) -> ErrorObjectOwned {
+    error(
+        JOB_NOT_FOUND,
+        format!("{what} not found"),
+        json!({ "code": "not_found", "context_id": context, what: id }),
+    )
+}
+
+/// -32602 `invalid_params` with more `data` fields (`extra`, an object).
+pub(crate) fn invalid_params_with(message: impl Into<String>, extra: Value) -> ErrorObjectOwned {
+    let mut data = json!({ "code": "invalid_params" });
+    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    error(INVALID_PARAMS, message, data)
+}
+
+/// -32004 `conflict`.
+pub(crate) fn conflict(message: impl Into<String>) -> ErrorObjectOwned {
+    error(CONFLICT, message, json!({ "code": "conflict" }))
+}
+
+/// -32020 or -32021 for a flow whose jobs do not form a DAG.
+pub(crate) fn dag_error(e: &crate::coordination::dag::DagError) -> ErrorObjectOwned {
+    use crate::coordination::dag::DagError;
+    match e {
+        DagError::MissingDependency(missing) => error(
+            DAG_MISSING_DEPENDENCY,
+            e.to_string(),
+            json!({ "code": "dag_missing_dependency", "missing": missing }),
+        ),
+        DagError::Cycle(path) => error(
+            DAG_CYCLE,
+            e.to_string(),
+            json!({ "code": "dag_cycle", "cycle": path }),
+        ),
+    }
 }
 
 /// -32603 with `data.code = "internal"`.

@@ -33,6 +33,7 @@ use self::auth::{
 use self::server::RpcHandler;
 use crate::access::{Directory, MemoryDirectory};
 use crate::clock::{Clock, SystemClock};
+use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::service::Supervisor;
 
 /// Default port.
@@ -90,6 +91,11 @@ pub struct RpcConfig {
     ///
     /// [`RedisDirectory`]: crate::access::RedisDirectory
     pub directory: Option<Arc<dyn Directory>>,
+    /// Where coordinator jobs and flows live; `None`: a fresh in-memory store. A server
+    /// on Redis passes a [`RedisCoordination`] on the same Redis.
+    ///
+    /// [`RedisCoordination`]: crate::coordination::RedisCoordination
+    pub coordination: Option<Arc<dyn CoordinationStore>>,
 }
 
 impl RpcConfig {
@@ -117,6 +123,7 @@ impl Default for RpcConfig {
             clock: Arc::new(SystemClock),
             tokens: Vec::new(),
             directory: None,
+            coordination: None,
         }
     }
 }
@@ -183,6 +190,10 @@ pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
             .directory
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryDirectory::new())),
+        coordination: config
+            .coordination
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryCoordination::new())),
     };
     let mut module = RpcModule::new(());
     module

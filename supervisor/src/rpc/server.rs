@@ -13,19 +13,23 @@ use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+mod coordinator;
+
 use super::api::HeroApiServer;
 use super::auth::{Grant, NonceStore, Session, authenticate_session, canonical_pubkey};
 use super::error::{
     context_not_found, forbidden, internal, invalid_params, not_found, parse_job_id, to_rpc_error,
 };
 use super::types::{
-    ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT, IdParams,
-    JobEvent, JobInfo, JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
+    ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
+    FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams,
+    JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
     MAX_ADDRESSES, MAX_ROLE_MEMBERS, Role,
 };
+use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob};
 use crate::job::Job;
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
@@ -40,6 +44,7 @@ pub(crate) struct RpcHandler {
     pub(crate) nonces: Arc<NonceStore>,
     pub(crate) openrpc: Arc<Value>,
     pub(crate) directory: Arc<dyn Directory>,
+    pub(crate) coordination: Arc<dyn CoordinationStore>,
 }
 
 /// The connection's authenticated key, if any.
@@ -499,6 +504,30 @@ impl HeroApiServer for RpcHandler {
         context
             .filter(|_| visible)
             .ok_or_else(|| not_found("context", params.id))
+    }
+
+    async fn job_create(&self, ext: &Extensions, params: JobCreateParams) -> RpcResult<SpecJob> {
+        self.coordinator_job_create(ext, params).await
+    }
+
+    async fn job_load(&self, ext: &Extensions, params: JobLoadParams) -> RpcResult<SpecJob> {
+        self.coordinator_job_load(ext, params).await
+    }
+
+    async fn flow_create(&self, ext: &Extensions, params: FlowCreateParams) -> RpcResult<SpecFlow> {
+        self.coordinator_flow_create(ext, params).await
+    }
+
+    async fn flow_load(&self, ext: &Extensions, params: FlowLoadParams) -> RpcResult<SpecFlow> {
+        self.coordinator_flow_load(ext, params).await
+    }
+
+    async fn flow_dag(&self, ext: &Extensions, params: FlowLoadParams) -> RpcResult<FlowDag> {
+        self.coordinator_flow_dag(ext, params).await
+    }
+
+    async fn flow_start(&self, ext: &Extensions, params: FlowLoadParams) -> RpcResult<SpecFlow> {
+        self.coordinator_flow_start(ext, params).await
     }
 
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>> {

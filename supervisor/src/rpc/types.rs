@@ -269,6 +269,98 @@ pub struct IdParams {
     pub id: u32,
 }
 
+/// The spec's `JobCreate`: a coordinator job as `job.create` takes it. `result` is
+/// accepted and ignored (a job's result comes from its run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCreate {
+    /// Client-chosen id, unique in its context.
+    pub id: u32,
+    /// The creating actor: replaced by the caller's actor id when the caller is one.
+    pub caller_id: u32,
+    /// Must equal the params' `context_id`.
+    pub context_id: u32,
+    /// The script source.
+    pub script: String,
+    /// `Osis | Sal | V | Python`, any case.
+    pub script_type: String,
+    /// Seconds per attempt; 0: the supervisor's default (300).
+    pub timeout: u32,
+    /// Retries after a failed attempt.
+    pub retries: u8,
+    /// Environment variables.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    /// Ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<BTreeMap<String, String>>,
+    /// Supervisor job ids (UUIDs) that must finish first.
+    #[serde(default)]
+    pub prerequisites: Vec<String>,
+    /// Ids of jobs of the same context that must finish first.
+    #[serde(default)]
+    pub depends: Vec<u32>,
+}
+
+/// `job.create`'s one params object (the spec's `JobCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCreateParams {
+    /// The context.
+    pub context_id: u32,
+    /// The job to create or replace.
+    pub job: JobCreate,
+}
+
+/// `job.load`'s one params object (the spec's `JobLoadParams`). `caller_id` is
+/// accepted and ignored: who calls is decided by the token or the proven key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLoadParams {
+    /// The context.
+    pub context_id: u32,
+    /// Ignored.
+    #[serde(default)]
+    pub caller_id: u32,
+    /// The job.
+    pub id: u32,
+}
+
+/// The spec's `FlowCreate`. `result` is accepted and ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCreate {
+    /// Client-chosen id, unique in its context.
+    pub id: u32,
+    /// The creating actor: replaced by the caller's actor id when the caller is one.
+    pub caller_id: u32,
+    /// Must equal the params' `context_id`.
+    pub context_id: u32,
+    /// Ids of jobs of the context (created first with `job.create`).
+    pub jobs: Vec<u32>,
+    /// Stored and returned.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    /// Ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<BTreeMap<String, String>>,
+}
+
+/// `flow.create`'s one params object (the spec's `FlowCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCreateParams {
+    /// The context.
+    pub context_id: u32,
+    /// The flow to create or replace.
+    pub flow: FlowCreate,
+}
+
+/// `flow.load`'s, `flow.dag`'s and `flow.start`'s one params object (the spec's
+/// `FlowLoadParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowLoadParams {
+    /// The context.
+    pub context_id: u32,
+    /// The flow.
+    pub id: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
