@@ -391,14 +391,25 @@ impl RpcHandler {
         ext: &Extensions,
         params: FlowLoadParams,
     ) -> RpcResult<SpecFlow> {
+        let record = self.flow_for(ext, params, Role::Reader).await?;
+        self.spec_flow(record).await
+    }
+
+    /// The flow `params` names, when the caller has `need` in its context; else the
+    /// answer of an unknown flow.
+    async fn flow_for(
+        &self,
+        ext: &Extensions,
+        params: FlowLoadParams,
+        need: Role,
+    ) -> RpcResult<FlowRecord> {
         let who = self.who(ext).await?;
         let (context, id) = (params.context_id, params.id);
-        self.in_context(&who.caller, context, Role::Reader, || {
+        self.in_context(&who.caller, context, need, || {
             coordinator_not_found("flow", context, id)
         })
         .await?;
-        let record = self.flow_record(context, id).await?;
-        self.spec_flow(record).await
+        self.flow_record(context, id).await
     }
 
     pub(super) async fn coordinator_flow_dag(
@@ -406,13 +417,8 @@ impl RpcHandler {
         ext: &Extensions,
         params: FlowLoadParams,
     ) -> RpcResult<FlowDag> {
-        let who = self.who(ext).await?;
-        let (context, id) = (params.context_id, params.id);
-        self.in_context(&who.caller, context, Role::Reader, || {
-            coordinator_not_found("flow", context, id)
-        })
-        .await?;
-        let record = self.flow_record(context, id).await?;
+        let record = self.flow_for(ext, params, Role::Reader).await?;
+        let context = record.context_id;
         // Recomputed from the jobs as they are now: a job replaced since `flow.create`
         // may have made the graph invalid, and this says so.
         let records = self.flow_jobs(context, &record.jobs).await?;
@@ -424,13 +430,8 @@ impl RpcHandler {
         ext: &Extensions,
         params: FlowLoadParams,
     ) -> RpcResult<SpecFlow> {
-        let who = self.who(ext).await?;
-        let (context, id) = (params.context_id, params.id);
-        self.in_context(&who.caller, context, Role::Executor, || {
-            coordinator_not_found("flow", context, id)
-        })
-        .await?;
-        let flow = self.flow_record(context, id).await?;
+        let flow = self.flow_for(ext, params, Role::Executor).await?;
+        let (context, id) = (flow.context_id, flow.id);
         let records = self.flow_jobs(context, &flow.jobs).await?;
         let dag = FlowDag::build(&flow, &records).map_err(|e| dag_error(&e))?;
         let flow = self.mark_started(flow).await?;
