@@ -27,16 +27,18 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         .enable_all()
         .build()
         .expect("runtime");
-    let supervisor = rt.block_on(async {
+    let (supervisor, module) = rt.block_on(async {
         let mut config = SupervisorConfig::with_runner_command("true", vec![]);
         config.pools.clear();
         let store = std::sync::Arc::new(MemoryStore::new(
             StoreConfig::default(),
             std::sync::Arc::new(SystemClock),
         ));
-        Supervisor::start(config, store)
+        let supervisor = Supervisor::start(config, store);
+        // On the runtime: the signed calls' background tasks are spawned on it.
+        let module = rpc_module(supervisor.clone(), &RpcConfig::default());
+        (supervisor, module)
     });
-    let module = rpc_module(supervisor.clone(), &RpcConfig::default());
     Target {
         rt,
         supervisor,

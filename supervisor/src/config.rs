@@ -14,6 +14,9 @@
 //! lease_secs = 30                    # HERO_LEASE_SECS, --lease-secs
 //! worker_threads = 1                 # HERO_WORKER_THREADS, --worker-threads (default: cores - 1, at least 1)
 //! runners = ["Python=tcp://127.0.0.1:9000", "V=stdio:my-v-runner --stdio"]  # --runner (repeatable)
+//! server_key_file = "/var/lib/hero/server.key"  # HERO_SERVER_KEY_FILE, --server-key (HERO_SERVER_KEY: the hex itself)
+//! return_hosts = ["127.0.0.0/8", "::1", "localhost"]  # HERO_RETURN_HOSTS (comma-separated), --return-host (repeatable)
+//! delivery_window_secs = 86400       # HERO_DELIVERY_WINDOW_SECS, --delivery-window-secs
 //!
 //! [[tokens]]                         # more bearer tokens, each someone's (file only)
 //! token = "reader-secret"            # or token_sha256 = "<64 hex digits>"
@@ -32,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::calls::{CallsConfig, ReturnAllowList, ServerKey};
 use crate::job::{Limits, ScriptType};
 #[cfg(test)]
 use crate::pool::HelloMode;
@@ -81,6 +85,15 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The server key could not be read, created or parsed.
+    #[error(transparent)]
+    ServerKey(#[from] crate::calls::KeyError),
+    /// A `return_hosts` rule does not parse.
+    #[error(transparent)]
+    ReturnHost(#[from] crate::calls::allow::BadRule),
+    /// `delivery_window_secs` out of range.
+    #[error("invalid delivery_window_secs {0}: expected 1..=2592000 (30 days)")]
+    DeliveryWindow(u64),
     /// A runner spec that is not `TYPE=tcp://HOST:PORT` or `TYPE=stdio:COMMAND ARGS..`.
     #[error("invalid runner {spec:?}: {reason}")]
     Runner {
@@ -121,6 +134,16 @@ pub struct ServeOverrides {
     /// Runner pools (module docs for the spec); when not empty they replace the file's
     /// list.
     pub runners: Vec<String>,
+    /// The server key's secret as hex (`HERO_SERVER_KEY`); wins over every key file.
+    pub server_key: Option<String>,
+    /// The server key file; created on first start when absent. Default
+    /// [`default_server_key_file`].
+    pub server_key_file: Option<PathBuf>,
+    /// Hosts results of signed calls may be POSTed to; when not empty they replace the
+    /// file's list (default: loopback only).
+    pub return_hosts: Vec<String>,
+    /// How long a result's delivery is retried, in seconds (default a day).
+    pub delivery_window_secs: Option<u64>,
 }
 
 /// The config file's keys; all optional.
@@ -141,6 +164,10 @@ struct FileConfig {
     runners: Vec<String>,
     #[serde(default)]
     tokens: Vec<FileToken>,
+    server_key_file: Option<PathBuf>,
+    #[serde(default)]
+    return_hosts: Vec<String>,
+    delivery_window_secs: Option<u64>,
 }
 
 /// One `[[tokens]]` entry: a bearer token (or its SHA-256, so the file need not hold
@@ -219,6 +246,7 @@ impl ServeConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let calls = calls_config(&args, &file)?;
         let listen_text = args
             .listen
             .or(file.listen)
@@ -245,6 +273,7 @@ impl ServeConfig {
                 .or(file.max_subscriptions_per_connection)
                 .unwrap_or(DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION),
             tokens: token_grants(&file.tokens)?,
+            calls,
             ..RpcConfig::default()
         };
         let runners = if args.runners.is_empty() {
@@ -280,6 +309,60 @@ impl ServeConfig {
             supervisor,
         })
     }
+}
+
+/// Where the server key is kept when no file is named:
+/// `$XDG_DATA_HOME/hero-supervisor/server.key`, else
+/// `$HOME/.local/share/hero-supervisor/server.key`; `None` when neither variable is set.
+pub fn default_server_key_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".local").join("share"))
+        })?;
+    Some(base.join("hero-supervisor").join("server.key"))
+}
+
+/// Signed calls' settings: the server key (loaded, or created in its file), the return
+/// hosts, the delivery window.
+fn calls_config(args: &ServeOverrides, file: &FileConfig) -> Result<CallsConfig, ConfigError> {
+    let server_key = match (&args.server_key, &args.server_key_file) {
+        (Some(hex), _) => Some(ServerKey::from_hex(hex, "HERO_SERVER_KEY")?),
+        (None, Some(path)) => Some(ServerKey::load_or_create(path)?),
+        (None, None) => match file
+            .server_key_file
+            .clone()
+            .or_else(default_server_key_file)
+        {
+            Some(path) => Some(ServerKey::load_or_create(&path)?),
+            None => None,
+        },
+    };
+    let hosts = if args.return_hosts.is_empty() {
+        &file.return_hosts
+    } else {
+        &args.return_hosts
+    };
+    let return_hosts = if hosts.is_empty() {
+        ReturnAllowList::default()
+    } else {
+        ReturnAllowList::parse(hosts)?
+    };
+    let mut calls = CallsConfig {
+        server_key,
+        return_hosts,
+        ..CallsConfig::default()
+    };
+    if let Some(secs) = args.delivery_window_secs.or(file.delivery_window_secs) {
+        if !(1..=30 * 24 * 3600).contains(&secs) {
+            return Err(ConfigError::DeliveryWindow(secs));
+        }
+        calls.delivery_window = std::time::Duration::from_secs(secs);
+    }
+    Ok(calls)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

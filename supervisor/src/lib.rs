@@ -20,6 +20,7 @@
 //!   from a [`config::ServeConfig`] and stopped in order.
 
 pub mod access;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod coordination;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use jsonrpsee::server::ServerHandle;
 
 use crate::access::{DirectoryError, RedisDirectory};
+use crate::calls::{CallStoreError, RedisCalls};
 use crate::clock::SystemClock;
 use crate::config::ServeConfig;
 use crate::coordination::{CoordinationError, RedisCoordination};
@@ -38,6 +39,9 @@ pub enum ServerError {
     /// The coordinator's job and flow store in Redis could not be opened.
     #[error("connecting to redis: {0}")]
     Coordination(#[source] CoordinationError),
+    /// The signed calls' store in Redis could not be opened.
+    #[error("connecting to redis: {0}")]
+    Calls(#[source] CallStoreError),
 }
 
 /// A started server: the supervisor and the JSON-RPC server in front of it. Stop it with
@@ -86,6 +90,14 @@ pub async fn start(mut config: ServeConfig) -> Result<RunningServer, ServerError
             .await
             .map_err(ServerError::Directory)?;
         config.rpc.directory = Some(Arc::new(directory));
+    }
+    if let (Some(url), None) = (&config.redis_url, &config.rpc.calls.store) {
+        // Signed calls and their outbox beside the jobs: a restart or another instance
+        // delivers what this one did not.
+        let calls = RedisCalls::connect(url, &config.store.prefix, config.rpc.calls.retention)
+            .await
+            .map_err(ServerError::Calls)?;
+        config.rpc.calls.store = Some(Arc::new(calls));
     }
     if let (Some(url), None) = (&config.redis_url, &config.rpc.coordination) {
         // Coordinator jobs and flows beside the jobs: every instance sees the same flows.

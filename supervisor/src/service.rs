@@ -361,7 +361,7 @@ impl Supervisor {
 }
 
 /// A terminal job as the result of `run_job`.
-fn job_result(job: Job) -> Result<String, SupervisorError> {
+pub(crate) fn job_result(job: Job) -> Result<String, SupervisorError> {
     match job.status {
         JobStatus::Finished => Ok(job.output.unwrap_or_default()),
         _ => Err(SupervisorError::JobFailed {

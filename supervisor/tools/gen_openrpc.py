@@ -88,7 +88,8 @@ schemas = {
    "timeout":{"type":"integer","minimum":1,"description":"Seconds per attempt; default 300."},
    "prerequisites":{"type":"array","items":S("JobId")},
    "retries":{"type":"integer","minimum":0,"description":"Default 2."},
-   "env_vars":{"type":"object","additionalProperties":{"type":"string"}}}},
+   "env_vars":{"type":"object","additionalProperties":{"type":"string"}},
+   "idempotency_key":{"type":"string","minLength":1,"maxLength":128,"description":"Creating again with the same key (same caller) answers the first job's id and creates nothing, for the retention of signed calls (7 days)."}}},
  "StartJobResult": {"type":"object","required":["success"],"properties":{"success":{"type":"boolean"}}},
  "JobLogsResult": {"type":"object","required":["logs"],"properties":{"logs":{"type":["string","null"]}}},
  "PlayResult": {"type":"object","required":["output"],"properties":{"output":{"type":"string"}}},
@@ -115,6 +116,48 @@ schemas = {
    {"type":"object","required":["type","job_id","status"],"properties":{"type":{"const":"status"},"job_id":S("JobId"),"status":S("JobStatus")}},
    {"type":"object","required":["type","job_id","index","line"],"properties":{"type":{"const":"log"},"job_id":S("JobId"),"index":{"type":"integer","minimum":0},"line":{"type":"string"}}}]},
 }
+# Signed asynchronous calls (COORDINATION.md section 2).
+call_status = {"type":"string","enum":["pending","running","done","error"]}
+schemas.update({
+ "RpcInParams": {"type":"object","additionalProperties":False,"required":["rpc_id","method_name","params","pubkey","signature"],"properties":{
+   "rpc_id":{"type":"string","minLength":1,"maxLength":128,"description":"Chosen by the caller, unique per caller key: the same id again answers the first call's state and runs nothing."},
+   "method_name":{"type":"string","description":"Any served method but the call methods and subscriptions."},
+   "params":{"type":"string","description":"The method's params as JSON text (by position or by name), so the signed bytes are exact; at most 1 MiB."},
+   "pubkey":{"type":"string","description":"The caller's secp256k1 public key, hex SEC1. The call acts as this key's actor."},
+   "signature":{"type":"string","description":"ECDSA secp256k1 over SHA-256 of the UTF-8 bytes of rpc_id + method_name + params + return_url + return_topic (absent: empty), 64-byte r||s in hex."},
+   "async":{"type":"boolean","description":"false (default): answer the method's result; true: answer {rpc_id, status} at once."},
+   "return_url":{"type":"string","description":"Where the signed rpc_return is POSTed; its host must be in the server's allow-list (default loopback)."},
+   "return_topic":{"type":"string","maxLength":256},
+   "encryption":{"type":"string","description":"Encryption scheme of params and result; server_info lists the ones served."}}},
+ "RpcRefParams": {"type":"object","additionalProperties":False,"required":["rpc_id","pubkey","signature"],"properties":{
+   "rpc_id":{"type":"string"},"pubkey":{"type":"string"},"signature":{"type":"string","description":"The caller's signature of rpc_id."}}},
+ "RpcAccepted": {"type":"object","required":["rpc_id","status"],"properties":{"rpc_id":{"type":"string"},"status":call_status}},
+ "DeliveryAttempt": {"type":"object","required":["at"],"properties":{"at":ts,"http_status":{"type":["integer","null"]},"error":{"type":["string","null"]}}},
+ "CallState": {"type":"object","required":["rpc_id","method_name","status","delivery","attempts","attempt_count","created_at","updated_at"],"properties":{
+   "rpc_id":{"type":"string"},"method_name":{"type":"string"},"status":call_status,
+   "result":{"description":"Once ended: the method's result, or {error: {code, message, data}}."},
+   "job_id":{"type":["string","null"]},
+   "delivery":{"type":"string","enum":["none","pending","delivered","undeliverable"]},
+   "attempts":{"type":"array","items":S("DeliveryAttempt"),"description":"The newest delivery attempts (at most 20)."},
+   "attempt_count":{"type":"integer","minimum":0},"created_at":ts,"updated_at":ts}},
+ "ServerInfo": {"type":"object","required":["pubkey","version","encryption"],"properties":{
+   "pubkey":{"type":"string","description":"The key that signs every rpc_return (hex, compressed SEC1)."},
+   "version":{"type":"string"},"encryption":{"type":"array","items":{"type":"string"}}}},
+})
+errors["CallNotFound"] = err(-32001, "call_not_found", "No call with this rpc_id by this key (or it is older than the retention).")
+errors["Interrupted"] = err(-32603, "interrupted", "The instance running the call stopped before the method answered; it may or may not have taken effect.")
+methods += [
+ m("rpc_in", "Runs `method_name` with `params` as the actor of `pubkey` once per (pubkey, rpc_id); the result is POSTed, signed by the server's key, to `return_url` as {rpc_id, method_name, params, pubkey, signature, topic, status, result} with result as JSON text and the signature over rpc_id + method_name + params + result. Retried with backoff for the delivery window (default 24 h), at least once.",
+   [{"name":"params","required":True,"schema":S("RpcInParams")}],
+   {"name":"result","description":"async false: the method's result (or its error); async true, or a replay of an unfinished call: RpcAccepted.","schema":{}},
+   [IP, UA, CF, ST, FB, NF, TO, JF, INT]),
+ m("rpc_check", "The state of the caller's call (signature of rpc_id), with its result once ended and its delivery attempts.",
+   [{"name":"params","required":True,"schema":S("RpcRefParams")}], {"name":"state","schema":S("CallState")}, [IP, UA, E("CallNotFound"), ST, INT]),
+ m("rpc_kill", "Stops the caller's running call (signature of rpc_id): the job it runs is stopped, or the method is aborted; answers the state.",
+   [{"name":"params","required":True,"schema":S("RpcRefParams")}], {"name":"state","schema":S("CallState")}, [IP, UA, E("CallNotFound"), ST, INT]),
+ m("server_info", "The server's public key (what signs every rpc_return), its version and the encryption schemes rpc_in accepts.",
+   [], {"name":"info","schema":S("ServerInfo")}, [INT]),
+]
 # The coordinator methods served here, copied from the contract
 # (../shared/specs/coordinator.openrpc.json) with their schemas, so a client generated
 # from either document calls them the same way. Forbidden is added to their errors.

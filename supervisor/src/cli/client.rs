@@ -183,6 +183,9 @@ pub(crate) struct CreateArgs {
     /// An environment variable `NAME=VALUE` (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env_vars: Vec<String>,
+    /// Idempotency key: creating again with the same key answers the first job's id.
+    #[arg(long)]
+    idempotency_key: Option<String>,
     /// The script, or `-` to read it from stdin.
     script: String,
 }
@@ -413,6 +416,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         prerequisites: args.prerequisites,
         retries: args.retries,
         env_vars,
+        idempotency_key: args.idempotency_key,
     };
     let id = args
         .client

@@ -53,6 +53,31 @@ pub(crate) struct ServeArgs {
     /// Repeatable; replaces the built-in runner for those types.
     #[arg(long = "runner", value_name = "TYPE=SPEC")]
     pub(crate) runners: Vec<String>,
+    /// The server key's secret (hex), which signs results of signed calls; wins over
+    /// --server-key.
+    #[arg(
+        long = "server-key-hex",
+        env = "HERO_SERVER_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub(crate) server_key: Option<String>,
+    /// The server key file; created (mode 0600) when absent [default:
+    /// $XDG_DATA_HOME or ~/.local/share, then hero-supervisor/server.key].
+    #[arg(long = "server-key", env = "HERO_SERVER_KEY_FILE", value_name = "FILE")]
+    pub(crate) server_key_file: Option<PathBuf>,
+    /// A host, IP or CIDR that results of signed calls may be POSTed to. Repeatable
+    /// [default: localhost, 127.0.0.0/8, ::1].
+    #[arg(
+        long = "return-host",
+        env = "HERO_RETURN_HOSTS",
+        value_delimiter = ',',
+        value_name = "RULE"
+    )]
+    pub(crate) return_hosts: Vec<String>,
+    /// How long delivery of a result is retried, in seconds [default: 86400].
+    #[arg(long, env = "HERO_DELIVERY_WINDOW_SECS")]
+    pub(crate) delivery_window_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -71,6 +96,10 @@ impl ServeArgs {
             lease_secs: self.lease_secs,
             worker_threads: self.worker_threads,
             runners: self.runners,
+            server_key: self.server_key,
+            server_key_file: self.server_key_file,
+            return_hosts: self.return_hosts,
+            delivery_window_secs: self.delivery_window_secs,
         }
     }
 }

@@ -284,6 +284,30 @@ fn parse_pubkey(pubkey: &str) -> Result<(VerifyingKey, String), ErrorObjectOwned
     Ok((key, canonical))
 }
 
+/// A compact `r||s` signature from its hex, high-S normalised, or -32602.
+fn parse_signature(signature: &str) -> Result<Signature, ErrorObjectOwned> {
+    let bytes = hex::decode(signature.trim())
+        .map_err(|_| invalid_params("signature must be hex of a 64-byte r||s signature"))?;
+    let sig = Signature::from_slice(&bytes)
+        .map_err(|_| invalid_params("signature must be hex of a 64-byte r||s signature"))?;
+    Ok(sig.normalize_s().unwrap_or(sig))
+}
+
+/// Checks `signature` (hex of compact `r||s`) over `message` (SHA-256 of its bytes, as
+/// for `authenticate`) by `pubkey`. Returns the key's canonical text; -32602 for a
+/// malformed key or signature, -32005 when the signature does not verify.
+pub(crate) fn verify_signed(
+    pubkey: &str,
+    message: &[u8],
+    signature: &str,
+) -> Result<String, ErrorObjectOwned> {
+    let (key, canonical) = parse_pubkey(pubkey)?;
+    let sig = parse_signature(signature)?;
+    key.verify(message, &sig)
+        .map_err(|_| unauthorized("signature does not verify"))?;
+    Ok(canonical)
+}
+
 /// A nonce waiting for its `authenticate`.
 #[derive(Debug)]
 struct PendingNonce {
@@ -366,11 +390,7 @@ impl NonceStore {
         nonce: &str,
     ) -> Result<String, ErrorObjectOwned> {
         let (key, canonical) = parse_pubkey(pubkey)?;
-        let sig_bytes = hex::decode(signature.trim())
-            .map_err(|_| invalid_params("signature must be hex of a 64-byte r||s signature"))?;
-        let sig = Signature::from_slice(&sig_bytes)
-            .map_err(|_| invalid_params("signature must be hex of a 64-byte r||s signature"))?;
-        let sig = sig.normalize_s().unwrap_or(sig);
+        let sig = parse_signature(signature)?;
         let issued = self
             .pending
             .lock()

@@ -43,10 +43,12 @@ pub const INTERNAL: i32 = -32603;
 
 /// Every error code the API returns with its `data.code` string, as listed in the OpenRPC
 /// document.
-pub const ERROR_CODES: [(i32, &str); 12] = [
+pub const ERROR_CODES: [(i32, &str); 14] = [
     (INVALID_PARAMS, "invalid_params"),
     (JOB_NOT_FOUND, "job_not_found"),
     (JOB_NOT_FOUND, "not_found"),
+    (JOB_NOT_FOUND, "call_not_found"),
+    (INTERNAL, "interrupted"),
     (FORBIDDEN, "forbidden"),
     (TIMEOUT, "timeout"),
     (JOB_FAILED, "job_failed"),
@@ -202,6 +204,16 @@ pub(crate) fn dag_error(e: &crate::coordination::dag::DagError) -> ErrorObjectOw
             json!({ "code": "dag_cycle", "cycle": path }),
         ),
     }
+}
+
+/// -32001 with `data.code = code` (e.g. `call_not_found`).
+pub(crate) fn not_found_with_code(code: &str, message: impl Into<String>) -> ErrorObjectOwned {
+    error(JOB_NOT_FOUND, message, json!({ "code": code }))
+}
+
+/// -32603 with `data.code = code` (e.g. `interrupted`).
+pub(crate) fn internal_with_code(code: &str, message: impl Into<String>) -> ErrorObjectOwned {
+    error(INTERNAL, message, json!({ "code": code }))
 }
 
 /// -32603 with `data.code = "internal"`.

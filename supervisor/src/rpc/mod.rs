@@ -13,6 +13,7 @@
 
 mod api;
 pub mod auth;
+mod calls_api;
 pub mod client;
 pub mod error;
 mod server;
@@ -30,8 +31,12 @@ pub use self::api::{HeroApiClient, HeroApiServer};
 use self::auth::{
     BearerAuthLayer, DEFAULT_MAX_PENDING_NONCES, DEFAULT_NONCE_TTL, Grant, NonceStore, TokenGrant,
 };
-use self::server::RpcHandler;
+pub use self::calls_api::{
+    CallState, CallsApiClient, CallsApiServer, RpcAccepted, RpcInParams, RpcRefParams, ServerInfo,
+};
+use self::server::{CallsHandler, RpcHandler};
 use crate::access::{Directory, MemoryDirectory};
+use crate::calls::{Calls, CallsConfig, MemoryCalls};
 use crate::clock::{Clock, SystemClock};
 use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::service::Supervisor;
@@ -96,6 +101,11 @@ pub struct RpcConfig {
     ///
     /// [`RedisCoordination`]: crate::coordination::RedisCoordination
     pub coordination: Option<Arc<dyn CoordinationStore>>,
+    /// Signed asynchronous calls: the server key, where results may go, the call
+    /// store (`None`: in memory; a server on Redis passes a [`RedisCalls`]).
+    ///
+    /// [`RedisCalls`]: crate::calls::RedisCalls
+    pub calls: CallsConfig,
 }
 
 impl RpcConfig {
@@ -124,6 +134,7 @@ impl Default for RpcConfig {
             tokens: Vec::new(),
             directory: None,
             coordination: None,
+            calls: CallsConfig::default(),
         }
     }
 }
@@ -145,6 +156,7 @@ impl std::fmt::Debug for RpcConfig {
             .field("nonce_ttl", &self.nonce_ttl)
             .field("max_pending_nonces", &self.max_pending_nonces)
             .field("tokens", &self.tokens.len())
+            .field("calls", &self.calls)
             .finish_non_exhaustive()
     }
 }
@@ -177,9 +189,18 @@ pub enum StartError {
 
 /// The API's methods on `supervisor`, without a transport (jsonrpsee's [`RpcModule`]):
 /// its `method_names()` are exactly the methods served.
+///
+/// The signed-call methods run the others as their callers; their background tasks
+/// (delivery, leases) are spawned on the current tokio runtime (call this inside one)
+/// and end when the module is dropped.
 pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
+    let call_store = config
+        .calls
+        .store
+        .clone()
+        .unwrap_or_else(|| Arc::new(MemoryCalls::new(config.calls.max_calls_in_memory)));
     let handler = RpcHandler {
-        supervisor,
+        supervisor: supervisor.clone(),
         nonces: Arc::new(NonceStore::new(
             config.clock.clone(),
             config.nonce_ttl,
@@ -194,11 +215,25 @@ pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
             .coordination
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryCoordination::new())),
+        call_store: call_store.clone(),
     };
     let mut module = RpcModule::new(());
     module
         .merge(handler.into_rpc())
         .unwrap_or_else(|e| unreachable!("the API's method names are unique: {e}"));
+    let calls_config = CallsConfig {
+        store: Some(call_store),
+        ..config.calls.clone()
+    };
+    let calls = Calls::start(
+        calls_config,
+        supervisor,
+        (*module).clone(),
+        config.max_response_body_bytes as usize,
+    );
+    module
+        .merge(CallsHandler { calls }.into_rpc())
+        .unwrap_or_else(|e| unreachable!("the call methods' names are unique: {e}"));
     module
 }
 

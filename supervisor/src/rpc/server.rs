@@ -13,7 +13,10 @@ use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+mod calls;
 mod coordinator;
+
+pub(crate) use calls::CallsHandler;
 
 use super::api::HeroApiServer;
 use super::auth::{Grant, NonceStore, Session, authenticate_session, canonical_pubkey};
@@ -45,6 +48,8 @@ pub(crate) struct RpcHandler {
     pub(crate) openrpc: Arc<Value>,
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) coordination: Arc<dyn CoordinationStore>,
+    /// Where `create_job`'s idempotency keys are bound (the signed calls' store).
+    pub(crate) call_store: Arc<dyn crate::calls::CallStore>,
 }
 
 /// The connection's authenticated key, if any.
@@ -165,6 +170,27 @@ impl RpcHandler {
             Err(Denied::Forbidden) => Err(forbidden(format!(
                 "a reader of context {context_id} cannot create jobs in it"
             ))),
+        }
+    }
+
+    /// Binds `create_job`'s idempotency `key` (per caller) to just created job `id`; when
+    /// it was bound already, deletes `id` (still `Created`, never started) and answers
+    /// the first job's id.
+    async fn bind_idempotency_key(&self, who: &Who, key: &str, id: JobId) -> RpcResult<String> {
+        let scope = who.stamp.clone().unwrap_or_else(|| "admin".into());
+        let bound = self
+            .call_store
+            .bind_idempotency_key(&scope, key, &id.to_string())
+            .await
+            .map_err(|e| to_rpc_error(SupervisorError::Storage(e.to_string())))?;
+        match bound {
+            None => Ok(id.to_string()),
+            Some(first) => {
+                if let Err(e) = self.supervisor.delete_job(id).await {
+                    tracing::warn!(error = %e, job = %id, "duplicate job of an idempotency key not deleted");
+                }
+                Ok(first)
+            }
         }
     }
 
@@ -307,13 +333,24 @@ impl HeroApiServer for RpcHandler {
         let who = self.who(ext).await?;
         self.may_submit(&who.caller, params.context_id.as_deref())
             .await?;
+        let idempotency_key = params.idempotency_key.clone();
+        if let Some(key) = &idempotency_key
+            && (key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control))
+        {
+            return Err(invalid_params(
+                "idempotency_key must be 1 to 128 characters, without control characters",
+            ));
+        }
         let params = submitted(params, &who, ext)?;
         let id = self
             .supervisor
             .create_job(params)
             .await
             .map_err(to_rpc_error)?;
-        Ok(id.to_string())
+        let Some(key) = idempotency_key else {
+            return Ok(id.to_string());
+        };
+        self.bind_idempotency_key(&who, &key, id).await
     }
 
     async fn start_job(&self, ext: &Extensions, job_id: String) -> RpcResult<StartJobResult> {

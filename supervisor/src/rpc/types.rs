@@ -48,6 +48,11 @@ pub struct CreateJobParams {
     /// Environment variables of the script.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_vars: BTreeMap<String, String>,
+    /// The caller's key for this submission (1 to 128 characters): a `create_job`
+    /// retried with the same key by the same caller answers the first job's id and
+    /// creates nothing (for the calls' retention, 7 days by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl CreateJobParams {
