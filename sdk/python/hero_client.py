@@ -533,7 +533,8 @@ class Client:
     def verify_return(self, body, server_pubkey_hex):
         """`verify_rpc_return` with the params this client sent for the body's rpc_id, when it
         sent that call (else with the body's own `params`)."""
-        kept = self.sent_params.get(body.get("rpc_id")) if isinstance(body, dict) else None
+        rpc_id = body.get("rpc_id") if isinstance(body, dict) else None
+        kept = self.sent_params.get(rpc_id) if isinstance(rpc_id, str) else None
         return verify_rpc_return(body, server_pubkey_hex, kept)
 
 

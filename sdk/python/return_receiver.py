@@ -16,8 +16,8 @@ result, params}` (see hero_client.py). This receiver, on any path:
 - appends each first-time return, as one JSON line, to OUT_FILE, and prints that line.
 
 For tests: the first line on stdout is `listening on PORT` (with `--port 0` the system
-picks the port), and `--fail-first N` answers 503 to the first N POSTs, before looking at
-them, to exercise the sender's retries. Duplicates are tracked in memory: a restarted
+picks the port), and `--fail-first N` answers 503 to the first N POSTs, without looking
+at them, to exercise the sender's retries. Duplicates are tracked in memory: a restarted
 receiver starts over (a real one would keep the seen rpc_ids with its data).
 """
 
@@ -71,9 +71,6 @@ class Handler(BaseHTTPRequestHandler):
     receiver = None  # set on the subclass made by serve()
 
     def do_POST(self):
-        if self.receiver.take_failure():
-            self._answer(503, "failing on purpose (--fail-first)")
-            return
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
@@ -82,7 +79,12 @@ class Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:
             self._answer(413, "body too large")
             return
+        # Read the body even to refuse it: closing on unread data would reset the
+        # connection, and the sender would see an error instead of the status.
         raw = self.rfile.read(length)
+        if self.receiver.take_failure():
+            self._answer(503, "failing on purpose (--fail-first)")
+            return
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -411,6 +411,7 @@ class ClientTests(unittest.TestCase):
         self.assertTrue(client.verify_return(good, server_key.public_key_hex()))
         swapped = make_return(server_key, rpc_id="r-9", params='{"a":2}')
         self.assertFalse(client.verify_return(swapped, server_key.public_key_hex()))
+        self.assertFalse(client.verify_return({"rpc_id": []}, server_key.public_key_hex()))
 
 
 class Cli(unittest.TestCase):
@@ -474,7 +475,8 @@ class ReceiverTests(unittest.TestCase):
 
     def test_fail_first_then_accept_once_and_refuse_invalid(self):
         good = make_return(self.server, rpc_id="r-1")
-        self.assertEqual(self.post(good), 503)
+        big = make_return(self.server, rpc_id="r-big", result=json.dumps("x" * 300_000))
+        self.assertEqual(self.post(big), 503)  # read, then refused: a status, not a reset
         self.assertEqual(self.post(good), 503)
         self.assertEqual(self.post(good), 200)
         self.assertEqual(self.post(good), 200)  # a duplicate: answered, not kept twice
