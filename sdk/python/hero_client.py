@@ -68,8 +68,6 @@ import json
 import os
 import secrets
 import sys
-import urllib.error
-import urllib.request
 
 __all__ = [
     "PrivateKey",
@@ -484,6 +482,9 @@ class Client:
 
     def call(self, method, params=None):
         """The result of `method`; params a list (by position), a dict (by name) or None."""
+        import urllib.error  # here, not at the top: the command line starts faster without
+        import urllib.request
+
         request_id = next(self._ids)
         request = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
