@@ -312,3 +312,132 @@ fn python_unit_tests_pass() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The SDK against a real server: Python signs an `rpc_in`, the server runs it and
+/// POSTs the signed result to the SDK's example receiver, which verifies it with the
+/// server's public key and keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_and_receiver_round_trip_through_a_real_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use hero_supervisor::config::ServeConfig;
+    use hero_supervisor::server;
+    use hero_supervisor::service::SupervisorConfig;
+
+    // No runner pools: `create_job` and `whoami` need none.
+    let mut supervisor = SupervisorConfig::with_builtin_runners();
+    supervisor.pools.clear();
+    let server = server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervisor,
+        ..ServeConfig::default()
+    })
+    .await
+    .expect("start the server");
+    let url = format!("http://{}", server.addr());
+    let driver = |script: String| {
+        let sdk = sdk_dir();
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let code = format!(
+                    "import json, sys\nsys.path.insert(0, {sdk:?})\nfrom hero_client import *\n\
+                     client = Client({url:?})\nkey = PrivateKey.from_hex('11' * 32)\n{script}"
+                );
+                python(&["-c", &code])
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let info = driver("print(json.dumps(client.call('server_info', [])))".into()).await;
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    let server_pubkey = info["pubkey"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("returns.jsonl");
+    let mut receiver = Command::new("python3")
+        .arg(sdk_dir().join("return_receiver.py"))
+        .arg(&server_pubkey)
+        .arg(&out_file)
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs the receiver");
+    let mut first = String::new();
+    BufReader::new(receiver.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the port line");
+    let return_url = format!("http://127.0.0.1:{port}/returns");
+
+    // Synchronous: the call acts as the Python key.
+    let who =
+        driver("print(json.dumps(client.rpc_in(key, 'py-1', 'whoami', [], async_=False)))".into())
+            .await;
+    assert!(
+        who.status.success(),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    let who: Value = serde_json::from_slice(&who.stdout).unwrap();
+    let expected_key =
+        String::from_utf8(python(&["hero_client.py", "pubkey", &"11".repeat(32)]).stdout).unwrap();
+    assert_eq!(who, json!(expected_key.trim()));
+
+    // Asynchronous, delivered to the receiver.
+    let submit = format!(
+        "print(json.dumps(client.rpc_in(key, 'py-2', 'create_job', \
+         [{{'script': '1', 'script_type': 'SAL'}}], return_url={return_url:?}, return_topic='t')))"
+    );
+    let accepted = driver(submit).await;
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let accepted: Value = serde_json::from_slice(&accepted.stdout).unwrap();
+    assert_eq!(accepted["rpc_id"], json!("py-2"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        if let Ok(text) = std::fs::read_to_string(&out_file)
+            && let Some(line) = text.lines().next()
+        {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver kept no result"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let body: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(body["rpc_id"], json!("py-2"));
+    assert_eq!(body["topic"], json!("t"));
+    // The result is the job id create_job answered, as JSON text; the job exists.
+    let job_id: String = serde_json::from_str(body["result"].as_str().unwrap()).unwrap();
+    let job = server
+        .supervisor()
+        .get_job(job_id.parse().unwrap())
+        .await
+        .expect("the job the call created");
+    assert_eq!(
+        job.caller_id,
+        expected_key.trim(),
+        "created as the Python key"
+    );
+    server.stop().await;
+}
