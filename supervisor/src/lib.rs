@@ -4,6 +4,7 @@
 //! by script type and hands it to a runner process over the framed runner protocol.
 //!
 //! - [`job`]: the job model: ids, script types, statuses, typed errors, params validation.
+//! - [`calls`]: building blocks of the calls API: ECIES over secp256k1 ([`calls::ecies`]).
 //! - [`access`]: actors, contexts, roles; who a request acts as and what it may do.
 //! - [`coordination`]: the coordinator's jobs and flows (`job.*`, `flow.*`), their DAG.
 //! - [`clock`]: time as a dependency (`SystemClock`, `ManualClock` for tests).
@@ -20,6 +21,7 @@
 //!   from a [`config::ServeConfig`] and stopped in order.
 
 pub mod access;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod coordination;
