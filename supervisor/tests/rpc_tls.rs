@@ -144,7 +144,7 @@ async fn https_and_wss_with_a_trusted_certificate() {
     assert!(refused.contains("401"), "{refused}");
     // The body limit holds over TLS too.
     let too_big = https
-        .create_job(CreateJobParams::new(&"x".repeat(128 * 1024), "SAL"))
+        .create_job(CreateJobParams::new("x".repeat(128 * 1024), "SAL"))
         .await;
     assert!(too_big.is_err(), "{too_big:?}");
 
