@@ -312,7 +312,7 @@ pub async fn start_checked(
         addr = %local,
         auth,
         tls = true,
-        cert = ?config.tls.as_ref().map(|f| &f.cert),
+        cert = %config.tls.as_ref().map(|f| f.cert.display().to_string()).unwrap_or_default(),
         "JSON-RPC listening (HTTPS and WSS)"
     );
     Ok((local, handle))
