@@ -305,7 +305,9 @@ pub async fn start_checked(
         builder: builder.to_service_builder(),
         methods: rpc_module(supervisor, &config).into(),
         stop,
-        max_handshakes: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+        max_handshakes: usize::try_from(config.max_connections)
+            .unwrap_or(usize::MAX)
+            .max(tls::MAX_PENDING_HANDSHAKES),
     };
     tokio::spawn(tls::serve(listener, tls, serving));
     tracing::info!(

@@ -28,6 +28,10 @@ use super::auth::BearerAuthLayer;
 
 /// How long a client has to finish the TLS handshake; a connection that has not is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once (or `max_connections`, if that is larger); a
+/// connection beyond it is closed at once. Generous, so that a few hundred idle sockets
+/// do not lock clients out, yet bounding the memory of half-open handshakes.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// The certificate and key files to serve TLS with (`--tls-cert`, `--tls-key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
