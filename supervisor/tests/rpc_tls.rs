@@ -2,8 +2,9 @@
 //! here, a real server, real clients. A client trusting the certificate calls over
 //! `https://` and calls and subscribes over `wss://` (bearer token and body limit still
 //! enforced); one trusting another certificate fails; plain HTTP to the port fails and
-//! harms nothing; unusable files are start errors naming the file; TLS does not lift the
-//! token rule for non-loopback addresses.
+//! harms nothing; a connection that never says hello is closed after the handshake
+//! timeout; unusable files are start errors naming the file; TLS does not lift the token
+//! rule for non-loopback addresses.
 
 mod rpc_support;
 
@@ -251,6 +252,29 @@ async fn plain_http_to_the_tls_port_fails_without_harming_the_server() {
     // Unharmed.
     let https = https_client(&server, trusting(pki.der()), Some(TOKEN));
     assert_eq!(https.whoami().await.unwrap(), "anonymous");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    use hero_supervisor::rpc::tls::HANDSHAKE_TIMEOUT;
+    let pki = Pki::new();
+    let server = start_tls(&pki, |_| {}).await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT + Duration::from_secs(5),
+        silent.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the server closes a connection that never says hello");
+    let waited = started.elapsed();
+    assert!(raw.is_empty(), "{raw:?}");
+    assert!(
+        waited >= HANDSHAKE_TIMEOUT - Duration::from_millis(500),
+        "closed after {waited:?}, before the timeout"
+    );
     server.stop().await;
 }
 
