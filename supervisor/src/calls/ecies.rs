@@ -111,19 +111,17 @@ pub fn encrypt(recipient_pubkey_sec1: &[u8], plaintext: &[u8]) -> Result<Vec<u8>
 
 /// Decrypts a message sealed for `secret_key`'s public key.
 pub fn decrypt(secret_key: &SecretKey, ciphertext: &[u8]) -> Result<Vec<u8>, EciesError> {
-    if ciphertext.len() < OVERHEAD {
-        return Err(EciesError::TooShort {
-            len: ciphertext.len(),
-        });
-    }
     let too_short = || EciesError::TooShort {
         len: ciphertext.len(),
     };
-    let (ephemeral_bytes, rest) = ciphertext.split_at(EPHEMERAL_KEY_LEN);
-    let (nonce, rest) = rest.split_at(NONCE_LEN);
-    let (tag, sealed) = rest.split_at(TAG_LEN);
-    let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| too_short())?;
-    let tag = <[u8; TAG_LEN]>::try_from(tag).map_err(|_| too_short())?;
+    // Checked splits: a short message is an error, never a panic.
+    let (ephemeral_bytes, rest) = ciphertext
+        .split_at_checked(EPHEMERAL_KEY_LEN)
+        .ok_or_else(too_short)?;
+    let (nonce, rest) = rest
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or_else(too_short)?;
+    let (tag, sealed) = rest.split_first_chunk::<TAG_LEN>().ok_or_else(too_short)?;
     // The uncompressed form only (0x04), checked to be on the curve.
     if ephemeral_bytes.first() != Some(&0x04) {
         return Err(EciesError::InvalidEphemeralKey);
@@ -136,10 +134,10 @@ pub fn decrypt(secret_key: &SecretKey, ciphertext: &[u8]) -> Result<Vec<u8>, Eci
     let mut plaintext = sealed.to_vec();
     cipher
         .decrypt_in_place_detached(
-            &Nonce::<U16>::from(nonce),
+            &Nonce::<U16>::from(*nonce),
             b"",
             &mut plaintext,
-            &Tag::<U16>::from(tag),
+            &Tag::<U16>::from(*tag),
         )
         .map_err(|_| EciesError::Decrypt)?;
     Ok(plaintext)
