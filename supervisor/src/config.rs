@@ -7,6 +7,8 @@
 //! redis_url = "redis://127.0.0.1/"   # HERO_REDIS_URL, --redis-url (absent: in-memory store)
 //! redis_prefix = "hero"              # HERO_REDIS_PREFIX, --redis-prefix
 //! auth_token = "change-me"           # HERO_AUTH_TOKEN, --auth-token
+//! tls_cert = "/etc/hero/cert.pem"    # HERO_TLS_CERT, --tls-cert (PEM chain; with tls_key: HTTPS/WSS)
+//! tls_key = "/etc/hero/key.pem"      # HERO_TLS_KEY, --tls-key (PEM private key)
 //! max_request_body_bytes = 2097152   # HERO_MAX_REQUEST_BODY_BYTES, --max-request-body-bytes
 //! max_connections = 256              # HERO_MAX_CONNECTIONS, --max-connections
 //! max_subscriptions_per_connection = 64  # HERO_MAX_SUBSCRIPTIONS_PER_CONNECTION, ...
@@ -41,6 +43,7 @@ use crate::job::{Limits, ScriptType};
 use crate::pool::HelloMode;
 use crate::pool::{PoolConfig, Transport};
 use crate::rpc::auth::{Grant, TokenGrant};
+use crate::rpc::tls::TlsFiles;
 use crate::rpc::{
     DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BODY,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, DEFAULT_PORT, RpcConfig,
@@ -94,6 +97,12 @@ pub enum ConfigError {
     /// `delivery_window_secs` out of range.
     #[error("invalid delivery_window_secs {0}: expected 1..=2592000 (30 days)")]
     DeliveryWindow(u64),
+    /// Only one of the TLS certificate and key is set: TLS needs both.
+    #[error("TLS needs both a certificate and a key: {missing} is not set")]
+    TlsPair {
+        /// The one missing, as its flag (`--tls-cert` or `--tls-key`).
+        missing: &'static str,
+    },
     /// A runner spec that is not `TYPE=tcp://HOST:PORT` or `TYPE=stdio:COMMAND ARGS..`.
     #[error("invalid runner {spec:?}: {reason}")]
     Runner {
@@ -119,6 +128,10 @@ pub struct ServeOverrides {
     pub redis_prefix: Option<String>,
     /// Bearer token every client must send; required for a non-loopback `listen`.
     pub auth_token: Option<String>,
+    /// PEM certificate chain to serve HTTPS and WSS with (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Largest request body or WebSocket message in bytes.
     pub max_request_body_bytes: Option<u32>,
     /// Connections open at once.
@@ -154,6 +167,8 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     auth_token: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     max_request_body_bytes: Option<u32>,
     max_connections: Option<u32>,
     max_subscriptions_per_connection: Option<u32>,
@@ -258,8 +273,30 @@ impl ServeConfig {
         if let Some(prefix) = args.redis_prefix.or(file.redis_prefix) {
             store.prefix = prefix;
         }
+        // A flag or variable for either file replaces the file's pair, so that a
+        // certificate from the command line is never served with the file's key.
+        let (tls_cert, tls_key) = if args.tls_cert.is_some() || args.tls_key.is_some() {
+            (args.tls_cert, args.tls_key)
+        } else {
+            (file.tls_cert, file.tls_key)
+        };
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::TlsPair {
+                    missing: "--tls-key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::TlsPair {
+                    missing: "--tls-cert",
+                });
+            }
+        };
         let rpc = RpcConfig {
             auth_token: args.auth_token.or(file.auth_token),
+            tls,
             max_request_body_bytes: args
                 .max_request_body_bytes
                 .or(file.max_request_body_bytes)
@@ -569,6 +606,55 @@ mod tests {
         std::fs::write(&path, "[[tokens]]\ntoken = \"s3cret-value\"\n").unwrap();
         let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_as_a_pair() {
+        let c = ServeConfig::resolve(ServeOverrides::default()).unwrap();
+        assert!(c.rpc.tls.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/f/cert.pem\"\ntls_key = \"/f/key.pem\"\n",
+        )
+        .unwrap();
+        let from_file = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(
+            from_file.rpc.tls,
+            Some(TlsFiles {
+                cert: "/f/cert.pem".into(),
+                key: "/f/key.pem".into()
+            })
+        );
+        // Flags replace the file's pair as a whole.
+        let flags = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.tls_cert = Some("/a/cert.pem".into());
+            a.tls_key = Some("/a/key.pem".into());
+        }))
+        .unwrap();
+        assert_eq!(flags.rpc.tls.unwrap().key, PathBuf::from("/a/key.pem"));
+        let half = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.tls_cert = Some("/a/cert.pem".into());
+        }))
+        .unwrap_err();
+        assert!(half.to_string().contains("--tls-key is not set"), "{half}");
+        let half =
+            ServeConfig::resolve(args(|a| a.tls_key = Some("/a/key.pem".into()))).unwrap_err();
+        assert!(half.to_string().contains("--tls-cert is not set"), "{half}");
+        std::fs::write(&path, "tls_key = \"/f/key.pem\"\n").unwrap();
+        let err = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::TlsPair {
+                    missing: "--tls-cert"
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

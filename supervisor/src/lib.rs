@@ -4,6 +4,7 @@
 //! by script type and hands it to a runner process over the framed runner protocol.
 //!
 //! - [`job`]: the job model: ids, script types, statuses, typed errors, params validation.
+//! - [`calls`]: signed asynchronous calls (`rpc_in`): the server key, the outbox, delivery.
 //! - [`access`]: actors, contexts, roles; who a request acts as and what it may do.
 //! - [`coordination`]: the coordinator's jobs and flows (`job.*`, `flow.*`), their DAG.
 //! - [`clock`]: time as a dependency (`SystemClock`, `ManualClock` for tests).

@@ -27,7 +27,7 @@ use crate::store::{JobStore, MemoryStore, RedisStore, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The JSON-RPC server refused the listen address (non-loopback without a token, an
-    /// empty token) or could not bind it.
+    /// empty token) or the TLS files, or could not bind.
     #[error(transparent)]
     Rpc(#[from] StartError),
     /// The Redis store could not be opened (invalid URL, unreachable).
@@ -77,12 +77,13 @@ impl RunningServer {
     }
 }
 
-/// Starts the server `config` describes: checks the listen address (before any runner is
-/// spawned), opens the store (memory, or Redis at `redis_url` with the store's prefix),
+/// Starts the server `config` describes: checks the listen address and reads the TLS
+/// certificate and key, if any (before any runner is spawned), opens the store (memory, or Redis at `redis_url` with the store's prefix),
 /// starts the [`Supervisor`] and serves JSON-RPC on `config.listen`. Runs on the current
 /// tokio runtime; the binary sizes that runtime by `config.worker_threads`.
 pub async fn start(mut config: ServeConfig) -> Result<RunningServer, ServerError> {
-    rpc::check_listen(config.listen, &config.rpc)?;
+    // Listen rules and the TLS files first: a bad flag must not spawn runners.
+    let checked = rpc::check(config.listen, &config.rpc)?;
     let store = open_store(&config).await?;
     if let (Some(url), None) = (&config.redis_url, &config.rpc.directory) {
         // Actors and contexts beside the jobs: every instance enforces the same rules.
@@ -107,7 +108,7 @@ pub async fn start(mut config: ServeConfig) -> Result<RunningServer, ServerError
         config.rpc.coordination = Some(Arc::new(coordination));
     }
     let supervisor = Supervisor::start(config.supervisor, store);
-    match rpc::start_on(config.listen, config.rpc, supervisor.clone()).await {
+    match rpc::start_checked(config.listen, config.rpc, supervisor.clone(), checked).await {
         Ok((addr, rpc)) => Ok(RunningServer {
             addr,
             supervisor,

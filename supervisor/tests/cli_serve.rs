@@ -414,6 +414,96 @@ fn bad_config_is_reported() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid runner"));
 }
 
+#[test]
+fn tls_flags_are_checked_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("absent-cert.pem");
+    let key = dir.path().join("absent-key.pem");
+    let half = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .env_remove("HERO_TLS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(stderr.contains("--tls-key is not set"), "{stderr}");
+    let unreadable = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERO_TLS_CERT", &cert)
+        .env("HERO_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    assert_eq!(unreadable.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(
+        stderr.contains("cannot read TLS certificate file")
+            && stderr.contains(&*cert.to_string_lossy()),
+        "{stderr}"
+    );
+}
+
+/// `--tls-cert`/`--tls-key` from the binary: HTTPS answers with the certificate, the log
+/// says TLS is on and holds no byte of the key, even at trace level.
+#[tokio::test]
+async fn serves_https_and_never_logs_the_key() {
+    use jsonrpsee::http_client::HttpClientBuilder;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key_pem = certified.signing_key.serialize_pem();
+    let (cert, key, log) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("trace.log"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    let port = free_tcp_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env_remove("HERO_AUTH_TOKEN")
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let tls = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = HttpClientBuilder::default()
+        .with_custom_cert_store(tls)
+        .build(format!("https://127.0.0.1:{port}"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while https.whoami().await.is_err() {
+        assert!(Instant::now() < deadline, "no HTTPS answer on port {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(https.list_jobs().await.unwrap().is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("tls=true"),
+        "the start line says TLS is on:\n{text}"
+    );
+    for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(line), "key material in the log:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn serve_with_redis() {
     let redis = hero_testkit::RedisServer::start();

@@ -694,3 +694,90 @@ async fn a_result_waiting_in_the_outbox_survives_a_sigkill() {
     assert!(state["attempt_count"].as_u64().unwrap() >= 2);
     assert_eq!(jobs(&c).await, 1, "the job ran once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_params_and_results_go_both_ways() {
+    use hero_supervisor::calls::ecies;
+
+    let server = serve(fast_calls(), None).await;
+    let c = client(server.addr());
+    let receiver = Receiver::start(0).await;
+    let server_key = server_pubkey(&c).await;
+    let info: Value = c.request("server_info", rpc_params![]).await.unwrap();
+    assert_eq!(info["encryption"], json!(["ecies-secp256k1-aes256gcm"]));
+    let alice = Caller::new(7);
+    let secret = k256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+    let encrypted = |plain: &str| ecies::encrypt_hex(&server_key, plain.as_bytes()).unwrap();
+    let envelope = |rpc_id: &str, params_hex: String, is_async: bool, url: Option<&str>| {
+        let signed = format!("{rpc_id}run_job{params_hex}{}", url.unwrap_or_default());
+        let mut p = json!({
+            "rpc_id": rpc_id, "method_name": "run_job", "params": params_hex,
+            "pubkey": alice.pubkey(), "signature": alice.sign(&signed), "async": is_async,
+            "encryption": "ecies-secp256k1-aes256gcm",
+        });
+        if let Some(url) = url {
+            p["return_url"] = json!(url);
+        }
+        p
+    };
+    let decrypt = |text: &Value| -> String {
+        let hex: String = serde_json::from_value(text.clone()).unwrap();
+        String::from_utf8(ecies::decrypt_hex(&secret, &hex).unwrap()).unwrap()
+    };
+
+    // Synchronous: the answer is the result text encrypted to the caller.
+    let answer = call(
+        &c,
+        "rpc_in",
+        envelope("e1", encrypted(r#"["6 * 7","SAL"]"#), false, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(decrypt(&answer), "\"42\"");
+
+    // Asynchronous: the delivered result too; the signature covers the ciphertext.
+    let p = envelope(
+        "e2",
+        encrypted(r#"["1 + 2","SAL"]"#),
+        true,
+        Some(&receiver.url()),
+    );
+    call(&c, "rpc_in", p).await.unwrap();
+    let body = receiver
+        .wait_bodies(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    verify_return(&body, &server_key);
+    let result: Value = serde_json::from_str(body["result"].as_str().unwrap()).unwrap();
+    assert_eq!(decrypt(&result), "\"3\"");
+    assert!(
+        !body.to_string().contains("1 + 2"),
+        "the params travel encrypted"
+    );
+
+    // A failure is encrypted as well.
+    let answer = call(
+        &c,
+        "rpc_in",
+        envelope("e3", encrypted(r#"["1","Nope"]"#), false, None),
+    )
+    .await
+    .unwrap();
+    let error: Value = serde_json::from_str(&decrypt(&answer)).unwrap();
+    assert_eq!(error["error"]["code"], json!(-32602));
+
+    // Params that are not a message to the server's key: refused before anything runs.
+    let other = ecies::encrypt_hex(&alice.pubkey(), b"[\"1\",\"SAL\"]").unwrap();
+    expect_code(
+        call(&c, "rpc_in", envelope("e4", other, false, None)).await,
+        -32602,
+        "invalid_params",
+    );
+    expect_code(
+        call(&c, "rpc_in", envelope("e5", "zz".into(), false, None)).await,
+        -32602,
+        "invalid_params",
+    );
+    assert_eq!(jobs(&c).await, 2, "the two good runs only");
+    server.stop().await;
+}

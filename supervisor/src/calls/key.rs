@@ -135,6 +135,11 @@ impl ServerKey {
         let signature: Signature = self.signing.sign(message);
         hex::encode(signature.to_bytes())
     }
+
+    /// The secret scalar: what decrypts params callers encrypted to this server.
+    pub(crate) fn secret(&self) -> k256::SecretKey {
+        k256::SecretKey::from(&self.signing)
+    }
 }
 
 #[cfg(test)]

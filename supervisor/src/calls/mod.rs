@@ -4,6 +4,7 @@
 //!
 //! - [`key`]: the server's secp256k1 key.
 //! - [`allow`]: where results may be POSTed (the operator's allow-list).
+//! - [`ecies`]: ECIES over secp256k1 with AES-256-GCM, for calls that encrypt.
 //! - [`record`]: a call's stored state and the signed `rpc_return`.
 //! - [`store`]: calls, the outbox and running leases, in memory or in Redis.
 //! - [`Calls`] (here): runs calls through the served methods as the caller's actor,
@@ -32,6 +33,7 @@
 //!    least once).
 
 pub mod allow;
+pub mod ecies;
 pub mod key;
 pub mod record;
 pub mod store;
@@ -329,23 +331,50 @@ impl Inner {
         if let Err(e) = self.store.put(&record).await {
             tracing::warn!(error = %e, rpc_id = %record.rpc_id, "call state not stored");
         }
-        let answer = if record.method_name == "run_job" {
-            self.run_job(&mut record, &ext).await
-        } else {
-            self.call(&record.method_name, &record.params, ext).await
+        let answer = match self.plain_params(&record) {
+            Err(e) => Err(e),
+            Ok(params) if record.method_name == "run_job" => {
+                self.run_job(&mut record, &params, &ext).await
+            }
+            Ok(params) => self.call(&record.method_name, &params, ext).await,
         };
         self.end(&mut record, answer).await;
         self.local().remove(&key);
         record
     }
 
-    /// Stores the call's end and queues its delivery; a store failure is logged (the
-    /// lease then hands the call to the lease keeper, which finishes it again).
-    async fn end(&self, record: &mut CallRecord, answer: Answer) {
-        match answer {
-            Ok(text) => record.finish(CallStatus::Done, text, Utc::now()),
-            Err(e) => record.finish(CallStatus::Error, error_text(&e), Utc::now()),
+    /// The call's params as JSON text: decrypted with the server key when the caller
+    /// encrypted them.
+    fn plain_params(&self, record: &CallRecord) -> Answer {
+        match record.encryption.as_deref() {
+            None => Ok(record.params.clone()),
+            Some(_) => decrypt_params(&self.key, &record.params),
         }
+    }
+
+    /// Stores the call's end and queues its delivery; a store failure is logged (the
+    /// lease then hands the call to the lease keeper, which finishes it again). With
+    /// encryption, the stored result is the hex of the result text encrypted to the
+    /// caller's key, as a JSON string.
+    async fn end(&self, record: &mut CallRecord, answer: Answer) {
+        let (status, text) = match answer {
+            Ok(text) => (CallStatus::Done, text),
+            Err(e) => (CallStatus::Error, error_text(&e)),
+        };
+        let text = match record.encryption {
+            None => text,
+            Some(_) => match ecies::encrypt_hex(&record.pubkey, text.as_bytes()) {
+                Ok(hex) => Value::String(hex).to_string(),
+                Err(e) => {
+                    // The key was checked when the call came in: not expected.
+                    tracing::error!(error = %e, "result not encrypted; not kept");
+                    error_text(&crate::rpc::error::internal(
+                        "the result could not be encrypted",
+                    ))
+                }
+            },
+        };
+        record.finish(status, text, Utc::now());
         if let Err(e) = self.finish(record).await {
             tracing::warn!(error = %e, rpc_id = %record.rpc_id, "call result not stored");
         }
@@ -391,8 +420,8 @@ impl Inner {
     }
 
     /// `run_job` as create, start, wait: the job id is stored as soon as it exists.
-    async fn run_job(&self, record: &mut CallRecord, ext: &Extensions) -> Answer {
-        let create = run_job_as_create(&record.params)?;
+    async fn run_job(&self, record: &mut CallRecord, params: &str, ext: &Extensions) -> Answer {
+        let create = run_job_as_create(params)?;
         let created = self.call("create_job", &create, ext.clone()).await?;
         let job_id: String = serde_json::from_str(&created)
             .map_err(|_| crate::rpc::error::internal("create_job answered no id"))?;
@@ -470,6 +499,21 @@ fn run_job_as_create(params: &str) -> Answer {
         create["timeout"] = json!(t);
     }
     Ok(json!([create]).to_string())
+}
+
+/// Params a caller encrypted to `key` (hex of an ECIES message) as JSON text, or -32602.
+pub(crate) fn decrypt_params(key: &ServerKey, params: &str) -> Answer {
+    let plain = ecies::decrypt_hex(&key.secret(), params.trim()).map_err(|e| {
+        crate::rpc::error::invalid_params(format!(
+            "params do not decrypt with the server's key ({ENCRYPTION_SCHEME}): {e}"
+        ))
+    })?;
+    let text = String::from_utf8(plain)
+        .map_err(|_| crate::rpc::error::invalid_params("decrypted params are not UTF-8"))?;
+    serde_json::from_str::<Value>(&text).map_err(|e| {
+        crate::rpc::error::invalid_params(format!("decrypted params are not JSON text: {e}"))
+    })?;
+    Ok(text)
 }
 
 /// The extensions a call runs with: the transport's grant and trace, and a session that

@@ -29,6 +29,12 @@ pub(crate) struct ServeArgs {
     /// Bearer token every client must send; required for a non-loopback --listen.
     #[arg(long, env = "HERO_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
+    /// PEM certificate chain: serve HTTPS and WSS instead of HTTP and WS (needs --tls-key).
+    #[arg(long, env = "HERO_TLS_CERT", value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HERO_TLS_KEY", value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Largest request body or WebSocket message in bytes [default: 2097152].
     #[arg(long, env = "HERO_MAX_REQUEST_BODY_BYTES")]
     pub(crate) max_request_body_bytes: Option<u32>,
@@ -89,6 +95,8 @@ impl ServeArgs {
             redis_url: self.redis_url,
             redis_prefix: self.redis_prefix,
             auth_token: self.auth_token,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
             max_request_body_bytes: self.max_request_body_bytes,
             max_connections: self.max_connections,
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,

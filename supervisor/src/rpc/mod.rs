@@ -5,10 +5,14 @@
 //! - [`error`]: the error codes and their `data.code` strings.
 //! - [`auth`]: the bearer-token layer and secp256k1 signature authentication.
 //! - [`client`]: HTTP and WebSocket clients with the bearer token set.
+//! - [`tls`]: HTTPS and WSS on the same port (`--tls-cert`/`--tls-key`), with rustls.
 //! - `server` (private): the API implemented on the [`Supervisor`] facade.
 //!
 //! [`start_on`] binds, checks the security rules and starts serving; the returned
-//! [`ServerHandle`] stops the server. The OpenRPC document ([`openrpc_document`], also
+//! [`ServerHandle`] stops the server. With [`RpcConfig::tls`] set, the port speaks only
+//! TLS: the same service (auth layer, limits) runs behind a rustls handshake per
+//! connection. TLS does not relax the rule that a non-loopback address needs a token:
+//! encryption says nothing about who may call. The OpenRPC document ([`openrpc_document`], also
 //! `supervisor/openrpc.json`) is served by `rpc.discover`.
 
 mod api;
@@ -17,6 +21,7 @@ mod calls_api;
 pub mod client;
 pub mod error;
 mod server;
+pub mod tls;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -24,7 +29,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use jsonrpsee::RpcModule;
-use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{Server, ServerConfig, ServerHandle, stop_channel};
 use serde_json::Value;
 
 pub use self::api::{HeroApiClient, HeroApiServer};
@@ -35,6 +40,7 @@ pub use self::calls_api::{
     CallState, CallsApiClient, CallsApiServer, RpcAccepted, RpcInParams, RpcRefParams, ServerInfo,
 };
 use self::server::{CallsHandler, RpcHandler};
+use self::tls::{TlsError, TlsFiles, TlsServer};
 use crate::access::{Directory, MemoryDirectory};
 use crate::calls::{Calls, CallsConfig, MemoryCalls};
 use crate::clock::{Clock, SystemClock};
@@ -106,6 +112,9 @@ pub struct RpcConfig {
     ///
     /// [`RedisCalls`]: crate::calls::RedisCalls
     pub calls: CallsConfig,
+    /// Serve HTTPS and WSS with this certificate and key instead of plain HTTP and WS.
+    /// Default none.
+    pub tls: Option<TlsFiles>,
 }
 
 impl RpcConfig {
@@ -135,6 +144,7 @@ impl Default for RpcConfig {
             directory: None,
             coordination: None,
             calls: CallsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -157,6 +167,7 @@ impl std::fmt::Debug for RpcConfig {
             .field("max_pending_nonces", &self.max_pending_nonces)
             .field("tokens", &self.tokens.len())
             .field("calls", &self.calls)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +188,9 @@ pub enum StartError {
     /// An empty token would be accepted by anyone.
     #[error("the auth token is empty")]
     EmptyToken,
+    /// The TLS certificate or key can't be used (unreadable, not PEM, not a pair).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -249,16 +263,43 @@ pub fn check_listen(addr: SocketAddr, config: &RpcConfig) -> Result<(), StartErr
     }
 }
 
-/// Serves the API on `addr` (HTTP and WebSocket on one port; port 0 picks one) until the
-/// returned handle is stopped. Returns the bound address.
+/// What [`start_on`] checks before it binds: the listen rules ([`check_listen`]) and
+/// the TLS files, loaded. [`crate::server::start`] checks before it spawns any runner.
+#[derive(Debug)]
+pub struct Checked {
+    tls: Option<TlsServer>,
+}
+
+/// Checks `config` for serving on `addr`: [`check_listen`], then reads the TLS
+/// certificate and key, if any ([`StartError::Tls`] names the file).
+pub fn check(addr: SocketAddr, config: &RpcConfig) -> Result<Checked, StartError> {
+    check_listen(addr, config)?;
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
+    Ok(Checked { tls })
+}
+
+/// Serves the API on `addr` (HTTP and WebSocket on one port, or HTTPS and WSS with
+/// [`RpcConfig::tls`]; port 0 picks one) until the returned handle is stopped. Returns
+/// the bound address.
 ///
-/// Refuses a non-loopback address without a token ([`StartError::NonLoopbackWithoutToken`]).
+/// Refuses a non-loopback address without a token ([`StartError::NonLoopbackWithoutToken`])
+/// and an unusable certificate or key ([`StartError::Tls`]).
 pub async fn start_on(
     addr: SocketAddr,
     config: RpcConfig,
     supervisor: Supervisor,
 ) -> Result<(SocketAddr, ServerHandle), StartError> {
-    check_listen(addr, &config)?;
+    let checked = check(addr, &config)?;
+    start_checked(addr, config, supervisor, checked).await
+}
+
+/// [`start_on`] after [`check`].
+pub async fn start_checked(
+    addr: SocketAddr,
+    config: RpcConfig,
+    supervisor: Supervisor,
+    checked: Checked,
+) -> Result<(SocketAddr, ServerHandle), StartError> {
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_body_bytes)
         .max_response_body_size(config.max_response_body_bytes)
@@ -267,20 +308,49 @@ pub async fn start_on(
         .build();
     let http_middleware =
         tower::ServiceBuilder::new().layer(BearerAuthLayer::with_grants(config.grants()));
-    let server = Server::builder()
+    let builder = Server::builder()
         .set_config(server_config)
-        .set_http_middleware(http_middleware)
-        .build(addr)
+        .set_http_middleware(http_middleware);
+    let auth = config.auth_token.is_some() || !config.tokens.is_empty();
+    let Some(tls) = checked.tls else {
+        let server = builder
+            .build(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = server
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let handle = server.start(rpc_module(supervisor, &config));
+        tracing::info!(
+            addr = %local,
+            auth,
+            tls = false,
+            "JSON-RPC listening (HTTP and WebSocket)"
+        );
+        return Ok((local, handle));
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    let local = server
+    let local = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let handle = server.start(rpc_module(supervisor, &config));
+    let (stop, handle) = stop_channel();
+    let serving = tls::Serving {
+        builder: builder.to_service_builder(),
+        methods: rpc_module(supervisor, &config).into(),
+        stop,
+        max_handshakes: usize::try_from(config.max_connections)
+            .unwrap_or(usize::MAX)
+            .max(tls::MAX_PENDING_HANDSHAKES),
+    };
+    tokio::spawn(tls::serve(listener, tls, serving));
     tracing::info!(
         addr = %local,
-        auth = config.auth_token.is_some() || !config.tokens.is_empty(),
-        "JSON-RPC listening (HTTP and WebSocket)"
+        auth,
+        tls = true,
+        cert = %config.tls.as_ref().map(|f| f.cert.display().to_string()).unwrap_or_default(),
+        "JSON-RPC listening (HTTPS and WSS)"
     );
     Ok((local, handle))
 }

@@ -14,7 +14,8 @@ use super::super::calls_api::{
 };
 use super::super::error::{internal, invalid_params, not_found_with_code};
 use crate::calls::{
-    CallRecord, CallStatus, CallStoreError, Calls, Delivery, caller_extensions, record::record_key,
+    CallRecord, CallStatus, CallStoreError, Calls, Delivery, ENCRYPTION_SCHEME, caller_extensions,
+    decrypt_params, record::record_key,
 };
 use crate::service::SupervisorError;
 
@@ -52,12 +53,13 @@ fn accepted(record: &CallRecord) -> RpcResult<Box<RawValue>> {
     raw(serde_json::to_string(&answer).unwrap_or_default())
 }
 
-/// The answer of a synchronous call that ended: its result, or its error.
+/// The answer of a synchronous call that ended: its result, or its error (an encrypted
+/// call answers the ciphertext of either).
 fn answer_of(record: &CallRecord) -> RpcResult<Box<RawValue>> {
     let Some(text) = record.result.clone() else {
         return accepted(record);
     };
-    if record.status == CallStatus::Error {
+    if record.status == CallStatus::Error && record.encryption.is_none() {
         #[derive(serde::Deserialize)]
         struct Wrapped {
             error: ErrorObjectOwned,
@@ -124,6 +126,9 @@ impl CallsHandler {
             None => {
                 serde_json::from_str::<serde_json::Value>(&p.params)
                     .map_err(|e| invalid_params(format!("params is not JSON text: {e}")))?;
+            }
+            Some(ENCRYPTION_SCHEME) => {
+                decrypt_params(self.calls.key(), &p.params)?;
             }
             Some(other) => {
                 return Err(invalid_params(format!(
@@ -205,7 +210,7 @@ impl CallsApiServer for CallsHandler {
         Ok(ServerInfo {
             pubkey: self.calls.key().public_hex().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            encryption: Vec::new(),
+            encryption: vec![ENCRYPTION_SCHEME.to_string()],
         })
     }
 }
