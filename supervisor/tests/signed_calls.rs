@@ -595,6 +595,26 @@ async fn two_instances_on_one_redis_run_one_rpc_id_once_and_share_idempotency_ke
     let second: String = cb.request("create_job", rpc_params![create]).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(jobs(&ca).await, 2);
+
+    // One outbox shared by both: every result delivered, none twice.
+    let receiver = Receiver::start(0).await;
+    for i in 0..20 {
+        let id = format!("out-{i}");
+        let via = if i % 2 == 0 { &ca } else { &cb };
+        let p = alice.rpc_in(&id, "whoami", &json!([]), true, Some(&receiver.url()), None);
+        call(via, "rpc_in", p).await.unwrap();
+    }
+    receiver.wait_bodies(20, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut delivered: Vec<String> = receiver
+        .bodies()
+        .iter()
+        .map(|b| b["rpc_id"].as_str().unwrap().to_owned())
+        .collect();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), 20);
+    assert_eq!(receiver.bodies().len(), 20, "no result delivered twice");
     a.stop().await;
     b.stop().await;
 }
