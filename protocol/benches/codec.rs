@@ -5,6 +5,7 @@
 //! Messages: a typical request (~300 bytes of JSON), a response carrying a 64 KiB
 //! result, and a cancel. For each, encode, decode, and encode+decode, for `hero` (this
 //! crate) and `rrq`. Criterion reports time per message and MiB/s of frame bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

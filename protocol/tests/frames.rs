@@ -1,5 +1,6 @@
 //! Frame-level behaviour: bad input gets a clear, typed error; partial I/O is waited
 //! out; a clean end between frames is not an error, an end inside one is.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;

@@ -1,6 +1,7 @@
 //! Golden vectors: one JSON fixture per message kind under `tests/data/`, checked both
 //! ways. The fixture decodes to the expected value, and the value encodes to JSON equal
 //! to the fixture (or to its `.canonical.json` twin, for fixtures that rely on defaults).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

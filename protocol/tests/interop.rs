@@ -1,6 +1,7 @@
 //! Interop with `rrq-protocol` 0.9.9, the reference implementation of v1: frames
 //! written by either side decode in the other, and are byte-for-byte identical where the
 //! JSON values are the same.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 

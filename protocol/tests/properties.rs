@@ -1,6 +1,7 @@
 //! Property tests: arbitrary messages survive encode -> decode; a stream of frames split
 //! at arbitrary points decodes to the same messages; any header above the limit is
 //! rejected without reserving the claimed size.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! The Python SDK (`sdk/python/hero_runner.py`), driven through a real `python3` running
 //! `sdk/python/example_runner.py`: proof that runners are language-agnostic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

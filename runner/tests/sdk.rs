@@ -1,5 +1,6 @@
 //! The SDK over in-memory duplex streams (and one TCP listener for auth): every
 //! behaviour a supervisor relies on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

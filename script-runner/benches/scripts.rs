@@ -3,6 +3,7 @@
 //! result, on a multi-threaded tokio runtime like the runner's.
 //!
 //! `cargo bench -p hero-script-runner --bench scripts`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -1,5 +1,6 @@
 //! The `hero-runner` binary as a real process, over stdio and TCP, running every script
 //! type.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The SDK's test helpers (frames over pipes, a test request), shared rather than copied.
 #[path = "../../runner/tests/common/mod.rs"]

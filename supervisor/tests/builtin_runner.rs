@@ -1,5 +1,6 @@
 //! The supervisor with its built-in runner (`hero-supervisor runner --stdio`, spawned
 //! from the real executable) running real scripts of every type.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

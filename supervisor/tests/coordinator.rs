@@ -3,6 +3,7 @@
 //! fails its dependents and the flow, bad graphs are refused with their data, roles
 //! hold; on the memory store and on Redis, where a second instance sees the same flows.
 //! And the coordination stores' compare-and-set, on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! No runner outlives its supervisor: when `hero-supervisor` is killed with SIGKILL (no
 //! chance to clean up), its built-in stdio runner sees its stdin close and exits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Every API method over HTTP and over WebSocket with the generated client, each error
 //! code from a real bad input, the job-events subscription, limits and the OpenRPC doc.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod rpc_support;
 

@@ -1,5 +1,6 @@
 //! Bearer token (off, on, wrong, non-loopback refused) and secp256k1 signature auth
 //! (success, replayed nonce, expired nonce, forged signature, per WS connection).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod rpc_support;
 

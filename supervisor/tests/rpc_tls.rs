@@ -5,6 +5,7 @@
 //! harms nothing; a connection that never says hello is closed after the handshake
 //! timeout; unusable files are start errors naming the file; TLS does not lift the token
 //! rule for non-loopback addresses.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod rpc_support;
 

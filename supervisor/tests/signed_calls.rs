@@ -2,6 +2,7 @@
 //! `hero-supervisor` binary where a process must die), the built-in runner running real
 //! scripts, a real HTTP receiver started by the test, and signatures made and checked
 //! with `k256` here, never through the server's own code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

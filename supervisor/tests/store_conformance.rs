@@ -1,6 +1,7 @@
 //! One conformance suite for every `JobStore`: each test is an async fn over a
 //! [`Harness`], instantiated once per backend by `conformance!` (each Redis test gets
 //! its own `redis-server`). Time is a `ManualClock`: no test sleeps to make time pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;

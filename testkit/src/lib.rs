@@ -8,6 +8,7 @@
 //! - [`SilentProxy`]: a TCP proxy to a unix socket whose connections can go silent.
 //!
 //! Test code: panics with clear messages instead of returning errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod proxy;
 

@@ -4,6 +4,7 @@
 //! command-line parser; `hero-supervisor` not on `hero-runner`, and on the binary's crates
 //! (clap, the built-in runner, the log subscriber) only optionally, with no library
 //! module using them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! (memory, or a private `redis-server`), real runner processes (`hero-test-runner`,
 //! told by each script what to do), every outcome mapping, timeouts, stops, runner
 //! crashes and garbage, prerequisites, and two supervisors sharing one Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! the server and a receiver check them. Then the SDK's own unit tests run.
 //!
 //! Needs `python3` (3.8 or later) on the PATH; without it these tests fail and say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -9,6 +9,7 @@
 //!   same Redis: every accepted job finishes.
 //!
 //! `HERO_CHAOS_SEED=<n>` replays the choice of victims.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Concurrency: 200 clients at once calling `run_job` on the JSON-RPC server, half over
 //! HTTP and half over WebSocket, each with its own connection and its own script; every
 //! one gets exactly its own output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

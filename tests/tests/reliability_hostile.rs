@@ -5,6 +5,7 @@
 //! must drop that connection (within a bound), retry the job on the next connection
 //! (where the fake behaves) or fail it with `runner_lost`, keep serving its other pool,
 //! and never allocate what a header claims.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

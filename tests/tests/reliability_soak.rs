@@ -7,6 +7,7 @@
 //!
 //! `HERO_SOAK_SEED=<n>` replays a run; `HERO_SOAK_JOBS=<n>` changes the size of the
 //! Redis soak (default 20,000).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! frame type it does not know, such as `hello`). Each test starts the real
 //! `hero-supervisor` binary with a plain `--runner` spec and no `hello` setting, as a
 //! user would, and talks to it over JSON-RPC on a real socket.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

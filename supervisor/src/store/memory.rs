@@ -110,8 +110,11 @@ impl State {
         Ok(())
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "every caller checked under this same lock that the job exists"
+    )]
     fn job_mut(&mut self, id: JobId) -> &mut Job {
-        // Callers checked existence under the same lock.
         self.jobs.get_mut(&id).expect("job checked under the lock")
     }
 

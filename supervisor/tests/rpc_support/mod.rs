@@ -2,6 +2,7 @@
 //! point (`hero_supervisor::server`), over the memory store or a test Redis (no runner
 //! pools: tests drive jobs through the store like a runner would), clients, and a raw
 //! HTTP POST for what the typed clients can't show (status codes, named params).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::fmt::Debug;
