@@ -1,6 +1,5 @@
 //! Test helpers: a supervisor-side peer speaking frames, and request builders.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! `soak` script of `hero-test-runner` and what each of its outcomes must end in, the
 //! runner's execution ledger, bulk submission and bulk waiting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
 // Each test file uses a part of this module.
 #![allow(dead_code)]
 
