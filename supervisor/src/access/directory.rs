@@ -16,13 +16,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 
 use super::{Actor, ActorCreate, Context, ContextCreate};
+use crate::store::records::{self, CasSet};
 
 /// Why a directory operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,17 +181,6 @@ redis.call('SET', KEYS[1], ARGV[3])
 return { 'OK' }
 ";
 
-/// `put_context`: KEYS[1] `<p>:context:<id>`; ARGV[1] the record as read before ('' when
-/// absent), ARGV[2] the new record. Returns {'OK'} | {'RETRY'}.
-const PUT_CONTEXT_LUA: &str = r"
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then
-  return { 'RETRY' }
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return { 'OK' }
-";
-
 /// Read-then-compare upserts that lose a race start over, at most this often.
 const UPSERT_ATTEMPTS: usize = 8;
 
@@ -201,7 +190,7 @@ pub struct RedisDirectory {
     conn: ConnectionManager,
     prefix: String,
     put_actor: Script,
-    put_context: Script,
+    put_context: CasSet,
 }
 
 impl std::fmt::Debug for RedisDirectory {
@@ -213,26 +202,18 @@ impl std::fmt::Debug for RedisDirectory {
 }
 
 fn unavailable(e: redis::RedisError) -> DirectoryError {
-    // The error's text may echo a URL with a password: keep to its kind.
-    DirectoryError::Unavailable(format!("redis: {:?}", e.kind()))
+    DirectoryError::Unavailable(records::describe(&e))
 }
 
 impl RedisDirectory {
     /// Connects to `url` (never logged: it may hold a password); keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, DirectoryError> {
-        let client = Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let conn = records::connect(url).await.map_err(unavailable)?;
         Ok(RedisDirectory {
             conn,
             prefix: prefix.to_owned(),
             put_actor: Script::new(PUT_ACTOR_LUA),
-            put_context: Script::new(PUT_CONTEXT_LUA),
+            put_context: CasSet::new(),
         })
     }
 
@@ -353,22 +334,13 @@ impl Directory for RedisDirectory {
             };
             let record = context_record(context.clone(), created_at, now);
             let mut conn = self.conn.clone();
-            let reply: Vec<String> = self
+            let written = self
                 .put_context
-                .key(&key)
-                .arg(&raw)
-                .arg(encode(&record))
-                .invoke_async(&mut conn)
+                .set(&mut conn, &key, &raw, &encode(&record))
                 .await
                 .map_err(unavailable)?;
-            match reply.first().map(String::as_str) {
-                Some("OK") => return Ok(record),
-                Some("RETRY") => continue,
-                _ => {
-                    return Err(DirectoryError::Unavailable(format!(
-                        "put_context: {reply:?}"
-                    )));
-                }
+            if written {
+                return Ok(record);
             }
         }
         Err(DirectoryError::Unavailable(

@@ -25,10 +25,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 
 use super::record::CallRecord;
+use crate::store::records;
 
 /// Why a call store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,8 +346,7 @@ impl std::fmt::Debug for RedisCalls {
 }
 
 fn unavailable(e: redis::RedisError) -> CallStoreError {
-    // The error's text may echo a URL with a password: keep to its kind.
-    CallStoreError::Unavailable(format!("redis: {:?}", e.kind()))
+    CallStoreError::Unavailable(records::describe(&e))
 }
 
 fn encode(record: &CallRecord) -> String {
@@ -362,14 +362,7 @@ impl RedisCalls {
         prefix: &str,
         retention: Duration,
     ) -> Result<Self, CallStoreError> {
-        let client = Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let conn = records::connect(url).await.map_err(unavailable)?;
         Ok(RedisCalls {
             conn,
             prefix: prefix.to_owned(),

@@ -17,13 +17,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
 
 use super::{FlowRecord, JobRecord};
+use crate::store::records::{self, CasSet};
 
 /// Why a coordination store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,23 +131,12 @@ impl CoordinationStore for MemoryCoordination {
     }
 }
 
-/// KEYS[1] the record's key; ARGV[1] the record as read before ('' when absent), ARGV[2]
-/// the new record. Returns 1 (written) | 0 (changed since it was read).
-const CAS_SET_LUA: &str = r"
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-";
-
 /// The store in Redis, beside the jobs (module docs for the keys).
 #[derive(Clone)]
 pub struct RedisCoordination {
     conn: ConnectionManager,
     prefix: String,
-    cas_set: Script,
+    cas_set: CasSet,
 }
 
 impl std::fmt::Debug for RedisCoordination {
@@ -159,8 +148,7 @@ impl std::fmt::Debug for RedisCoordination {
 }
 
 fn unavailable(e: redis::RedisError) -> CoordinationError {
-    // The error's text may echo a URL with a password: keep to its kind.
-    CoordinationError::Unavailable(format!("redis: {:?}", e.kind()))
+    CoordinationError::Unavailable(records::describe(&e))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &str) -> Result<T, CoordinationError> {
@@ -179,18 +167,11 @@ fn encode<T: serde::Serialize>(value: &T) -> String {
 impl RedisCoordination {
     /// Connects to `url` (never logged: it may hold a password); keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, CoordinationError> {
-        let client = Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let conn = records::connect(url).await.map_err(unavailable)?;
         Ok(RedisCoordination {
             conn,
             prefix: prefix.to_owned(),
-            cas_set: Script::new(CAS_SET_LUA),
+            cas_set: CasSet::new(),
         })
     }
 
@@ -214,15 +195,15 @@ impl RedisCoordination {
         previous: Option<&T>,
     ) -> Result<bool, CoordinationError> {
         let mut conn = self.conn.clone();
-        let written: i64 = self
-            .cas_set
-            .key(key)
-            .arg(previous.map(encode).unwrap_or_default())
-            .arg(encode(record))
-            .invoke_async(&mut conn)
+        self.cas_set
+            .set(
+                &mut conn,
+                key,
+                &previous.map(encode).unwrap_or_default(),
+                &encode(record),
+            )
             .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
+            .map_err(unavailable)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
 
 mod memory;
 mod redis;
+pub(crate) use self::redis::records;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;

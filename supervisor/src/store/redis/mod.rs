@@ -62,6 +62,7 @@ use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
 mod claim;
 mod codec;
 mod events;
+pub(crate) mod records;
 mod scripts;
 
 /// Time allowed to open a connection to Redis.
