@@ -277,6 +277,22 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
             let p = json!({"context_id": CONTEXT, "id": id});
             outcome(client.call(method, vec![p]).await)
         }
+        "runner.create" => {
+            let p = json!({"context_id": CONTEXT, "runner": {"id": fresh_id(), "pubkey": "",
+                "address": "127.0.0.1", "topic": "t", "local": true}});
+            outcome(client.call(method, vec![p]).await)
+        }
+        "runner.load" => {
+            let id = fresh_id();
+            let p = json!({"context_id": CONTEXT, "runner": {"id": id, "pubkey": "",
+                "address": "127.0.0.1", "topic": "t", "local": true}});
+            admin
+                .call("runner.create", vec![p])
+                .await
+                .expect("runner.create");
+            let p = json!({"context_id": CONTEXT, "id": id});
+            outcome(client.call(method, vec![p]).await)
+        }
         other => panic!("the matrix names {other}, which this test does not know how to call"),
     }
 }

@@ -122,6 +122,7 @@ SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared
 with open(SPEC) as f:
     spec = json.load(f)
 SPEC_METHODS = ["actor.create", "actor.load", "context.create", "context.load",
+                "runner.create", "runner.load",
                 "job.create", "job.load", "flow.create", "flow.load", "flow.dag"]
 def refs(node, found):
     if isinstance(node, dict):
@@ -149,6 +150,8 @@ EXT_NOTES = {
  "job.load": " Extension: `job_id`, the supervisor job behind it (`get_job`). `status` maps the supervisor's `Created` to `Dispatched`; `result` is `{output}` once Finished, `{error_type, error}` once Error, else empty. `caller_id` in the params is ignored.",
  "flow.create": " The jobs must exist in the context (else -32602, `data.unknown_jobs`); their `depends` must form a DAG inside the flow (-32020, -32021). Replacing a started flow is -32004 `conflict`.",
  "flow.load": " `status`: Error as soon as a job failed, Finished when all finished, Started once one started, else Dispatched. `result`: `\"<job id>\"`: its output; `\"<job id>.error\"`: `type: message`.",
+ "runner.create": " Extensions: `port`, `script_types`, `hello`, `auth_token` (see RunnerCreate). With a port, every instance connects to `tcp://<address>:<port>` and routes jobs of its script types there, from every context (routing is by script type across the server), so only server admins may register one (-32006 for a context admin); context admins register runners without a port (records only). Replacing one with another connection drains the old pool without losing jobs.",
+ "runner.load": " For the context's admins. Extensions: `context_id`, `port`, `endpoint`, `script_types`, `hello`, `pool` (the prefix of its pool's name in `list_runners`). The auth token is never returned.",
 }
 for method in methods:
     if method["name"] in EXT_NOTES:
@@ -175,6 +178,20 @@ for name in sorted(needed):
     new_name = renamed.get(name, name)
     assert new_name not in schemas, new_name
     schemas[new_name] = rename(spec["components"]["schemas"][name])
+# Extensions of the runner shapes: what a connection needs (COORDINATION.md §1).
+coord_types = {"type":"array","items":S("CoordinatorScriptType"),"description":"Extension: the script types routed to it (any case on input)."}
+schemas["RunnerCreate"]["properties"].update({
+  "port":{"type":"integer","minimum":1,"maximum":65535,"description":"Extension: the TCP port it listens on; the supervisor connects to tcp://<address>:<port>. Without it the runner is a record only."},
+  "script_types":coord_types,
+  "hello":{"type":"string","enum":["auto","on","off"],"description":"Extension: whether connections open with hello (default auto)."},
+  "auth_token":{"type":"string","description":"Extension: the token the runner requires in hello. Kept, never returned."}})
+schemas["Runner"]["properties"].update({
+  "context_id":{"type":"integer","format":"uint32","description":"Extension: the context it is registered in."},
+  "port":{"type":"integer","minimum":1,"maximum":65535,"description":"Extension: its TCP port, when the supervisor connects to it."},
+  "endpoint":{"type":"string","description":"Extension: tcp://<address>:<port>, when it has a port."},
+  "script_types":coord_types,
+  "hello":{"type":"string","enum":["auto","on","off"],"description":"Extension."},
+  "pool":{"type":"string","description":"Extension: its pool's name in list_runners starts with this (ctx<context>.runner<id>)."}})
 schemas["CoordinatorJob"] = json.loads(json.dumps(schemas["CoordinatorJob"]))
 schemas["CoordinatorJob"]["properties"]["job_id"] = {"description": "Extension: the supervisor job behind it.", **S("JobId")}
 doc = {"openrpc":"1.3.2","info":{"title":"hero supervisor","version":"0.1.0",

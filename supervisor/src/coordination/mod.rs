@@ -11,8 +11,8 @@
 //!   orders them, there is no second dispatcher.
 //!
 //! - A **runner** record ([`RunnerRecord`], `runner.rs`) is a runner registered at run
-//!   time; with a port, the supervisor can connect to it as a pool of its own
-//!   ([`RunnerRecord::pool_config`]).
+//!   time; with a port, every instance connects to it as a pool of its own
+//!   (`registry.rs`) and routes jobs of its script types there.
 //! - A **message** record ([`MessageRecord`], `message.rs`) is an envelope of jobs,
 //!   created and started at once; its status derives from them
 //!   ([`message::delivery`]), its deadlines from its record ([`message::overdue`]).
@@ -22,6 +22,7 @@
 
 pub mod dag;
 pub mod message;
+pub(crate) mod registry;
 pub mod runner;
 mod store;
 

@@ -33,6 +33,7 @@ use self::auth::{
 use self::server::RpcHandler;
 use crate::access::{Directory, MemoryDirectory};
 use crate::clock::{Clock, SystemClock};
+use crate::coordination::registry::RunnerRegistry;
 use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::service::Supervisor;
 
@@ -178,7 +179,20 @@ pub enum StartError {
 /// The API's methods on `supervisor`, without a transport (jsonrpsee's [`RpcModule`]):
 /// its `method_names()` are exactly the methods served.
 pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
-    let handler = RpcHandler {
+    module_of(handler(supervisor, config))
+}
+
+fn handler(supervisor: Supervisor, config: &RpcConfig) -> RpcHandler {
+    let coordination = config
+        .coordination
+        .clone()
+        .unwrap_or_else(|| Arc::new(MemoryCoordination::new()));
+    RpcHandler {
+        runners: Arc::new(RunnerRegistry::new(
+            supervisor.clone(),
+            coordination.clone(),
+        )),
+        coordination,
         supervisor,
         nonces: Arc::new(NonceStore::new(
             config.clock.clone(),
@@ -190,11 +204,10 @@ pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
             .directory
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryDirectory::new())),
-        coordination: config
-            .coordination
-            .clone()
-            .unwrap_or_else(|| Arc::new(MemoryCoordination::new())),
-    };
+    }
+}
+
+fn module_of(handler: RpcHandler) -> RpcModule<()> {
     let mut module = RpcModule::new(());
     module
         .merge(handler.into_rpc())
@@ -241,7 +254,12 @@ pub async fn start_on(
     let local = server
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let handle = server.start(rpc_module(supervisor, &config));
+    let handler = handler(supervisor.clone(), &config);
+    // Registered runners (connected at once, then kept in sync with the store), until
+    // the supervisor shuts down.
+    let runners = handler.runners.clone();
+    supervisor.spawn_background(|stop| runners.run(stop));
+    let handle = server.start(module_of(handler));
     tracing::info!(
         addr = %local,
         auth = config.auth_token.is_some() || !config.tokens.is_empty(),

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 mod coordinator;
+mod runners;
 
 use super::api::HeroApiServer;
 use super::auth::{Grant, NonceStore, Session, authenticate_session, canonical_pubkey};
@@ -23,13 +24,14 @@ use super::error::{
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
     FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams,
-    JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
+    JobLogsResult, PlayResult, RunnerCreateParams, RunnerInfo, RunnerLoadParams, StartJobResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
     MAX_ADDRESSES, MAX_ROLE_MEMBERS, Role,
 };
-use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob};
+use crate::coordination::registry::RunnerRegistry;
+use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob, SpecRunner};
 use crate::job::Job;
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
@@ -45,6 +47,8 @@ pub(crate) struct RpcHandler {
     pub(crate) openrpc: Arc<Value>,
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) coordination: Arc<dyn CoordinationStore>,
+    /// This instance's pools of registered runners.
+    pub(crate) runners: Arc<RunnerRegistry>,
 }
 
 /// The connection's authenticated key, if any.
@@ -528,6 +532,22 @@ impl HeroApiServer for RpcHandler {
 
     async fn flow_start(&self, ext: &Extensions, params: FlowLoadParams) -> RpcResult<SpecFlow> {
         self.coordinator_flow_start(ext, params).await
+    }
+
+    async fn runner_create(
+        &self,
+        ext: &Extensions,
+        params: RunnerCreateParams,
+    ) -> RpcResult<SpecRunner> {
+        self.coordinator_runner_create(ext, params).await
+    }
+
+    async fn runner_load(
+        &self,
+        ext: &Extensions,
+        params: RunnerLoadParams,
+    ) -> RpcResult<SpecRunner> {
+        self.coordinator_runner_load(ext, params).await
     }
 
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>> {

@@ -361,6 +361,24 @@ pub struct FlowLoadParams {
     pub id: u32,
 }
 
+/// `runner.create`'s one params object (the spec's `RunnerCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerCreateParams {
+    /// The context.
+    pub context_id: u32,
+    /// The runner to register or replace, with the connection extensions.
+    pub runner: crate::coordination::runner::RunnerCreate,
+}
+
+/// `runner.load`'s one params object (the spec's `RunnerLoadParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerLoadParams {
+    /// The context.
+    pub context_id: u32,
+    /// The runner.
+    pub id: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,14 +42,14 @@ use crate::trace::TraceParent;
 /// Compare-and-set writes that lose a race start over, at most this often.
 const UPSERT_ATTEMPTS: usize = 8;
 
-fn store_error(e: CoordinationError) -> ErrorObjectOwned {
+pub(super) fn store_error(e: CoordinationError) -> ErrorObjectOwned {
     match e {
         CoordinationError::Unavailable(why) => to_rpc_error(SupervisorError::Storage(why)),
         other => to_rpc_error(SupervisorError::Internal(other.to_string())),
     }
 }
 
-fn kept_changing(what: &str) -> ErrorObjectOwned {
+pub(super) fn kept_changing(what: &str) -> ErrorObjectOwned {
     to_rpc_error(SupervisorError::Storage(format!(
         "{what}: the record kept changing"
     )))
@@ -73,7 +73,7 @@ fn creator(who: &Who, given: u32) -> u32 {
 impl RpcHandler {
     /// Whether `caller` has `need` in context `context`; server admins everywhere. An
     /// outsider gets `missing()`, exactly what an unknown thing answers.
-    async fn in_context(
+    pub(super) async fn in_context(
         &self,
         caller: &Caller,
         context: u32,
