@@ -123,7 +123,8 @@ with open(SPEC) as f:
     spec = json.load(f)
 SPEC_METHODS = ["actor.create", "actor.load", "context.create", "context.load",
                 "runner.create", "runner.load",
-                "job.create", "job.load", "flow.create", "flow.load", "flow.dag"]
+                "job.create", "job.load", "flow.create", "flow.load", "flow.dag",
+                "message.create", "message.load"]
 def refs(node, found):
     if isinstance(node, dict):
         r = node.get("$ref", "")
@@ -151,14 +152,16 @@ EXT_NOTES = {
  "flow.create": " The jobs must exist in the context (else -32602, `data.unknown_jobs`); their `depends` must form a DAG inside the flow (-32020, -32021). Replacing a started flow is -32004 `conflict`.",
  "flow.load": " `status`: Error as soon as a job failed, Finished when all finished, Started once one started, else Dispatched. `result`: `\"<job id>\"`: its output; `\"<job id>.error\"`: `type: message`.",
  "runner.create": " Extensions: `port`, `script_types`, `hello`, `auth_token` (see RunnerCreate). With a port, every instance connects to `tcp://<address>:<port>` and routes jobs of its script types there, from every context (routing is by script type across the server), so only server admins may register one (-32006 for a context admin); context admins register runners without a port (records only). Replacing one with another connection drains the old pool without losing jobs.",
+ "message.create": " For executors. Its `job` entries become coordinator jobs of the context (as job.create makes them; a job timeout of 0 takes the message's `timeout`) and start at once, each waiting for its `depends`, which must stay inside the message (-32020, -32021). Job ids must be distinct and new or unstarted (-32004 otherwise); a message id is dispatched once (-32004 on a second create). `timeout_ack` / `timeout_result` (seconds from creation, 0: none) are enforced by the server: a message not acknowledged (no runner took a job) or not processed by then ends Error, its jobs stopped.",
+ "message.load": " For readers; `caller_id` in the params is ignored. `status`: Error once a job failed or a deadline passed, Processed when every job finished, Acknowledged once a runner took a job, else Dispatched. `transport_status`: Failed, Read, Delivered, Sent (a job waits in a runner queue) or Queued (none does yet). `logs`: the lines given at creation, then each job's log lines as `[job <id>] <line>`, then `[message] <why>` when the server ended it.",
  "runner.load": " For the context's admins. Extensions: `context_id`, `port`, `endpoint`, `script_types`, `hello`, `pool` (the prefix of its pool's name in `list_runners`). The auth token is never returned.",
 }
 for method in methods:
     if method["name"] in EXT_NOTES:
         method["summary"] += "." + EXT_NOTES[method["name"]]
-    if method["name"] in ("job.create", "flow.create"):
+    if method["name"] in ("job.create", "flow.create", "message.create"):
         method["errors"] = method["errors"] + [CF]
-    if method["name"] == "flow.create":
+    if method["name"] in ("flow.create", "message.create"):
         method["errors"] = method["errors"] + [E("DagMissingDependency"), E("DagCycleDetected")]
 methods.append(m("flow.start", "Extension: starts every job of the flow, each waiting (as `WaitingForPrerequisites`) until its `depends` finished; a failed job fails its dependents with `prerequisite_failed`. Starting a started flow starts nothing more. Returns the flow.",
    [{"name":"params","required":True,"schema":S("FlowLoadParams")}], {"name":"result","schema":S("Flow")}, [IP, NF, CF, ST, FB, E("DagMissingDependency"), E("DagCycleDetected"), INT]))

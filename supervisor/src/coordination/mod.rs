@@ -14,13 +14,14 @@
 //!   time; with a port, every instance connects to it as a pool of its own
 //!   (`registry.rs`) and routes jobs of its script types there.
 //! - A **message** record ([`MessageRecord`], `message.rs`) is an envelope of jobs,
-//!   created and started at once; its status derives from them
-//!   ([`message::delivery`]), its deadlines from its record ([`message::overdue`]).
+//!   created and started at once; its status derives from them, and its deadlines are
+//!   enforced by the server (`deadlines.rs`).
 //!
 //! The records live in a [`CoordinationStore`] (`store.rs`): in memory, or in Redis
 //! beside the jobs and the access directory.
 
 pub mod dag;
+pub(crate) mod deadlines;
 pub mod message;
 pub(crate) mod registry;
 pub mod runner;

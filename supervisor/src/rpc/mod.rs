@@ -33,6 +33,7 @@ use self::auth::{
 use self::server::RpcHandler;
 use crate::access::{Directory, MemoryDirectory};
 use crate::clock::{Clock, SystemClock};
+use crate::coordination::deadlines::MessageDeadlines;
 use crate::coordination::registry::RunnerRegistry;
 use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::service::Supervisor;
@@ -192,6 +193,7 @@ fn handler(supervisor: Supervisor, config: &RpcConfig) -> RpcHandler {
             supervisor.clone(),
             coordination.clone(),
         )),
+        deadlines: MessageDeadlines::new(supervisor.clone(), coordination.clone()),
         coordination,
         supervisor,
         nonces: Arc::new(NonceStore::new(
@@ -255,10 +257,12 @@ pub async fn start_on(
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let handler = handler(supervisor.clone(), &config);
-    // Registered runners (connected at once, then kept in sync with the store), until
-    // the supervisor shuts down.
+    // Registered runners (connected at once, then kept in sync with the store) and
+    // message deadlines, until the supervisor shuts down.
     let runners = handler.runners.clone();
     supervisor.spawn_background(|stop| runners.run(stop));
+    let deadlines = handler.deadlines.clone();
+    supervisor.spawn_background(|stop| deadlines.run(stop));
     let handle = server.start(module_of(handler));
     tracing::info!(
         addr = %local,

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 mod coordinator;
+mod messages;
 mod runners;
 
 use super::api::HeroApiServer;
@@ -24,14 +25,16 @@ use super::error::{
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
     FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams,
-    JobLogsResult, PlayResult, RunnerCreateParams, RunnerInfo, RunnerLoadParams, StartJobResult,
+    JobLogsResult, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
+    RunnerInfo, RunnerLoadParams, StartJobResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
     MAX_ADDRESSES, MAX_ROLE_MEMBERS, Role,
 };
+use crate::coordination::deadlines::MessageDeadlines;
 use crate::coordination::registry::RunnerRegistry;
-use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob, SpecRunner};
+use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob, SpecMessage, SpecRunner};
 use crate::job::Job;
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
@@ -49,6 +52,8 @@ pub(crate) struct RpcHandler {
     pub(crate) coordination: Arc<dyn CoordinationStore>,
     /// This instance's pools of registered runners.
     pub(crate) runners: Arc<RunnerRegistry>,
+    /// Message deadlines.
+    pub(crate) deadlines: MessageDeadlines,
 }
 
 /// The connection's authenticated key, if any.
@@ -548,6 +553,22 @@ impl HeroApiServer for RpcHandler {
         params: RunnerLoadParams,
     ) -> RpcResult<SpecRunner> {
         self.coordinator_runner_load(ext, params).await
+    }
+
+    async fn message_create(
+        &self,
+        ext: &Extensions,
+        params: MessageCreateParams,
+    ) -> RpcResult<SpecMessage> {
+        self.coordinator_message_create(ext, params).await
+    }
+
+    async fn message_load(
+        &self,
+        ext: &Extensions,
+        params: MessageLoadParams,
+    ) -> RpcResult<SpecMessage> {
+        self.coordinator_message_load(ext, params).await
     }
 
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>> {
