@@ -230,7 +230,7 @@ async fn check_messages(server: &RunningServer) {
     assert_eq!(stopped["status"], "Error", "its job was stopped: {stopped}");
     assert_eq!(stopped["result"]["error_type"], "cancelled");
 
-    // timeout_result: taken at once (Acknowledged), still running after 1 s.
+    // timeout_result: taken at once (Acknowledged), still running after 3 s.
     call(
         &executor,
         "message.create",
@@ -238,7 +238,7 @@ async fn check_messages(server: &RunningServer) {
             4,
             vec![job(41, "import time\ntime.sleep(20)", "Python", &[])],
             5,
-            1,
+            3,
         ),
     )
     .await

@@ -41,7 +41,7 @@ use crate::service::SupervisorError;
 use crate::trace::TraceParent;
 
 /// Compare-and-set writes that lose a race start over, at most this often.
-const UPSERT_ATTEMPTS: usize = 8;
+pub(super) const UPSERT_ATTEMPTS: usize = 8;
 
 pub(super) fn store_error(e: CoordinationError) -> ErrorObjectOwned {
     to_rpc_error(deadlines::store_error(e))

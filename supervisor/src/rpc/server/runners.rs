@@ -15,15 +15,12 @@
 use jsonrpsee::Extensions;
 use jsonrpsee::core::RpcResult;
 
-use super::coordinator::{kept_changing, store_error};
+use super::coordinator::{UPSERT_ATTEMPTS, kept_changing, store_error};
 use super::{RpcHandler, now_secs};
 use crate::access::{Caller, Role};
 use crate::coordination::SpecRunner;
 use crate::rpc::error::{context_not_found, coordinator_not_found, forbidden, invalid_params};
 use crate::rpc::types::{RunnerCreateParams, RunnerLoadParams};
-
-/// Compare-and-set writes that lose a race start over, at most this often.
-const UPSERT_ATTEMPTS: usize = 8;
 
 impl RpcHandler {
     pub(super) async fn coordinator_runner_create(
