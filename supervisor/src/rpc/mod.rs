@@ -178,7 +178,9 @@ pub enum StartError {
 }
 
 /// The API's methods on `supervisor`, without a transport (jsonrpsee's [`RpcModule`]):
-/// its `method_names()` are exactly the methods served.
+/// its `method_names()` are exactly the methods served. Without the server's
+/// background work either: `runner.create` records runners but connects to none, and
+/// message deadlines are not swept; [`start_on`] does both.
 pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
     module_of(handler(supervisor, config))
 }
@@ -189,10 +191,7 @@ fn handler(supervisor: Supervisor, config: &RpcConfig) -> RpcHandler {
         .clone()
         .unwrap_or_else(|| Arc::new(MemoryCoordination::new()));
     RpcHandler {
-        runners: Arc::new(RunnerRegistry::new(
-            supervisor.clone(),
-            coordination.clone(),
-        )),
+        runners: None,
         deadlines: MessageDeadlines::new(supervisor.clone(), coordination.clone()),
         coordination,
         supervisor,
@@ -256,10 +255,14 @@ pub async fn start_on(
     let local = server
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let handler = handler(supervisor.clone(), &config);
+    let mut handler = handler(supervisor.clone(), &config);
+    let runners = Arc::new(RunnerRegistry::new(
+        supervisor.clone(),
+        handler.coordination.clone(),
+    ));
+    handler.runners = Some(runners.clone());
     // Registered runners (connected at once, then kept in sync with the store) and
     // message deadlines, until the supervisor shuts down.
-    let runners = handler.runners.clone();
     supervisor.spawn_background(|stop| runners.run(stop));
     let deadlines = handler.deadlines.clone();
     supervisor.spawn_background(|stop| deadlines.run(stop));

@@ -50,8 +50,9 @@ pub(crate) struct RpcHandler {
     pub(crate) openrpc: Arc<Value>,
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) coordination: Arc<dyn CoordinationStore>,
-    /// This instance's pools of registered runners.
-    pub(crate) runners: Arc<RunnerRegistry>,
+    /// This instance's pools of registered runners; `None` without a transport
+    /// ([`super::rpc_module`]): registrations are recorded, not connected.
+    pub(crate) runners: Option<Arc<RunnerRegistry>>,
     /// Message deadlines.
     pub(crate) deadlines: MessageDeadlines,
 }

@@ -60,7 +60,9 @@ impl RpcHandler {
                 .await
                 .map_err(store_error)?
             {
-                self.runners.apply(&record).await;
+                if let Some(runners) = &self.runners {
+                    runners.apply(&record).await;
+                }
                 return Ok(record.to_spec());
             }
         }
