@@ -165,7 +165,11 @@ async fn check_messages(server: &RunningServer) {
     assert_eq!(created["job"].as_array().map(Vec::len), Some(2));
     assert_eq!(created["job"][1]["depends"], json!([11]));
     assert_eq!(created["job"][0]["timeout"], 30, "the message's timeout");
-    let done = wait_message(&reader, 1, "processed", |m| m["status"] == "Processed").await;
+    // Log lines are written beside the outcome, not with it: wait for both.
+    let done = wait_message(&reader, 1, "processed with its logs", |m| {
+        m["status"] == "Processed" && m["logs"].as_array().is_some_and(|l| l.len() == 3)
+    })
+    .await;
     assert_eq!(done["transport_status"], "Read");
     assert_eq!(done["job"][0]["result"], json!({"output": "42"}));
     assert_eq!(done["job"][1]["result"], json!({"output": "done"}));
@@ -217,7 +221,11 @@ async fn check_messages(server: &RunningServer) {
         .expect("message.load");
     assert_eq!(early["status"], "Dispatched");
     assert_eq!(early["transport_status"], "Sent", "queued for a runner");
-    let late = wait_message(&reader, 3, "timed out", |m| m["status"] == "Error").await;
+    // The server stops the jobs, then records why: wait for the reason.
+    let late = wait_message(&reader, 3, "timed out", |m| {
+        m["status"] == "Error" && m.to_string().contains("[message] timeout_ack")
+    })
+    .await;
     assert_eq!(late["transport_status"], "Failed");
     let last = late["logs"].as_array().and_then(|l| l.last()).cloned();
     assert!(
@@ -247,8 +255,11 @@ async fn check_messages(server: &RunningServer) {
         m["status"] == "Acknowledged"
     })
     .await;
-    let late = wait_message(&reader, 4, "timed out", |m| m["status"] == "Error").await;
-    assert!(late.to_string().contains("timeout_result"), "{late}");
+    let late = wait_message(&reader, 4, "timed out", |m| {
+        m["status"] == "Error" && m.to_string().contains("[message] timeout_result")
+    })
+    .await;
+    assert_eq!(late["transport_status"], "Failed");
     let stopped = wait_message(&reader, 4, "stopped its job", |m| {
         m["job"][0]["status"] == "Error"
     })
@@ -385,7 +396,7 @@ async fn a_deadline_set_before_a_restart_is_enforced_after_it() {
     let second = start(Some(&redis)).await;
     let reader = client(&second, READER);
     let m = wait_message(&reader, 7, "timed out after the restart", |m| {
-        m["status"] == "Error"
+        m["status"] == "Error" && m.to_string().contains("[message] timeout_ack")
     })
     .await;
     assert_eq!(m["message"], "run these");

@@ -137,6 +137,18 @@ impl MessageDeadlines {
             let Some(why) = overdue(&message, status, now_ms()) else {
                 return self.schedule(&message, status).await;
             };
+            // Its jobs are stopped first, so whoever reads the message as Error finds
+            // its queued jobs ended too (a running one ends once its runner stops it).
+            for (_, j) in &jobs {
+                if !j.status.is_terminal() {
+                    match self.supervisor.stop_job(j.id).await {
+                        Ok(()) | Err(SupervisorError::NotFound(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(job = %j.id, error = %e, "stopping a job of a failed message");
+                        }
+                    }
+                }
+            }
             let mut failed = message.clone();
             failed.failed = Some(why.clone());
             failed.updated_at = chrono::Utc::now().timestamp();
@@ -146,19 +158,9 @@ impl MessageDeadlines {
                 .await
                 .map_err(store_error)?
             {
-                continue; // changed meanwhile: decide again on what it is now
+                continue; // changed meanwhile (another instance failed it): look again
             }
             tracing::info!(context, message = id, reason = %why, "message ended in Error");
-            for (_, j) in jobs {
-                if !j.status.is_terminal() {
-                    match self.supervisor.stop_job(j.id).await {
-                        Ok(()) | Err(SupervisorError::NotFound(_)) => {}
-                        Err(e) => {
-                            tracing::warn!(job = %j.id, error = %e, "stopping a job of a failed message")
-                        }
-                    }
-                }
-            }
             return Ok(());
         }
         Err(SupervisorError::Storage(format!(
