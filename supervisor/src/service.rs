@@ -1,8 +1,11 @@
 //! The `Supervisor` facade: the operations of the reference API, which the JSON-RPC
 //! layer calls one to one. It owns the store, the runner pools and the dispatcher.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hero_protocol::LogLine;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -116,10 +119,30 @@ impl From<StoreError> for SupervisorError {
 struct Inner {
     store: Arc<dyn JobStore>,
     limits: Limits,
+    /// The configured pools.
     pools: Vec<Arc<RunnerPool>>,
+    /// Pools attached at run time ([`Supervisor::attach_pool`]), by name.
+    attached: Mutex<BTreeMap<String, Attached>>,
+    /// The log writer's sender for attached pools; taken at shutdown so the writer ends.
+    logs: Mutex<Option<mpsc::Sender<LogLine>>>,
     dispatcher: Arc<Dispatcher>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// A pool attached at run time and what stops it.
+#[derive(Debug)]
+struct Attached {
+    pool: Arc<RunnerPool>,
+    /// Stops its claim loop.
+    claiming: CancellationToken,
+    /// Stops its runner slots.
+    slots: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoned only if a holder panicked; nothing here panics while holding it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The supervisor. Cheap to clone.
@@ -142,7 +165,6 @@ impl Supervisor {
             .into_iter()
             .map(|p| RunnerPool::start(p, &tracker, shutdown.clone(), log_tx.clone()))
             .collect();
-        drop(log_tx);
         let dispatcher = Dispatcher::new(store.clone(), config.dispatch);
         dispatcher.start(&pools, &tracker, &shutdown);
         Supervisor {
@@ -150,6 +172,8 @@ impl Supervisor {
                 store,
                 limits: config.limits,
                 pools,
+                attached: Mutex::default(),
+                logs: Mutex::new(Some(log_tx)),
                 dispatcher,
                 shutdown,
                 tracker,
@@ -335,9 +359,81 @@ impl Supervisor {
         Ok(self.inner.store.clear_all().await?)
     }
 
-    /// The runner pools and their state.
+    /// The runner pools and their state: the configured ones, then those attached at
+    /// run time by name.
     pub fn list_runners(&self) -> Vec<RunnerInfo> {
-        self.inner.pools.iter().map(|p| p.info()).collect()
+        let mut infos: Vec<RunnerInfo> = self.inner.pools.iter().map(|p| p.info()).collect();
+        infos.extend(lock(&self.inner.attached).values().map(|a| a.pool.info()));
+        infos
+    }
+
+    /// Starts a pool at run time (a runner registered through `runner.create`): its
+    /// runners connect and its claim loop takes jobs of its script types beside the
+    /// configured pools. `false` when a pool of that name is attached already, or the
+    /// supervisor is shutting down.
+    pub fn attach_pool(&self, config: PoolConfig) -> bool {
+        if self.inner.shutdown.is_cancelled() {
+            return false;
+        }
+        let Some(logs) = lock(&self.inner.logs).clone() else {
+            return false;
+        };
+        let mut attached = lock(&self.inner.attached);
+        if attached.contains_key(&config.name) {
+            return false;
+        }
+        let name = config.name.clone();
+        let slots = self.inner.shutdown.child_token();
+        let pool = RunnerPool::start(config, &self.inner.tracker, slots.clone(), logs);
+        let claiming = self.inner.dispatcher.pool_token();
+        self.inner
+            .dispatcher
+            .start_pool(pool.clone(), &self.inner.tracker, claiming.clone());
+        attached.insert(
+            name,
+            Attached {
+                pool,
+                claiming,
+                slots,
+            },
+        );
+        true
+    }
+
+    /// Detaches the pool `name` attached at run time, without losing a job: it stops
+    /// claiming at once (queued jobs stay queued for the other pools), the jobs it runs
+    /// get the dispatcher's `shutdown_grace` to finish, the rest are handed back to
+    /// their queues (attempt not counted), then its runners are disconnected. Returns
+    /// once that is done; `false` when no such pool is attached.
+    pub async fn detach_pool(&self, name: &str) -> bool {
+        let Some(a) = lock(&self.inner.attached).remove(name) else {
+            return false;
+        };
+        a.claiming.cancel();
+        let dispatcher = &self.inner.dispatcher;
+        let owner = dispatcher.owner_of(name);
+        let wait_empty = async |limit: Duration| {
+            let deadline = tokio::time::Instant::now() + limit;
+            while dispatcher.running_for(&owner) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        wait_empty(dispatcher.config.shutdown_grace).await;
+        dispatcher.release_for(&owner);
+        wait_empty(dispatcher.config.cancel_grace + Duration::from_secs(1)).await;
+        a.slots.cancel();
+        drop(a.pool);
+        true
+    }
+
+    /// Runs `task` on the supervisor's tracker: [`Supervisor::shutdown`] cancels
+    /// `token`'s future (given to `task`) and waits for it.
+    pub(crate) fn spawn_background<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tracker.spawn(task(self.inner.shutdown.clone()));
     }
 
     /// Store events: job status changes, new work, new log lines.
@@ -350,6 +446,10 @@ impl Supervisor {
     pub async fn shutdown(&self) {
         self.inner.dispatcher.drain().await;
         self.inner.shutdown.cancel();
+        // The log writer ends once every sender is gone: the pools' (their slots end
+        // now) and this one.
+        lock(&self.inner.logs).take();
+        lock(&self.inner.attached).clear();
         self.inner.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), self.inner.tracker.wait())
             .await

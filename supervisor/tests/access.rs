@@ -278,6 +278,33 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
             let p = json!({"context_id": CONTEXT, "id": id});
             outcome(client.call(method, vec![p]).await)
         }
+        "runner.create" => {
+            let p = json!({"context_id": CONTEXT, "runner": {"id": fresh_id(), "pubkey": "",
+                "address": "127.0.0.1", "topic": "t", "local": true}});
+            outcome(client.call(method, vec![p]).await)
+        }
+        "runner.load" => {
+            let id = fresh_id();
+            let p = json!({"context_id": CONTEXT, "runner": {"id": id, "pubkey": "",
+                "address": "127.0.0.1", "topic": "t", "local": true}});
+            admin
+                .call("runner.create", vec![p])
+                .await
+                .expect("runner.create");
+            let p = json!({"context_id": CONTEXT, "id": id});
+            outcome(client.call(method, vec![p]).await)
+        }
+        "message.create" => outcome(client.call(method, vec![coordinator_message()]).await),
+        "message.load" => {
+            let m = coordinator_message();
+            let id = m["message"]["id"].clone();
+            admin
+                .call("message.create", vec![m])
+                .await
+                .expect("message.create");
+            let p = json!({"context_id": CONTEXT, "caller_id": 0, "id": id});
+            outcome(client.call(method, vec![p]).await)
+        }
         other => panic!("the matrix names {other}, which this test does not know how to call"),
     }
 }
@@ -294,6 +321,15 @@ fn coordinator_job(id: u32) -> Value {
     json!({"context_id": CONTEXT, "job": {"id": id, "caller_id": 0, "context_id": CONTEXT,
         "script": "1", "script_type": "Osis", "timeout": 30, "retries": 0, "env_vars": {},
         "prerequisites": [], "depends": []}})
+}
+
+/// `message.create` params of a message of context 7 with one OSIS job (fresh ids).
+fn coordinator_message() -> Value {
+    let job = coordinator_job(fresh_id())["job"].clone();
+    json!({"context_id": CONTEXT, "message": {"id": fresh_id(), "caller_id": 0,
+        "context_id": CONTEXT, "message": "m", "message_type": "Osis",
+        "message_format_type": "Text", "timeout": 30, "timeout_ack": 0,
+        "timeout_result": 0, "job": [job]}})
 }
 
 /// A coordinator job of context 7 made by the server admin, and (`flow`) a flow of it

@@ -2,14 +2,17 @@
 //! jobs run by the built-in runner: a diamond flow runs in dependency order, a failure
 //! fails its dependents and the flow, bad graphs are refused with their data, roles
 //! hold; on the memory store and on Redis, where a second instance sees the same flows.
-//! And the coordination stores' compare-and-set, on both backends.
+//! And the coordination stores' compare-and-set, runner index and message deadline
+//! schedule, on both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use hero_supervisor::config::ServeConfig;
+use hero_supervisor::coordination::message::MessageFormatType;
 use hero_supervisor::coordination::{
-    CoordinationStore, FlowRecord, JobRecord, MemoryCoordination, RedisCoordination,
+    CoordinationStore, FlowRecord, JobRecord, MemoryCoordination, MessageRecord, RedisCoordination,
+    RunnerRecord,
 };
 use hero_supervisor::job::{JobId, ScriptType};
 use hero_supervisor::pool::{PoolConfig, Transport};
@@ -280,7 +283,10 @@ async fn check_flows(servers: &[RunningServer]) {
     call(&exec, "flow.start", key(20))
         .await
         .expect("flow.start");
-    let failed = wait_flow(&other, 20, "Error").await;
+    wait_flow(&other, 20, "Error").await;
+    // Loaded again: the load that first saw Error may have read job 22 (still Started)
+    // before the failure that ended 22 and 23 at once; 23 ended means 22 did.
+    let failed = call(&other, "flow.load", key(20)).await.expect("flow.load");
     assert_eq!(failed["result"]["21"], "1");
     assert!(failed["result"]["22.error"].is_string(), "{failed}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -420,6 +426,88 @@ async fn check_store(store: &dyn CoordinationStore) {
     assert!(store.put_flow(&started, Some(&flow)).await.unwrap());
     assert_eq!(store.flow(CONTEXT, 1).await.unwrap(), Some(started));
     assert_eq!(store.flow(CONTEXT, 2).await.unwrap(), None);
+    check_runners_and_messages(store).await;
+}
+
+/// Runner records (compare-and-set, listed across contexts through the index),
+/// message records, and the deadline schedule (each due message taken once).
+async fn check_runners_and_messages(store: &dyn CoordinationStore) {
+    let runner = |context: u32, id: u32, port: u16| RunnerRecord {
+        id,
+        context_id: context,
+        pubkey: "02aa".to_owned(),
+        address: "127.0.0.1".to_owned(),
+        topic: "t".to_owned(),
+        local: true,
+        port: Some(port),
+        script_types: vec![ScriptType::Osis],
+        hello: "auto".to_owned(),
+        auth_token: None,
+        created_at: 1,
+        updated_at: 1,
+        revision: 1,
+    };
+    assert!(store.runners().await.unwrap().is_empty());
+    let (r1, r1b, r2) = (runner(9, 1, 9000), runner(9, 1, 9001), runner(3, 5, 9002));
+    assert!(store.put_runner(&r1, None).await.unwrap());
+    assert!(!store.put_runner(&r1b, None).await.unwrap(), "r1 is stored");
+    assert!(store.put_runner(&r1b, Some(&r1)).await.unwrap());
+    assert!(store.put_runner(&r2, None).await.unwrap());
+    assert_eq!(store.runner(9, 1).await.unwrap(), Some(r1b.clone()));
+    assert_eq!(
+        store.runners().await.unwrap(),
+        [r2, r1b],
+        "every context's, by context then id, each once"
+    );
+
+    let message = MessageRecord {
+        id: 4,
+        caller_id: 2,
+        context_id: 9,
+        message: "m".to_owned(),
+        message_type: ScriptType::Sal,
+        message_format_type: MessageFormatType::Md,
+        timeout: 0,
+        timeout_ack: 1,
+        timeout_result: 0,
+        jobs: vec![1, 2],
+        logs: vec!["l".to_owned()],
+        created_at: 1,
+        updated_at: 1,
+        created_ms: 1000,
+        failed: None,
+    };
+    assert!(store.put_message(&message, None).await.unwrap());
+    let failed = MessageRecord {
+        failed: Some("late".to_owned()),
+        ..message.clone()
+    };
+    assert!(!store.put_message(&failed, None).await.unwrap());
+    assert!(store.put_message(&failed, Some(&message)).await.unwrap());
+    assert_eq!(store.message(9, 4).await.unwrap(), Some(failed));
+    assert_eq!(store.message(9, 5).await.unwrap(), None);
+
+    store.schedule_message(9, 4, 5_000).await.unwrap();
+    store.schedule_message(9, 4, 2_000).await.unwrap(); // replaces the first
+    store.schedule_message(3, 1, 3_000).await.unwrap();
+    store.schedule_message(3, 2, 9_000).await.unwrap();
+    assert!(store.take_due_messages(1_999, 10).await.unwrap().is_empty());
+    assert_eq!(store.take_due_messages(2_000, 10).await.unwrap(), [(9, 4)]);
+    assert!(
+        store.take_due_messages(5_000, 10).await.unwrap() == [(3, 1)],
+        "taken once; the replaced time is gone"
+    );
+    assert_eq!(
+        store.take_due_messages(i64::MAX, 1).await.unwrap(),
+        [(3, 2)]
+    );
+    assert!(
+        store
+            .take_due_messages(i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

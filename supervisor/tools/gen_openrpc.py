@@ -165,7 +165,9 @@ SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared
 with open(SPEC) as f:
     spec = json.load(f)
 SPEC_METHODS = ["actor.create", "actor.load", "context.create", "context.load",
-                "job.create", "job.load", "flow.create", "flow.load", "flow.dag"]
+                "runner.create", "runner.load",
+                "job.create", "job.load", "flow.create", "flow.load", "flow.dag",
+                "message.create", "message.load"]
 def refs(node, found):
     if isinstance(node, dict):
         r = node.get("$ref", "")
@@ -192,13 +194,17 @@ EXT_NOTES = {
  "job.load": " Extension: `job_id`, the supervisor job behind it (`get_job`). `status` maps the supervisor's `Created` to `Dispatched`; `result` is `{output}` once Finished, `{error_type, error}` once Error, else empty. `caller_id` in the params is ignored.",
  "flow.create": " The jobs must exist in the context (else -32602, `data.unknown_jobs`); their `depends` must form a DAG inside the flow (-32020, -32021). Replacing a started flow is -32004 `conflict`.",
  "flow.load": " `status`: Error as soon as a job failed, Finished when all finished, Started once one started, else Dispatched. `result`: `\"<job id>\"`: its output; `\"<job id>.error\"`: `type: message`.",
+ "runner.create": " Extensions: `port`, `script_types`, `hello`, `auth_token` (see RunnerCreate). With a port, every instance connects to `tcp://<address>:<port>` and routes jobs of its script types there, from every context (routing is by script type across the server), so only server admins may register one (-32006 for a context admin); context admins register runners without a port (records only). Replacing one with another connection drains the old pool without losing jobs.",
+ "message.create": " For executors. Its `job` entries become coordinator jobs of the context (as job.create makes them; a job timeout of 0 takes the message's `timeout`) and start at once, each waiting for its `depends`, which must stay inside the message (-32020, -32021). Job ids must be distinct and new or unstarted (-32004 otherwise); a message id is dispatched once (-32004 on a second create). `timeout_ack` / `timeout_result` (seconds from creation, 0: none) are enforced by the server: a message not acknowledged (no runner took a job) or not processed by then ends Error, its jobs stopped.",
+ "message.load": " For readers; `caller_id` in the params is ignored. `status`: Error once a job failed or a deadline passed, Processed when every job finished, Acknowledged once a runner took a job, else Dispatched. `transport_status`: Failed, Read, Delivered, Sent (a job waits in a runner queue) or Queued (none does yet). `logs`: the lines given at creation, then each job's log lines as `[job <id>] <line>`, then `[message] <why>` when the server ended it.",
+ "runner.load": " For the context's admins. Extensions: `context_id`, `port`, `endpoint`, `script_types`, `hello`, `pool` (the prefix of its pool's name in `list_runners`). The auth token is never returned.",
 }
 for method in methods:
     if method["name"] in EXT_NOTES:
         method["summary"] += "." + EXT_NOTES[method["name"]]
-    if method["name"] in ("job.create", "flow.create"):
+    if method["name"] in ("job.create", "flow.create", "message.create"):
         method["errors"] = method["errors"] + [CF]
-    if method["name"] == "flow.create":
+    if method["name"] in ("flow.create", "message.create"):
         method["errors"] = method["errors"] + [E("DagMissingDependency"), E("DagCycleDetected")]
 methods.append(m("flow.start", "Extension: starts every job of the flow, each waiting (as `WaitingForPrerequisites`) until its `depends` finished; a failed job fails its dependents with `prerequisite_failed`. Starting a started flow starts nothing more. Returns the flow.",
    [{"name":"params","required":True,"schema":S("FlowLoadParams")}], {"name":"result","schema":S("Flow")}, [IP, NF, CF, ST, FB, E("DagMissingDependency"), E("DagCycleDetected"), INT]))
@@ -218,6 +224,20 @@ for name in sorted(needed):
     new_name = renamed.get(name, name)
     assert new_name not in schemas, new_name
     schemas[new_name] = rename(spec["components"]["schemas"][name])
+# Extensions of the runner shapes: what a connection needs (COORDINATION.md §1).
+coord_types = {"type":"array","items":S("CoordinatorScriptType"),"description":"Extension: the script types routed to it (any case on input)."}
+schemas["RunnerCreate"]["properties"].update({
+  "port":{"type":"integer","minimum":1,"maximum":65535,"description":"Extension: the TCP port it listens on; the supervisor connects to tcp://<address>:<port>. Without it the runner is a record only."},
+  "script_types":coord_types,
+  "hello":{"type":"string","enum":["auto","on","off"],"description":"Extension: whether connections open with hello (default auto)."},
+  "auth_token":{"type":"string","description":"Extension: the token the runner requires in hello. Kept, never returned."}})
+schemas["Runner"]["properties"].update({
+  "context_id":{"type":"integer","format":"uint32","description":"Extension: the context it is registered in."},
+  "port":{"type":"integer","minimum":1,"maximum":65535,"description":"Extension: its TCP port, when the supervisor connects to it."},
+  "endpoint":{"type":"string","description":"Extension: tcp://<address>:<port>, when it has a port."},
+  "script_types":coord_types,
+  "hello":{"type":"string","enum":["auto","on","off"],"description":"Extension."},
+  "pool":{"type":"string","description":"Extension: its pool's name in list_runners starts with this (ctx<context>.runner<id>)."}})
 schemas["CoordinatorJob"] = json.loads(json.dumps(schemas["CoordinatorJob"]))
 schemas["CoordinatorJob"]["properties"]["job_id"] = {"description": "Extension: the supervisor job behind it.", **S("JobId")}
 doc = {"openrpc":"1.3.2","info":{"title":"hero supervisor","version":"0.1.0",

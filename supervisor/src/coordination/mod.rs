@@ -10,16 +10,29 @@
 //!   prerequisites and starts them all: the dispatcher's own prerequisite machinery
 //!   orders them, there is no second dispatcher.
 //!
+//! - A **runner** record ([`RunnerRecord`], `runner.rs`) is a runner registered at run
+//!   time; with a port, every instance connects to it as a pool of its own
+//!   (`registry.rs`) and routes jobs of its script types there.
+//! - A **message** record ([`MessageRecord`], `message.rs`) is an envelope of jobs,
+//!   created and started at once; its status derives from them, and its deadlines are
+//!   enforced by the server (`deadlines.rs`).
+//!
 //! The records live in a [`CoordinationStore`] (`store.rs`): in memory, or in Redis
 //! beside the jobs and the access directory.
 
 pub mod dag;
+pub(crate) mod deadlines;
+pub mod message;
+pub(crate) mod registry;
+pub mod runner;
 mod store;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use self::message::{MessageRecord, SpecMessage};
+pub use self::runner::{RunnerRecord, SpecRunner};
 pub use self::store::{
     CoordinationError, CoordinationStore, MemoryCoordination, RedisCoordination,
 };

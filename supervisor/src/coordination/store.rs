@@ -10,19 +10,26 @@
 //! |---|---|---|
 //! | `<p>:{c<N>}:cjob:<id>` | STRING | coordinator job `id` of context N as JSON |
 //! | `<p>:{c<N>}:flow:<id>` | STRING | flow `id` of context N as JSON |
+//! | `<p>:{c<N>}:runner:<id>` | STRING | runner `id` registered in context N as JSON |
+//! | `<p>:runners` | SET | `<context>:<id>` of every registered runner: what an instance reads at start and every sync, to connect to them all |
+//! | `<p>:{c<N>}:message:<id>` | STRING | message `id` of context N as JSON |
+//! | `<p>:message_deadlines` | ZSET | `<context>:<id>` of messages with a deadline to check, score unix ms; taken (ZREM) by one instance |
+//!
+//! A runner's record and its index entry are written by one script (the two keys are
+//! in different slots: like the job scripts, this needs a single Redis, not Cluster).
 //!
 //! A write is a compare-and-set: it names the record it replaces (as read before) and
 //! does nothing when that changed meanwhile, so two instances writing at once cannot
 //! lose an update; the caller reads again and decides again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 
-use super::{FlowRecord, JobRecord};
+use super::{FlowRecord, JobRecord, MessageRecord, RunnerRecord};
 use crate::store::records::{self, CasSet};
 
 /// Why a coordination store operation failed.
@@ -61,6 +68,48 @@ pub trait CoordinationStore: Send + Sync + std::fmt::Debug + 'static {
         record: &FlowRecord,
         previous: Option<&FlowRecord>,
     ) -> Result<bool, CoordinationError>;
+    /// Runner `id` registered in `context`.
+    async fn runner(
+        &self,
+        context: u32,
+        id: u32,
+    ) -> Result<Option<RunnerRecord>, CoordinationError>;
+    /// As [`CoordinationStore::put_job`], for a runner; indexes it for
+    /// [`CoordinationStore::runners`].
+    async fn put_runner(
+        &self,
+        record: &RunnerRecord,
+        previous: Option<&RunnerRecord>,
+    ) -> Result<bool, CoordinationError>;
+    /// Every registered runner, of every context (by context, then id).
+    async fn runners(&self) -> Result<Vec<RunnerRecord>, CoordinationError>;
+    /// Message `id` of `context`.
+    async fn message(
+        &self,
+        context: u32,
+        id: u32,
+    ) -> Result<Option<MessageRecord>, CoordinationError>;
+    /// As [`CoordinationStore::put_job`], for a message.
+    async fn put_message(
+        &self,
+        record: &MessageRecord,
+        previous: Option<&MessageRecord>,
+    ) -> Result<bool, CoordinationError>;
+    /// Asks for message `(context, id)` to be checked at `at_ms` (unix ms); replaces an
+    /// earlier request for it.
+    async fn schedule_message(
+        &self,
+        context: u32,
+        id: u32,
+        at_ms: i64,
+    ) -> Result<(), CoordinationError>;
+    /// Takes up to `limit` messages due at `now_ms`: each is handed to one caller only
+    /// (across instances), which schedules it again if it still needs checking.
+    async fn take_due_messages(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(u32, u32)>, CoordinationError>;
 }
 
 /// The embedded store.
@@ -74,6 +123,11 @@ pub struct MemoryCoordination {
 struct MemoryRecords {
     jobs: HashMap<(u32, u32), JobRecord>,
     flows: HashMap<(u32, u32), FlowRecord>,
+    runners: HashMap<(u32, u32), RunnerRecord>,
+    messages: HashMap<(u32, u32), MessageRecord>,
+    /// (due ms, context, id), and the due time per message.
+    deadlines: BTreeSet<(i64, u32, u32)>,
+    due: HashMap<(u32, u32), i64>,
 }
 
 impl MemoryCoordination {
@@ -129,7 +183,107 @@ impl CoordinationStore for MemoryCoordination {
         let key = (record.context_id, record.id);
         Ok(cas(&mut self.lock().flows, key, record, previous))
     }
+
+    async fn runner(
+        &self,
+        context: u32,
+        id: u32,
+    ) -> Result<Option<RunnerRecord>, CoordinationError> {
+        Ok(self.lock().runners.get(&(context, id)).cloned())
+    }
+
+    async fn put_runner(
+        &self,
+        record: &RunnerRecord,
+        previous: Option<&RunnerRecord>,
+    ) -> Result<bool, CoordinationError> {
+        let key = (record.context_id, record.id);
+        Ok(cas(&mut self.lock().runners, key, record, previous))
+    }
+
+    async fn runners(&self) -> Result<Vec<RunnerRecord>, CoordinationError> {
+        let mut all: Vec<RunnerRecord> = self.lock().runners.values().cloned().collect();
+        all.sort_by_key(|r| (r.context_id, r.id));
+        Ok(all)
+    }
+
+    async fn message(
+        &self,
+        context: u32,
+        id: u32,
+    ) -> Result<Option<MessageRecord>, CoordinationError> {
+        Ok(self.lock().messages.get(&(context, id)).cloned())
+    }
+
+    async fn put_message(
+        &self,
+        record: &MessageRecord,
+        previous: Option<&MessageRecord>,
+    ) -> Result<bool, CoordinationError> {
+        let key = (record.context_id, record.id);
+        Ok(cas(&mut self.lock().messages, key, record, previous))
+    }
+
+    async fn schedule_message(
+        &self,
+        context: u32,
+        id: u32,
+        at_ms: i64,
+    ) -> Result<(), CoordinationError> {
+        let mut m = self.lock();
+        if let Some(old) = m.due.insert((context, id), at_ms) {
+            m.deadlines.remove(&(old, context, id));
+        }
+        m.deadlines.insert((at_ms, context, id));
+        Ok(())
+    }
+
+    async fn take_due_messages(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(u32, u32)>, CoordinationError> {
+        let mut m = self.lock();
+        let due: Vec<(i64, u32, u32)> = m
+            .deadlines
+            .iter()
+            .take_while(|(at, _, _)| *at <= now_ms)
+            .take(limit)
+            .copied()
+            .collect();
+        for entry in &due {
+            m.deadlines.remove(entry);
+            m.due.remove(&(entry.1, entry.2));
+        }
+        Ok(due.into_iter().map(|(_, c, id)| (c, id)).collect())
+    }
 }
+
+/// KEYS[1] the record's key, KEYS[2] an index SET; ARGV[1] the record as read before
+/// ('' when absent), ARGV[2] the new record, ARGV[3] the index member. As [`CasSet`],
+/// and on success SADD ARGV[3] to KEYS[2]. Returns 1 (written) | 0 (changed).
+const CAS_SET_INDEXED_LUA: &str = r"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+";
+
+/// KEYS[1] the deadlines ZSET; ARGV[1] now (ms), ARGV[2] how many at most. Takes the
+/// due members out and returns them: each goes to exactly one caller.
+const TAKE_DUE_LUA: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #due > 0 then
+  redis.call('ZREM', KEYS[1], unpack(due))
+end
+return due
+";
+
+/// Deadlines taken in one call at most (the Lua `unpack` has a stack limit).
+const TAKE_DUE_MAX: usize = 1000;
 
 /// The store in Redis, beside the jobs (module docs for the keys).
 #[derive(Clone)]
@@ -137,6 +291,8 @@ pub struct RedisCoordination {
     conn: ConnectionManager,
     prefix: String,
     cas_set: CasSet,
+    cas_set_indexed: Script,
+    take_due: Script,
 }
 
 impl std::fmt::Debug for RedisCoordination {
@@ -172,11 +328,21 @@ impl RedisCoordination {
             conn,
             prefix: prefix.to_owned(),
             cas_set: CasSet::new(),
+            cas_set_indexed: Script::new(CAS_SET_INDEXED_LUA),
+            take_due: Script::new(TAKE_DUE_LUA),
         })
     }
 
     fn key(&self, context: u32, kind: &str, id: u32) -> String {
         format!("{}:{{c{context}}}:{kind}:{id}", self.prefix)
+    }
+
+    fn runners_key(&self) -> String {
+        format!("{}:runners", self.prefix)
+    }
+
+    fn deadlines_key(&self) -> String {
+        format!("{}:message_deadlines", self.prefix)
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -234,4 +400,101 @@ impl CoordinationStore for RedisCoordination {
         let key = self.key(record.context_id, "flow", record.id);
         self.put(&key, record, previous).await
     }
+
+    async fn runner(
+        &self,
+        context: u32,
+        id: u32,
+    ) -> Result<Option<RunnerRecord>, CoordinationError> {
+        self.get(&self.key(context, "runner", id)).await
+    }
+
+    async fn put_runner(
+        &self,
+        record: &RunnerRecord,
+        previous: Option<&RunnerRecord>,
+    ) -> Result<bool, CoordinationError> {
+        let key = self.key(record.context_id, "runner", record.id);
+        let mut conn = self.conn.clone();
+        let written: i64 = self
+            .cas_set_indexed
+            .key(&key)
+            .key(self.runners_key())
+            .arg(previous.map(encode).unwrap_or_default())
+            .arg(encode(record))
+            .arg(format!("{}:{}", record.context_id, record.id))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    async fn runners(&self) -> Result<Vec<RunnerRecord>, CoordinationError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn
+            .smembers(self.runners_key())
+            .await
+            .map_err(unavailable)?;
+        let mut ids: Vec<(u32, u32)> = members.iter().filter_map(|m| parse_member(m)).collect();
+        ids.sort_unstable();
+        let mut all = Vec::with_capacity(ids.len());
+        for (context, id) in ids {
+            all.extend(self.runner(context, id).await?);
+        }
+        Ok(all)
+    }
+
+    async fn message(
+        &self,
+        context: u32,
+        id: u32,
+    ) -> Result<Option<MessageRecord>, CoordinationError> {
+        self.get(&self.key(context, "message", id)).await
+    }
+
+    async fn put_message(
+        &self,
+        record: &MessageRecord,
+        previous: Option<&MessageRecord>,
+    ) -> Result<bool, CoordinationError> {
+        let key = self.key(record.context_id, "message", record.id);
+        self.put(&key, record, previous).await
+    }
+
+    async fn schedule_message(
+        &self,
+        context: u32,
+        id: u32,
+        at_ms: i64,
+    ) -> Result<(), CoordinationError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn
+            .zadd(self.deadlines_key(), format!("{context}:{id}"), at_ms)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_due_messages(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(u32, u32)>, CoordinationError> {
+        let mut conn = self.conn.clone();
+        let due: Vec<String> = self
+            .take_due
+            .key(self.deadlines_key())
+            .arg(now_ms)
+            .arg(limit.clamp(1, TAKE_DUE_MAX))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(due.iter().filter_map(|m| parse_member(m)).collect())
+    }
+}
+
+/// `<context>:<id>` of an index member; `None` for anything else (edited by hand).
+fn parse_member(member: &str) -> Option<(u32, u32)> {
+    let (context, id) = member.split_once(':')?;
+    Some((context.parse().ok()?, id.parse().ok()?))
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
 use crate::job::{JobError, JobId, ScriptType};
@@ -17,8 +18,14 @@ const STORE_DOWN_PAUSE: Duration = Duration::from_millis(500);
 
 impl Dispatcher {
     /// Claims as `owner` (`<instance id>/<pool name>`: the job's `runner` says which
-    /// instance and pool ran it).
-    pub(super) async fn claim_loop(self: Arc<Self>, pool: Arc<RunnerPool>, owner: Arc<str>) {
+    /// instance and pool ran it) until `stop` (the dispatcher's own claiming token, or a
+    /// child of it for a pool that may be detached alone).
+    pub(super) async fn claim_loop(
+        self: Arc<Self>,
+        pool: Arc<RunnerPool>,
+        owner: Arc<str>,
+        stop: CancellationToken,
+    ) {
         let types = pool.config.script_types.clone();
         let mut next_type = 0usize;
         loop {
@@ -26,7 +33,7 @@ impl Dispatcher {
             let mut events = self.store.subscribe();
             // A free request slot on a live connection first: no runner, no claim.
             let first = tokio::select! {
-                _ = self.claiming.cancelled() => return,
+                _ = stop.cancelled() => return,
                 slot = pool.reserve_slot() => slot,
             };
             let mut permits = vec![first];
@@ -62,7 +69,7 @@ impl Dispatcher {
                     self.config.idle_poll
                 };
                 tokio::select! {
-                    _ = self.claiming.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     _ = wait_for_work(&mut events, &types) => {}
                     _ = tokio::time::sleep(wait) => {}
                 }

@@ -132,9 +132,7 @@ impl Dispatcher {
         shutdown: &CancellationToken,
     ) {
         for pool in pools {
-            let owner: Arc<str> =
-                format!("{}/{}", self.config.instance_id, pool.config.name).into();
-            tracker.spawn(self.clone().claim_loop(pool.clone(), owner));
+            self.start_pool(pool.clone(), tracker, self.claiming.clone());
         }
         if let Some(rx) = self.completed_rx.lock().ok().and_then(|mut rx| rx.take()) {
             tracker.spawn(self.clone().record_loop(rx));
@@ -142,6 +140,47 @@ impl Dispatcher {
         tracker.spawn(self.clone().renew_loop(shutdown.clone()));
         tracker.spawn(self.clone().cancel_loop(shutdown.clone()));
         tracker.spawn(self.clone().maintenance_loop(shutdown.clone()));
+    }
+
+    /// Starts the claim loop of `pool`, until `stop` (or the dispatcher's drain, when
+    /// `stop` is a child of it: [`Dispatcher::pool_token`]).
+    pub(crate) fn start_pool(
+        self: &Arc<Self>,
+        pool: Arc<RunnerPool>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) {
+        let owner = self.owner_of(&pool.config.name);
+        tracker.spawn(self.clone().claim_loop(pool, owner, stop));
+    }
+
+    /// The lease owner of the jobs a pool named `pool` runs here.
+    pub(crate) fn owner_of(&self, pool: &str) -> Arc<str> {
+        format!("{}/{}", self.config.instance_id, pool).into()
+    }
+
+    /// A token that stops one pool's claim loop alone; the dispatcher's drain stops it
+    /// too.
+    pub(crate) fn pool_token(&self) -> CancellationToken {
+        self.claiming.child_token()
+    }
+
+    /// How many jobs run here for `owner`.
+    pub(crate) fn running_for(&self, owner: &str) -> usize {
+        match self.running.lock() {
+            Ok(map) => map.values().filter(|r| &*r.owner == owner).count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Hands the jobs running here for `owner` back to their queues (attempt not
+    /// counted), as a drain does after its grace period.
+    pub(crate) fn release_for(&self, owner: &str) {
+        if let Ok(map) = self.running.lock() {
+            for r in map.values().filter(|r| &*r.owner == owner) {
+                r.release.cancel();
+            }
+        }
     }
 
     /// Asks the local task running `id` to stop it. Returns false when it does not run here.

@@ -9,11 +9,12 @@ use serde_json::Value;
 
 use super::types::{
     ActorCreateParams, ContextCreateParams, CreateJobParams, FlowCreateParams, FlowLoadParams,
-    IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams, JobLogsResult, PlayResult,
-    RunnerInfo, StartJobResult,
+    IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams, JobLogsResult,
+    MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams, RunnerInfo,
+    RunnerLoadParams, StartJobResult,
 };
 use crate::access::{Actor, Context};
-use crate::coordination::{FlowDag, SpecFlow, SpecJob};
+use crate::coordination::{FlowDag, SpecFlow, SpecJob, SpecMessage, SpecRunner};
 use crate::job::JobStatus;
 
 /// The supervisor's JSON-RPC API (see `RPC.md` and `openrpc.json`).
@@ -144,6 +145,26 @@ pub trait HeroApi {
     /// (executors): `{context_id, id}`. Starting a started flow starts nothing more.
     #[method(name = "flow.start", with_extensions)]
     async fn flow_start(&self, params: FlowLoadParams) -> RpcResult<SpecFlow>;
+
+    /// Registers or replaces a runner in a context (server admins; context admins for a
+    /// runner without a port): `{context_id, runner: RunnerCreate}` with the extensions
+    /// `port`, `script_types`, `hello`, `auth_token`. With a port, every instance
+    /// connects to `tcp://address:port` and routes jobs of its script types there.
+    #[method(name = "runner.create", with_extensions)]
+    async fn runner_create(&self, params: RunnerCreateParams) -> RpcResult<SpecRunner>;
+
+    /// A registered runner (the context's admins): `{context_id, id}`.
+    #[method(name = "runner.load", with_extensions)]
+    async fn runner_load(&self, params: RunnerLoadParams) -> RpcResult<SpecRunner>;
+
+    /// Creates a message and submits its jobs (executors): `{context_id, message}`.
+    #[method(name = "message.create", with_extensions)]
+    async fn message_create(&self, params: MessageCreateParams) -> RpcResult<SpecMessage>;
+
+    /// A message with its jobs, logs and derived statuses (readers):
+    /// `{context_id, caller_id, id}`.
+    #[method(name = "message.load", with_extensions)]
+    async fn message_load(&self, params: MessageLoadParams) -> RpcResult<SpecMessage>;
 
     /// Extension (WebSocket): the job's events from `cursor` (index of the next log line
     /// wanted, default 0): its current status, the log lines from the cursor, then every

@@ -44,6 +44,8 @@ use self::tls::{TlsError, TlsFiles, TlsServer};
 use crate::access::{Directory, MemoryDirectory};
 use crate::calls::{Calls, CallsConfig, MemoryCalls};
 use crate::clock::{Clock, SystemClock};
+use crate::coordination::deadlines::MessageDeadlines;
+use crate::coordination::registry::RunnerRegistry;
 use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::service::Supervisor;
 
@@ -202,19 +204,27 @@ pub enum StartError {
 }
 
 /// The API's methods on `supervisor`, without a transport (jsonrpsee's [`RpcModule`]):
-/// its `method_names()` are exactly the methods served.
+/// its `method_names()` are exactly the methods served. Without the server's
+/// background work either: `runner.create` records runners but connects to none, and
+/// message deadlines are not swept; [`start_on`] does both.
 ///
 /// The signed-call methods run the others as their callers; their background tasks
 /// (delivery, leases) are spawned on the current tokio runtime (call this inside one)
 /// and end when the module is dropped.
 pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
-    let call_store = config
-        .calls
-        .store
+    module_of(handler(supervisor, config), config)
+}
+
+fn handler(supervisor: Supervisor, config: &RpcConfig) -> RpcHandler {
+    let coordination = config
+        .coordination
         .clone()
-        .unwrap_or_else(|| Arc::new(MemoryCalls::new(config.calls.max_calls_in_memory)));
-    let handler = RpcHandler {
-        supervisor: supervisor.clone(),
+        .unwrap_or_else(|| Arc::new(MemoryCoordination::new()));
+    RpcHandler {
+        runners: None,
+        deadlines: MessageDeadlines::new(supervisor.clone(), coordination.clone()),
+        coordination,
+        supervisor,
         nonces: Arc::new(NonceStore::new(
             config.clock.clone(),
             config.nonce_ttl,
@@ -225,20 +235,25 @@ pub fn rpc_module(supervisor: Supervisor, config: &RpcConfig) -> RpcModule<()> {
             .directory
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryDirectory::new())),
-        coordination: config
-            .coordination
+        call_store: config
+            .calls
+            .store
             .clone()
-            .unwrap_or_else(|| Arc::new(MemoryCoordination::new())),
-        call_store: call_store.clone(),
+            .unwrap_or_else(|| Arc::new(MemoryCalls::new(config.calls.max_calls_in_memory))),
+    }
+}
+
+/// The API's methods on `handler`, then the signed-call methods around them.
+fn module_of(handler: RpcHandler, config: &RpcConfig) -> RpcModule<()> {
+    let supervisor = handler.supervisor.clone();
+    let calls_config = CallsConfig {
+        store: Some(handler.call_store.clone()),
+        ..config.calls.clone()
     };
     let mut module = RpcModule::new(());
     module
         .merge(handler.into_rpc())
         .unwrap_or_else(|e| unreachable!("the API's method names are unique: {e}"));
-    let calls_config = CallsConfig {
-        store: Some(call_store),
-        ..config.calls.clone()
-    };
     let calls = Calls::start(
         calls_config,
         supervisor,
@@ -312,6 +327,18 @@ pub async fn start_checked(
         .set_config(server_config)
         .set_http_middleware(http_middleware);
     let auth = config.auth_token.is_some() || !config.tokens.is_empty();
+    let mut handler = handler(supervisor.clone(), &config);
+    let runners = Arc::new(RunnerRegistry::new(
+        supervisor.clone(),
+        handler.coordination.clone(),
+    ));
+    handler.runners = Some(runners.clone());
+    // Registered runners (connected at once, then kept in sync with the store) and
+    // message deadlines, until the supervisor shuts down.
+    supervisor.spawn_background(|stop| runners.run(stop));
+    let deadlines = handler.deadlines.clone();
+    supervisor.spawn_background(|stop| deadlines.run(stop));
+    let module = module_of(handler, &config);
     let Some(tls) = checked.tls else {
         let server = builder
             .build(addr)
@@ -320,7 +347,7 @@ pub async fn start_checked(
         let local = server
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let handle = server.start(rpc_module(supervisor, &config));
+        let handle = server.start(module);
         tracing::info!(
             addr = %local,
             auth,
@@ -338,7 +365,7 @@ pub async fn start_checked(
     let (stop, handle) = stop_channel();
     let serving = tls::Serving {
         builder: builder.to_service_builder(),
-        methods: rpc_module(supervisor, &config).into(),
+        methods: module.into(),
         stop,
         max_handshakes: usize::try_from(config.max_connections)
             .unwrap_or(usize::MAX)

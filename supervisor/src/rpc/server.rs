@@ -15,6 +15,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 mod calls;
 mod coordinator;
+mod messages;
+mod runners;
 
 pub(crate) use calls::CallsHandler;
 
@@ -26,13 +28,16 @@ use super::error::{
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
     FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams,
-    JobLogsResult, PlayResult, RunnerInfo, StartJobResult,
+    JobLogsResult, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
+    RunnerInfo, RunnerLoadParams, StartJobResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
     MAX_ADDRESSES, MAX_ROLE_MEMBERS, Role,
 };
-use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob};
+use crate::coordination::deadlines::MessageDeadlines;
+use crate::coordination::registry::RunnerRegistry;
+use crate::coordination::{CoordinationStore, FlowDag, SpecFlow, SpecJob, SpecMessage, SpecRunner};
 use crate::job::Job;
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
@@ -50,6 +55,11 @@ pub(crate) struct RpcHandler {
     pub(crate) coordination: Arc<dyn CoordinationStore>,
     /// Where `create_job`'s idempotency keys are bound (the signed calls' store).
     pub(crate) call_store: Arc<dyn crate::calls::CallStore>,
+    /// This instance's pools of registered runners; `None` without a transport
+    /// ([`super::rpc_module`]): registrations are recorded, not connected.
+    pub(crate) runners: Option<Arc<RunnerRegistry>>,
+    /// Message deadlines.
+    pub(crate) deadlines: MessageDeadlines,
 }
 
 /// The connection's authenticated key, if any.
@@ -565,6 +575,38 @@ impl HeroApiServer for RpcHandler {
 
     async fn flow_start(&self, ext: &Extensions, params: FlowLoadParams) -> RpcResult<SpecFlow> {
         self.coordinator_flow_start(ext, params).await
+    }
+
+    async fn runner_create(
+        &self,
+        ext: &Extensions,
+        params: RunnerCreateParams,
+    ) -> RpcResult<SpecRunner> {
+        self.coordinator_runner_create(ext, params).await
+    }
+
+    async fn runner_load(
+        &self,
+        ext: &Extensions,
+        params: RunnerLoadParams,
+    ) -> RpcResult<SpecRunner> {
+        self.coordinator_runner_load(ext, params).await
+    }
+
+    async fn message_create(
+        &self,
+        ext: &Extensions,
+        params: MessageCreateParams,
+    ) -> RpcResult<SpecMessage> {
+        self.coordinator_message_create(ext, params).await
+    }
+
+    async fn message_load(
+        &self,
+        ext: &Extensions,
+        params: MessageLoadParams,
+    ) -> RpcResult<SpecMessage> {
+        self.coordinator_message_load(ext, params).await
     }
 
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>> {

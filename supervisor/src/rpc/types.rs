@@ -366,6 +366,75 @@ pub struct FlowLoadParams {
     pub id: u32,
 }
 
+/// `runner.create`'s one params object (the spec's `RunnerCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerCreateParams {
+    /// The context.
+    pub context_id: u32,
+    /// The runner to register or replace, with the connection extensions.
+    pub runner: crate::coordination::runner::RunnerCreate,
+}
+
+/// `runner.load`'s one params object (the spec's `RunnerLoadParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerLoadParams {
+    /// The context.
+    pub context_id: u32,
+    /// The runner.
+    pub id: u32,
+}
+
+/// The spec's `MessageCreate`. Enums are checked on conversion, so a bad one is -32602
+/// naming it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCreate {
+    /// Client-chosen id, unique in its context.
+    pub id: u32,
+    /// The creating actor: replaced by the caller's actor id when the caller is one.
+    pub caller_id: u32,
+    /// Must equal the params' `context_id`.
+    pub context_id: u32,
+    /// The message text.
+    pub message: String,
+    /// `Osis | Sal | V | Python`, any case.
+    pub message_type: String,
+    /// `Html | Text | Md`.
+    pub message_format_type: String,
+    /// Seconds per attempt of its jobs that give 0.
+    pub timeout: u32,
+    /// Seconds for a runner to take one of its jobs (0: no bound).
+    pub timeout_ack: u32,
+    /// Seconds for all its jobs to finish (0: no bound).
+    pub timeout_result: u32,
+    /// Its jobs: coordinator jobs of the context, created and started.
+    pub job: Vec<JobCreate>,
+    /// Lines to keep with it.
+    #[serde(default)]
+    pub logs: Vec<String>,
+}
+
+/// `message.create`'s one params object (the spec's `MessageCreateParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCreateParams {
+    /// The context.
+    pub context_id: u32,
+    /// The message.
+    pub message: MessageCreate,
+}
+
+/// `message.load`'s one params object (the spec's `MessageLoadParams`); `caller_id` is
+/// accepted and ignored, as for `job.load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageLoadParams {
+    /// The context.
+    pub context_id: u32,
+    /// Ignored.
+    #[serde(default)]
+    pub caller_id: u32,
+    /// The message.
+    pub id: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

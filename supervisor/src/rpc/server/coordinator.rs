@@ -23,47 +23,45 @@ use serde_json::json;
 
 use super::{RpcHandler, Who, directory_error, now_secs};
 use crate::access::{self, Caller, Denied, Role};
+use crate::coordination::deadlines;
 use crate::coordination::{
     CoordinationError, FlowDag, FlowRecord, JobRecord, MAX_DEPENDS, MAX_FLOW_JOBS, SpecFlow,
     SpecJob, SpecJobStatus, job_result,
 };
-use crate::job::{self, JobError, JobId, JobParams, JobStatus};
+use crate::job::{self, JobId, JobParams, JobStatus};
 use crate::rpc::error::{
     JOB_NOT_FOUND, conflict, context_not_found, coordinator_not_found, dag_error, forbidden,
     invalid_params, invalid_params_with, to_rpc_error,
 };
 use crate::rpc::types::{
-    FlowCreateParams, FlowLoadParams, JobCreateParams, JobLoadParams, parse_job_ids,
+    FlowCreateParams, FlowLoadParams, JobCreate, JobCreateParams, JobLoadParams, parse_job_ids,
     parse_script_type,
 };
 use crate::service::SupervisorError;
 use crate::trace::TraceParent;
 
 /// Compare-and-set writes that lose a race start over, at most this often.
-const UPSERT_ATTEMPTS: usize = 8;
+pub(super) const UPSERT_ATTEMPTS: usize = 8;
 
-fn store_error(e: CoordinationError) -> ErrorObjectOwned {
-    match e {
-        CoordinationError::Unavailable(why) => to_rpc_error(SupervisorError::Storage(why)),
-        other => to_rpc_error(SupervisorError::Internal(other.to_string())),
-    }
+pub(super) fn store_error(e: CoordinationError) -> ErrorObjectOwned {
+    to_rpc_error(deadlines::store_error(e))
 }
 
-fn kept_changing(what: &str) -> ErrorObjectOwned {
+pub(super) fn kept_changing(what: &str) -> ErrorObjectOwned {
     to_rpc_error(SupervisorError::Storage(format!(
         "{what}: the record kept changing"
     )))
 }
 
 /// `ids` without repeats, in their first order.
-fn unique(ids: Vec<u32>) -> Vec<u32> {
+pub(super) fn unique(ids: Vec<u32>) -> Vec<u32> {
     let mut seen = BTreeSet::new();
     ids.into_iter().filter(|id| seen.insert(*id)).collect()
 }
 
 /// Who the record names as its creator: the caller's actor id, or (a server admin) the
 /// given one.
-fn creator(who: &Who, given: u32) -> u32 {
+pub(super) fn creator(who: &Who, given: u32) -> u32 {
     match who.caller {
         Caller::Actor { id, .. } => id,
         Caller::ServerAdmin => given,
@@ -73,7 +71,7 @@ fn creator(who: &Who, given: u32) -> u32 {
 impl RpcHandler {
     /// Whether `caller` has `need` in context `context`; server admins everywhere. An
     /// outsider gets `missing()`, exactly what an unknown thing answers.
-    async fn in_context(
+    pub(super) async fn in_context(
         &self,
         caller: &Caller,
         context: u32,
@@ -97,32 +95,20 @@ impl RpcHandler {
         }
     }
 
-    /// The supervisor job behind `record`; one deleted meanwhile (`delete_job`) reads as
-    /// failed, so its flow does not wait for it forever.
-    async fn backing_job(&self, record: &JobRecord) -> RpcResult<job::Job> {
-        match self.supervisor.get_job(record.job_id).await {
-            Ok(j) => Ok(j),
-            Err(SupervisorError::NotFound(_)) => {
-                let params = supervisor_params(record, Vec::new(), String::new(), None);
-                let mut j = job::Job::new(record.job_id, params, chrono::Utc::now());
-                j.status = JobStatus::Error;
-                j.error = Some(JobError::new(
-                    "job_deleted",
-                    "its supervisor job was deleted",
-                ));
-                Ok(j)
-            }
-            Err(e) => Err(to_rpc_error(e)),
-        }
+    /// The supervisor job behind `record` (a deleted one reads as failed).
+    pub(super) async fn backing_job(&self, record: &JobRecord) -> RpcResult<job::Job> {
+        deadlines::backing_job(&self.supervisor, record)
+            .await
+            .map_err(to_rpc_error)
     }
 
-    async fn spec_job(&self, record: JobRecord) -> RpcResult<SpecJob> {
+    pub(super) async fn spec_job(&self, record: JobRecord) -> RpcResult<SpecJob> {
         let j = self.backing_job(&record).await?;
         Ok(SpecJob::new(record, j.status.into(), job_result(&j)))
     }
 
     /// Deletes a supervisor job no record points at any more.
-    async fn discard(&self, id: JobId) {
+    pub(super) async fn discard(&self, id: JobId) {
         match self.supervisor.delete_job(id).await {
             Ok(()) | Err(SupervisorError::NotFound(_)) => {}
             Err(e) => tracing::warn!(job = %id, error = %e, "an unused supervisor job stays"),
@@ -211,11 +197,29 @@ impl RpcHandler {
         params: JobCreateParams,
     ) -> RpcResult<SpecJob> {
         let who = self.who(ext).await?;
-        let (context, input) = (params.context_id, params.job);
+        let context = params.context_id;
         self.in_context(&who.caller, context, Role::Executor, || {
             context_not_found(&context.to_string())
         })
         .await?;
+        let trace = ext.get::<TraceParent>().map(TraceParent::to_string);
+        let record = self.put_job(&who, context, params.job, trace).await?;
+        Ok(SpecJob::new(
+            record,
+            SpecJobStatus::Dispatched,
+            BTreeMap::new(),
+        ))
+    }
+
+    /// Creates or replaces (while its supervisor job is `Created`) coordinator job
+    /// `input` of `context` for `who`, who may execute there; returns its record.
+    pub(super) async fn put_job(
+        &self,
+        who: &Who,
+        context: u32,
+        input: JobCreate,
+        trace: Option<String>,
+    ) -> RpcResult<JobRecord> {
         if input.context_id != context {
             return Err(invalid_params(format!(
                 "job.context_id {} differs from context_id {context}",
@@ -243,7 +247,7 @@ impl RpcHandler {
         let now = now_secs();
         let mut record = JobRecord {
             id: input.id,
-            caller_id: creator(&who, input.caller_id),
+            caller_id: creator(who, input.caller_id),
             context_id: context,
             script: input.script,
             script_type,
@@ -260,7 +264,6 @@ impl RpcHandler {
             .stamp
             .clone()
             .unwrap_or_else(|| format!("actor:{}", record.caller_id));
-        let trace = ext.get::<TraceParent>().map(TraceParent::to_string);
         for _ in 0..UPSERT_ATTEMPTS {
             let previous = self
                 .coordination
@@ -292,11 +295,7 @@ impl RpcHandler {
                 if let Some(prev) = previous {
                     self.discard(prev.job_id).await;
                 }
-                return Ok(SpecJob::new(
-                    record,
-                    SpecJobStatus::Dispatched,
-                    BTreeMap::new(),
-                ));
+                return Ok(record);
             }
             self.discard(record.job_id).await;
         }
@@ -435,12 +434,27 @@ impl RpcHandler {
         let records = self.flow_jobs(context, &flow.jobs).await?;
         let dag = FlowDag::build(&flow, &records).map_err(|e| dag_error(&e))?;
         let flow = self.mark_started(flow).await?;
+        self.start_jobs(records, &dag.levels, &format!("flow {id}"))
+            .await?;
+        self.spec_flow(flow).await
+    }
+
+    /// Starts the jobs `records`, level by level of `dag_levels` (dependencies first), each
+    /// with its `depends` as supervisor prerequisites: a job still `Created` whose
+    /// prerequisites differ from what its `depends` map to now gets a new supervisor job
+    /// that has them. `what` names the caller's thing (a flow, a message) in errors.
+    pub(super) async fn start_jobs(
+        &self,
+        records: Vec<JobRecord>,
+        dag_levels: &[Vec<u32>],
+        what: &str,
+    ) -> RpcResult<()> {
         let mut by_id: HashMap<u32, JobRecord> = records.into_iter().map(|r| (r.id, r)).collect();
         let mut current: HashMap<u32, JobId> =
             by_id.iter().map(|(id, r)| (*id, r.job_id)).collect();
         // Dependencies first, so each job's prerequisites name the supervisor jobs its
         // dependencies have now.
-        for job in dag.levels.iter().flatten() {
+        for job in dag_levels.iter().flatten() {
             let Some(record) = by_id.get(job).cloned() else {
                 continue;
             };
@@ -470,14 +484,14 @@ impl RpcHandler {
             {
                 self.discard(new_id).await;
                 return Err(conflict(format!(
-                    "job {job} changed while flow {id} was starting; start the flow again"
+                    "job {job} changed while {what} was starting; start it again"
                 )));
             }
             self.discard(record.job_id).await;
             current.insert(*job, new_id);
             by_id.insert(*job, updated);
         }
-        for job in dag.levels.iter().flatten() {
+        for job in dag_levels.iter().flatten() {
             let Some(id) = current.get(job) else {
                 continue;
             };
@@ -487,7 +501,7 @@ impl RpcHandler {
                 Err(e) => return Err(to_rpc_error(e)),
             }
         }
-        self.spec_flow(flow).await
+        Ok(())
     }
 
     /// Marks `flow` started (from then on it can no longer be replaced).
