@@ -520,3 +520,76 @@ async fn serve_with_redis() {
     assert_eq!(ids.lines().count(), 1);
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_subcommands_lay_out_start_and_follow_a_flow() {
+    let server = Server::start(&["serve"], &[], None).await;
+    let key = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    server.ok(&["actor", "create", "--id", "1", "--pubkey", key]);
+    server.ok(&["context", "create", "--id", "7", "--admin", "1"]);
+    // The jobs come from `job.create` (the coordinator API), here over plain HTTP.
+    for (id, script, depends) in [
+        (1, "1", "[]"),
+        (2, "2", "[1]"),
+        (3, "3", "[1]"),
+        (4, "4", "[2,3]"),
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"job.create","params":[{{"context_id":7,"job":{{"id":{id},"caller_id":1,"context_id":7,"script":"{script}","script_type":"Sal","timeout":30,"retries":0,"env_vars":{{}},"prerequisites":[],"depends":{depends}}}}}]}}"#
+        );
+        let answer = curl_post(server.port, &body).await;
+        assert!(answer.contains("\"result\""), "{answer}");
+    }
+    let created = server.ok(&[
+        "flow",
+        "create",
+        "--context",
+        "7",
+        "10",
+        "--job",
+        "1",
+        "--job",
+        "2",
+        "--job",
+        "3",
+        "--job",
+        "4",
+    ]);
+    assert!(
+        created.starts_with("flow 10\tcontext 7\tstatus Dispatched\tjobs 1,2,3,4"),
+        "{created}"
+    );
+    assert_eq!(
+        server.ok(&["flow", "dag", "--context", "7", "10"]),
+        "flow 10 (context 7): 4 jobs, 3 levels; roots 1, leaves 4\n  level 0: 1\n  \
+         level 1: 2 (after 1)  3 (after 1)\n  level 2: 4 (after 2,3)\n"
+    );
+    let dag: serde_json::Value =
+        serde_json::from_str(&server.ok(&["flow", "dag", "--json", "--context", "7", "10"]))
+            .unwrap();
+    assert_eq!(dag["levels"], serde_json::json!([[1], [2, 3], [4]]));
+    server.ok(&["flow", "start", "--context", "7", "10"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let loaded: serde_json::Value =
+            serde_json::from_str(&server.ok(&["flow", "load", "--json", "--context", "7", "10"]))
+                .unwrap();
+        if loaded["status"] == "Finished" {
+            assert_eq!(loaded["result"]["4"], "4");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flow never finished: {loaded}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = server.ok(&["flow", "load", "--context", "7", "10"]);
+    assert!(
+        text.contains("status Finished") && text.contains("\n  4: 4"),
+        "{text}"
+    );
+    let out = server.cli(&["flow", "load", "--context", "7", "99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-32001"));
+}

@@ -7,12 +7,14 @@ use std::io::Read;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use hero_supervisor::access::{ActorCreate, ContextCreate};
+use hero_supervisor::coordination::FlowDag;
 use hero_supervisor::job::JobStatus;
 use hero_supervisor::rpc::HeroApiClient;
 use hero_supervisor::rpc::client::{http_client, ws_client};
 use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::{
-    ActorCreateParams, ContextCreateParams, CreateJobParams, IdParams, JobEvent,
+    ActorCreateParams, ContextCreateParams, CreateJobParams, FlowCreate, FlowCreateParams,
+    FlowLoadParams, IdParams, JobEvent,
 };
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
@@ -73,6 +75,43 @@ pub(crate) enum ClientCommand {
     /// Create, change or show contexts (tenants and their roles).
     #[command(subcommand)]
     Context(ContextCommand),
+    /// Create, show, lay out and start flows (DAGs of coordinator jobs of a context).
+    #[command(subcommand)]
+    Flow(FlowCommand),
+}
+
+/// Which flow: `--context ID` and its id.
+#[derive(Debug, Args)]
+pub(crate) struct FlowRef {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The context the flow belongs to.
+    #[arg(long = "context")]
+    context_id: u32,
+    /// The flow's id.
+    id: u32,
+}
+
+/// `hero-supervisor flow ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum FlowCommand {
+    /// Create or replace (until it starts) a flow of jobs created with `job.create`.
+    Create {
+        #[command(flatten)]
+        flow: FlowRef,
+        /// A job of the flow (repeatable); their `depends` must form a DAG inside it.
+        #[arg(long = "job", value_name = "JOB_ID", required = true)]
+        jobs: Vec<u32>,
+        /// Your actor id (replaced by the caller's own when it is an actor).
+        #[arg(long, default_value_t = 0)]
+        caller_id: u32,
+    },
+    /// Show a flow: its status and its jobs' results.
+    Load(FlowRef),
+    /// Show a flow's DAG: its levels (jobs that may run in parallel), first to last.
+    Dag(FlowRef),
+    /// Start every job of the flow, each after its dependencies.
+    Start(FlowRef),
 }
 
 /// `hero-supervisor actor ...`
@@ -226,6 +265,7 @@ async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Create(args) => create(args).await,
         ClientCommand::Actor(command) => actor(command).await,
         ClientCommand::Context(command) => context(command).await,
+        ClientCommand::Flow(command) => flow(command).await,
         ClientCommand::Start(JobArgs { client, job_id }) => {
             let result = client
                 .http()?
@@ -359,6 +399,98 @@ async fn actor(command: ActorCommand) -> anyhow::Result<()> {
     );
     print_text_or_json(&client, &text, &actor);
     Ok(())
+}
+
+async fn flow(command: FlowCommand) -> anyhow::Result<()> {
+    let (client, flow) = match command {
+        FlowCommand::Create {
+            flow,
+            jobs,
+            caller_id,
+        } => {
+            let params = FlowCreateParams {
+                context_id: flow.context_id,
+                flow: FlowCreate {
+                    id: flow.id,
+                    caller_id,
+                    context_id: flow.context_id,
+                    jobs,
+                    env_vars: BTreeMap::new(),
+                    result: None,
+                },
+            };
+            let created = flow.client.http()?.flow_create(params).await;
+            (flow.client, created)
+        }
+        FlowCommand::Load(flow) => {
+            let loaded = flow.client.http()?.flow_load(flow_key(&flow)).await;
+            (flow.client, loaded)
+        }
+        FlowCommand::Start(flow) => {
+            let started = flow.client.http()?.flow_start(flow_key(&flow)).await;
+            (flow.client, started)
+        }
+        FlowCommand::Dag(flow) => {
+            let dag = flow
+                .client
+                .http()?
+                .flow_dag(flow_key(&flow))
+                .await
+                .map_err(rpc_error)?;
+            print_text_or_json(&flow.client, &dag_text(&dag), &dag);
+            return Ok(());
+        }
+    };
+    let flow = flow.map_err(rpc_error)?;
+    let mut text = format!(
+        "flow {}\tcontext {}\tstatus {:?}\tjobs {}",
+        flow.id,
+        flow.context_id,
+        flow.status,
+        join_ids(&flow.jobs)
+    );
+    for (key, value) in &flow.result {
+        text.push_str(&format!("\n  {key}: {value}"));
+    }
+    print_text_or_json(&client, &text, &flow);
+    Ok(())
+}
+
+fn flow_key(flow: &FlowRef) -> FlowLoadParams {
+    FlowLoadParams {
+        context_id: flow.context_id,
+        id: flow.id,
+    }
+}
+
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A DAG for people: one line per level, each job with what it waits for.
+fn dag_text(dag: &FlowDag) -> String {
+    let mut text = format!(
+        "flow {} (context {}): {} jobs, {} levels; roots {}, leaves {}",
+        dag.flow_id,
+        dag.context_id,
+        dag.nodes.len(),
+        dag.levels.len(),
+        join_ids(&dag.roots),
+        join_ids(&dag.leaves)
+    );
+    for (n, level) in dag.levels.iter().enumerate() {
+        let jobs: Vec<String> = level
+            .iter()
+            .map(|id| match dag.nodes.get(&id.to_string()) {
+                Some(node) if !node.depends.is_empty() => {
+                    format!("{id} (after {})", join_ids(&node.depends))
+                }
+                _ => id.to_string(),
+            })
+            .collect();
+        text.push_str(&format!("\n  level {n}: {}", jobs.join("  ")));
+    }
+    text
 }
 
 async fn context(command: ContextCommand) -> anyhow::Result<()> {
