@@ -391,6 +391,7 @@ async fn check_store(store: &dyn CoordinationStore) {
         created_at: 1,
         updated_at: 1,
         job_id: JobId::new(),
+        started: false,
     };
     let (a, b) = (record("a"), record("b"));
     assert_eq!(store.job(CONTEXT, 1).await.unwrap(), None);
@@ -536,4 +537,49 @@ async fn flows_run_in_dependency_order_on_redis_across_instances() {
     for s in servers {
         s.stop().await;
     }
+}
+
+/// `job.create` replacing a job while `flow.start` starts it: whichever wins, the job
+/// the record names is the one that runs, and the flow finishes (before the record
+/// carried `started`, a replacement could delete the job the flow had just started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_racing_flow_start_never_strands_the_flow() {
+    let server = start(None).await;
+    let admin = client(&server, ADMIN);
+    let exec = client(&server, EXECUTOR);
+    let context =
+        json!({"context": {"id": CONTEXT, "admins": [1], "executors": [2], "readers": [3]}});
+    call(&admin, "context.create", context)
+        .await
+        .expect("context.create");
+    for i in 0..20u32 {
+        let (job_id, flow_id) = (100 + i, 200 + i);
+        call(&exec, "job.create", job(job_id, "1", &[]))
+            .await
+            .expect("job.create");
+        call(&exec, "flow.create", flow(flow_id, &[job_id]))
+            .await
+            .expect("flow.create");
+        let (replacement, started) = tokio::join!(
+            call(&exec, "job.create", job(job_id, "2", &[])),
+            call(&exec, "flow.start", key(flow_id)),
+        );
+        started.expect("flow.start");
+        match replacement {
+            Ok(_) => {}
+            Err(e) => assert_eq!(refused(Err(e)).0, -32004, "refused only as started"),
+        }
+        let f = wait_flow(&exec, flow_id, "Finished").await;
+        let out = &f["result"][job_id.to_string()];
+        assert!(out == "1" || out == "2", "{f}");
+        let j = call(
+            &exec,
+            "job.load",
+            json!({"context_id": CONTEXT, "caller_id": 2, "id": job_id}),
+        )
+        .await
+        .expect("job.load");
+        assert_eq!(j["status"], "Finished", "the job the record names ran: {j}");
+    }
+    server.stop().await;
 }

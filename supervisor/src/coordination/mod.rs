@@ -158,6 +158,11 @@ pub struct JobRecord {
     pub updated_at: i64,
     /// The supervisor job that runs it.
     pub job_id: JobId,
+    /// Set (compare-and-set on this record) before a flow or message starts its
+    /// supervisor job: from then on no `job.create` can replace it, and a replacement
+    /// that won the race is what gets started.
+    #[serde(default)]
+    pub started: bool,
 }
 
 /// The spec's `Job`, with `job_id` (the supervisor job) as an extension.

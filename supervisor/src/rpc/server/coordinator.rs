@@ -259,6 +259,7 @@ impl RpcHandler {
             created_at: now,
             updated_at: now,
             job_id: JobId::new(),
+            started: false,
         };
         let stamp = who
             .stamp
@@ -271,7 +272,7 @@ impl RpcHandler {
                 .await
                 .map_err(store_error)?;
             if let Some(prev) = &previous {
-                if self.backing_job(prev).await?.status != JobStatus::Created {
+                if prev.started || self.backing_job(prev).await?.status != JobStatus::Created {
                     return Err(conflict(format!(
                         "job {} of context {context} has started: it can no longer be changed",
                         record.id
@@ -492,16 +493,51 @@ impl RpcHandler {
             by_id.insert(*job, updated);
         }
         for job in dag_levels.iter().flatten() {
-            let Some(id) = current.get(job) else {
+            let Some(record) = by_id.remove(job) else {
                 continue;
             };
-            match self.supervisor.start_job(*id).await {
+            let id = self.mark_job_started(record).await?;
+            match self.supervisor.start_job(id).await {
                 // Conflict: started already; NotFound: deleted, reads as failed.
                 Ok(_) | Err(SupervisorError::Conflict(_) | SupervisorError::NotFound(_)) => {}
                 Err(e) => return Err(to_rpc_error(e)),
             }
         }
         Ok(())
+    }
+
+    /// Marks job `record` started (compare-and-set) and answers the supervisor job to
+    /// start: the record's, or the one of a replacement that won the race, so the job
+    /// started is always the one the record names and `job.create` never deletes it.
+    async fn mark_job_started(&self, mut record: JobRecord) -> RpcResult<JobId> {
+        for _ in 0..UPSERT_ATTEMPTS {
+            if record.started {
+                return Ok(record.job_id);
+            }
+            let mut next = record.clone();
+            next.started = true;
+            next.updated_at = now_secs();
+            if self
+                .coordination
+                .put_job(&next, Some(&record))
+                .await
+                .map_err(store_error)?
+            {
+                return Ok(next.job_id);
+            }
+            record = self
+                .coordination
+                .job(record.context_id, record.id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    crate::rpc::error::internal(format!(
+                        "job {} vanished while it was started",
+                        record.id
+                    ))
+                })?;
+        }
+        Err(kept_changing("starting a job"))
     }
 
     /// Marks `flow` started (from then on it can no longer be replaced).
