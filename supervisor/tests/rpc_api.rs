@@ -349,8 +349,19 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
     // End: the server closes the subscription.
     assert!(next().await.is_none());
 
-    // A finished job replays everything and ends at once.
+    // A finished job replays everything and ends at once. The subscription id is a
+    // string, as openrpc.json declares.
     let mut sub = ws.subscribe_job_events(id.clone(), None).await.unwrap();
+    assert!(
+        matches!(
+            sub.kind(),
+            jsonrpsee::core::client::SubscriptionKind::Subscription(
+                jsonrpsee::types::SubscriptionId::Str(_)
+            )
+        ),
+        "{:?}",
+        sub.kind()
+    );
     let mut seen = Vec::new();
     while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await

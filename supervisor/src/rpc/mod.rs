@@ -29,7 +29,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use jsonrpsee::RpcModule;
-use jsonrpsee::server::{Server, ServerConfig, ServerHandle, stop_channel};
+use jsonrpsee::server::{RandomStringIdProvider, Server, ServerConfig, ServerHandle, stop_channel};
 use serde_json::Value;
 
 pub use self::api::{HeroApiClient, HeroApiServer};
@@ -320,6 +320,9 @@ pub async fn start_checked(
         .max_response_body_size(config.max_response_body_bytes)
         .max_connections(config.max_connections)
         .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
+        // Subscription ids are strings, as the OpenRPC document declares (jsonrpsee's
+        // default is an integer, which a client generated from the document refuses).
+        .set_id_provider(RandomStringIdProvider::new(16))
         .build();
     let http_middleware =
         tower::ServiceBuilder::new().layer(BearerAuthLayer::with_grants(config.grants()));
