@@ -11,7 +11,7 @@ use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
     CancelOutcome, ClaimedJob, Completion, JobStore, MemoryStore, RedisStore, StoreConfig,
-    StoreError, StoreEvent,
+    StoreError, StoreEvent, Trimmed,
 };
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast;
@@ -25,10 +25,16 @@ struct Harness {
     redis: Option<RedisServer>,
 }
 
+/// Retention in these tests: an hour, 20 jobs per terminal status.
+const KEEP: Span = Span::hours(1);
+const KEEP_COUNT: usize = 20;
+
 fn config() -> StoreConfig {
     StoreConfig {
         max_log_lines: 5,
         max_log_line_len: 16,
+        keep_finished: Duration::from_secs(3600),
+        keep_finished_count: KEEP_COUNT,
         ..StoreConfig::default()
     }
 }
@@ -121,6 +127,49 @@ impl Harness {
 
     async fn status(&self, id: JobId) -> JobStatus {
         self.get(id).await.status
+    }
+
+    /// `n` jobs queued, claimed and ended in one batch: `Finished`, or `Error` when
+    /// `fail`. Returns them in queue order.
+    async fn ended(&self, n: usize, fail: bool) -> Vec<JobId> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.queued().await);
+        }
+        let mut items = Vec::with_capacity(n);
+        while items.len() < n {
+            let got = self.claim(500).await;
+            assert!(!got.is_empty(), "claim the queued jobs");
+            items.extend(got.into_iter().map(|j| {
+                if fail {
+                    Completion::fail(j.id, j.attempt, JobError::timeout("t"))
+                } else {
+                    Completion::finish(j.id, j.attempt, "out")
+                }
+            }));
+        }
+        for r in self.store.complete(&items).await {
+            r.expect("complete");
+        }
+        ids
+    }
+
+    /// `trim_finished(max)` until it says there is no more; the sum.
+    async fn trim_all(&self, max: usize) -> Trimmed {
+        let mut sum = Trimmed::default();
+        for _ in 0..1000 {
+            let t = self.store.trim_finished(max).await.expect("trim");
+            sum.removed += t.removed;
+            sum.kept_needed += t.kept_needed;
+            if !t.more {
+                return sum;
+            }
+        }
+        panic!("trim_finished never finished");
+    }
+
+    async fn gone(&self, id: JobId) -> bool {
+        self.store.get(id).await == Err(StoreError::NotFound(id))
     }
 
     /// Every Redis key under the prefix (SCAN: test only); empty for the memory store.
@@ -1259,7 +1308,232 @@ conformance!(
     complete_applies_each_item_on_its_own,
     one_batch_records_every_kind_of_outcome,
     claim_returns_the_stored_job,
+    retention_removes_ended_jobs_past_their_age,
+    retention_keeps_the_newest_per_status,
+    retention_keeps_a_prerequisite_while_it_is_needed,
+    retention_works_in_bounded_batches,
+    retention_leaves_nothing_behind,
 );
+
+/// Ended jobs go one retention age after they ended, with their logs; young ones and
+/// jobs that have not ended stay.
+async fn retention_removes_ended_jobs_past_their_age(h: Harness) {
+    let created = h.create().await;
+    let running = h.running().await.id;
+    // On a queue of its own: `ended` claims the SAL queue.
+    let queued = h.create_with(h.params(ScriptType::Python, vec![])).await.id;
+    h.store.start(queued).await.unwrap();
+    let finished = h.ended(1, false).await[0];
+    let failed = h.ended(1, true).await[0];
+    let cancelled = h.queued().await;
+    assert_eq!(
+        h.store.cancel(cancelled).await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    h.store
+        .append_logs(finished, &["line".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(h.store.trim_finished(500).await, Ok(Trimmed::default()));
+
+    h.clock.advance(Span::minutes(30));
+    let young = h.ended(1, false).await[0];
+    h.clock.advance(Span::minutes(29));
+    assert_eq!(
+        h.store.trim_finished(500).await.unwrap().removed,
+        0,
+        "59 minutes is younger than the hour"
+    );
+    h.clock.advance(Span::minutes(1));
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!(t.removed, 3, "{t:?}");
+    assert!(!t.more);
+    for id in [finished, failed, cancelled] {
+        assert!(h.gone(id).await, "{id} removed");
+    }
+    assert_eq!(
+        h.store.logs(finished).await,
+        Err(StoreError::NotFound(finished))
+    );
+    let ids = |v: Vec<JobId>| v.into_iter().collect::<HashSet<_>>();
+    assert_eq!(
+        ids(h.store.list_ids().await.unwrap()),
+        ids(vec![created, queued, running, young])
+    );
+    assert_eq!(h.status(young).await, JobStatus::Finished);
+    assert_eq!(h.status(running).await, JobStatus::Started);
+
+    h.clock.advance(Span::minutes(30));
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 1);
+    assert!(h.gone(young).await);
+    h.clock.advance(Span::days(30));
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 0);
+    assert_eq!(
+        ids(h.store.list_ids().await.unwrap()),
+        ids(vec![created, queued, running]),
+        "jobs that have not ended are never removed"
+    );
+}
+
+/// Beyond KEEP_COUNT per terminal status, the earliest ended go whatever their age;
+/// each status counts on its own.
+async fn retention_keeps_the_newest_per_status(h: Harness) {
+    let mut finished = Vec::new();
+    for _ in 0..KEEP_COUNT + 5 {
+        h.clock.advance(Span::seconds(1));
+        finished.extend(h.ended(1, false).await);
+    }
+    let mut failed = Vec::new();
+    for _ in 0..KEEP_COUNT {
+        h.clock.advance(Span::seconds(1));
+        failed.extend(h.ended(1, true).await);
+    }
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!(t.removed, 5, "{t:?}");
+    for &id in &finished[..5] {
+        assert!(h.gone(id).await, "the earliest finished go");
+    }
+    for &id in finished[5..].iter().chain(&failed) {
+        assert!(
+            !h.gone(id).await,
+            "the newest {KEEP_COUNT} of each status stay"
+        );
+    }
+    // One more failure pushes out exactly the earliest failed one.
+    h.clock.advance(Span::seconds(1));
+    h.ended(1, true).await;
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 1);
+    assert!(h.gone(failed[0]).await);
+    for &id in &failed[1..] {
+        assert!(!h.gone(id).await);
+    }
+}
+
+/// A prerequisite of a job that has not ended (waiting or only created) is kept past
+/// retention, and the waiting job still runs once its last prerequisite finishes; it
+/// goes once nothing needs it.
+async fn retention_keeps_a_prerequisite_while_it_is_needed(h: Harness) {
+    let done = h.ended(1, false).await[0];
+    let for_created = h.ended(1, false).await[0];
+    let slow = h.running().await;
+    let waiting = h.create_after(vec![done, slow.id]).await;
+    assert_eq!(
+        h.store.start(waiting).await,
+        Ok(JobStatus::WaitingForPrerequisites)
+    );
+    let created = h.create_after(vec![for_created]).await;
+
+    h.clock.advance(KEEP + Span::minutes(1));
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.kept_needed), (0, 2), "{t:?}");
+    assert_eq!(h.status(done).await, JobStatus::Finished);
+    assert_eq!(h.status(for_created).await, JobStatus::Finished);
+
+    // The last prerequisite finishes: the waiting job is released, as if nothing had
+    // happened to `done`.
+    h.store
+        .complete_one(Completion::finish(slow.id, slow.attempt, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(h.status(waiting).await, JobStatus::Dispatched);
+    assert_eq!(h.store.start(created).await, Ok(JobStatus::Dispatched));
+    let both = h.claim(10).await;
+    assert_eq!(both.len(), 2);
+    for j in both {
+        h.store
+            .complete_one(Completion::finish(j.id, j.attempt, "ok"))
+            .await
+            .unwrap();
+    }
+
+    // Kept ones are looked at again one age after they were found needed.
+    h.clock.advance(KEEP - Span::minutes(1));
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 0);
+    h.clock.advance(Span::minutes(2));
+    let t = h.trim_all(500).await;
+    assert_eq!((t.removed, t.kept_needed), (5, 0), "{t:?}");
+    assert!(h.store.list_ids().await.unwrap().is_empty());
+}
+
+/// One call looks at no more than `max` jobs per status and says whether there is more.
+async fn retention_works_in_bounded_batches(h: Harness) {
+    let finished = h.ended(1100, false).await;
+    let failed = h.ended(30, true).await;
+    h.clock.advance(KEEP);
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.more), (530, true), "{t:?}");
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.more), (500, true), "{t:?}");
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.more), (100, false), "{t:?}");
+    assert_eq!(h.store.trim_finished(500).await, Ok(Trimmed::default()));
+    for id in finished.iter().chain(&failed) {
+        assert!(h.gone(*id).await);
+    }
+    assert!(h.store.list_ids().await.unwrap().is_empty());
+}
+
+/// Every key of a removed job goes: hash, logs, dependents and required_by sets, index,
+/// retention and lease entries (Redis: the key set equals the one before the jobs).
+async fn retention_leaves_nothing_behind(h: Harness) {
+    let keep = h.create().await;
+    let baseline = h.keys().await;
+
+    // A finished prerequisite with logs, a dependent that failed with its own dependent
+    // failing transitively, a job reclaimed after its lease expired on its last attempt.
+    let first = h.running().await;
+    h.store
+        .append_logs(first.id, &["a".to_owned(), "b".to_owned()])
+        .await
+        .unwrap();
+    let second = h.create_after(vec![first.id]).await;
+    h.store.start(second).await.unwrap();
+    let third = h.create_after(vec![second]).await;
+    h.store.start(third).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(first.id, first.attempt, "ok"))
+        .await
+        .unwrap();
+    let mut second_job = h.claim(1).await;
+    let second_job = second_job.remove(0);
+    assert_eq!(second_job.id, second);
+    h.store
+        .append_logs(second, &["c".to_owned()])
+        .await
+        .unwrap();
+    h.store
+        .complete_one(Completion::fail(
+            second,
+            second_job.attempt,
+            JobError::timeout("t"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(h.status(third).await, JobStatus::Error);
+    let lost = h
+        .create_with(JobParams {
+            retries: Some(0),
+            ..h.params(ScriptType::Sal, vec![])
+        })
+        .await
+        .id;
+    h.store.start(lost).await.unwrap();
+    assert_eq!(h.claim(1).await.len(), 1);
+    h.clock.advance(Span::seconds(11));
+    assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![lost]);
+    assert_eq!(h.status(lost).await, JobStatus::Error);
+    if h.redis.is_some() {
+        assert!(h.keys().await.len() > baseline.len());
+    }
+
+    h.clock.advance(KEEP);
+    let t = h.trim_all(500).await;
+    assert_eq!(t.removed, 4, "{t:?}");
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![keep]);
+    assert_eq!(h.keys().await, baseline);
+    assert_eq!(h.store.start(keep).await, Ok(JobStatus::Dispatched));
+    assert_eq!(h.claim(10).await.len(), 1, "the kept job still runs");
+}
 
 /// The claimed jobs; every job these tests store decodes.
 fn decoded(claimed: Vec<ClaimedJob>) -> Vec<Job> {

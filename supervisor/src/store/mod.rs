@@ -39,6 +39,12 @@ pub struct StoreConfig {
     pub max_log_lines: usize,
     /// Longer log lines are truncated to this many bytes. Default 16 KiB.
     pub max_log_line_len: usize,
+    /// Retention: a `Finished` or `Error` job is removed (with its logs and index
+    /// entries) once it ended longer ago than this. Default 24 h.
+    pub keep_finished: Duration,
+    /// Retention: beyond this many jobs per terminal status (`Finished`, `Error`), the
+    /// oldest are removed whatever their age. Default 100,000.
+    pub keep_finished_count: usize,
 }
 
 impl Default for StoreConfig {
@@ -47,6 +53,8 @@ impl Default for StoreConfig {
             prefix: "hero".to_owned(),
             max_log_lines: 10_000,
             max_log_line_len: 16 * 1024,
+            keep_finished: Duration::from_secs(24 * 3600),
+            keep_finished_count: 100_000,
         }
     }
 }
@@ -246,6 +254,19 @@ impl Completion {
     }
 }
 
+/// What one [`JobStore::trim_finished`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Jobs removed (with their logs and index entries).
+    pub removed: usize,
+    /// Jobs past retention kept because a job that has not ended names them as a
+    /// prerequisite; they are looked at again one retention age later (or sooner, when
+    /// the count pushes them out again).
+    pub kept_needed: usize,
+    /// The call stopped at its `max`: more jobs may be past retention now.
+    pub more: bool,
+}
+
 /// A change, for waiters that must not poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
@@ -354,6 +375,15 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// waiting on it end in `Error(prerequisite_failed)`. A running job may be deleted:
     /// its later completion fails with [`StoreError::NotFound`].
     async fn delete(&self, id: JobId) -> Result<(), StoreError>;
+
+    /// Retention: removes up to `max` jobs per terminal status (`Finished`, `Error`), the
+    /// earliest ended first, that ended longer ago than [`StoreConfig::keep_finished`] or
+    /// that are beyond [`StoreConfig::keep_finished_count`] of their status; with them
+    /// their logs, dependents, prerequisite links and index entries. A job that a job
+    /// which has not ended (`Created`, waiting, queued, running) names as a prerequisite
+    /// is kept while that is so ([`Trimmed::kept_needed`]). Bounded work per call: the
+    /// upkeep task calls it again while [`Trimmed::more`].
+    async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError>;
 
     /// Removes every job (in bounded batches) and every queue.
     async fn clear_all(&self) -> Result<(), StoreError>;

@@ -19,6 +19,8 @@
 //! | `<prefix>:delayed` | ZSET | jobs scheduled for a later attempt, score `not_before` ms |
 //! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
 //! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
+//! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
+//! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
 //! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
 //!
 //! # Atomicity
@@ -54,7 +56,7 @@ use self::events::{ListenerGuard, listen};
 use self::scripts::SCRIPTS;
 use super::{
     CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
-    StoreError, StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
+    StoreError, StoreEvent, Trimmed, deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -71,6 +73,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Jobs removed per `clear_all` step (one script call each).
 const CLEAR_BATCH: usize = 500;
+/// Members of `:required_by` sets one retention call may look at (and prune), so a
+/// prerequisite of very many jobs costs several short calls, not one long one.
+const TRIM_CHECK_BUDGET: usize = 2000;
+/// The terminal statuses, each with its retention index `<prefix>:done:<status>`.
+const TERMINAL: [JobStatus; 2] = [JobStatus::Finished, JobStatus::Error];
 
 /// The Redis-backed [`JobStore`]. See the module docs for the key layout.
 #[derive(Debug)]
@@ -471,6 +478,36 @@ impl JobStore for RedisStore {
         }
     }
 
+    async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError> {
+        let mut out = Trimmed::default();
+        if max == 0 {
+            return Ok(out);
+        }
+        let now = self.now_ms();
+        let keep = i64::try_from(self.config.keep_finished.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(keep);
+        for status in TERMINAL {
+            let mut inv = SCRIPTS.trim_done.prepare_invoke();
+            inv.key(self.key(&format!("done:{status}")))
+                .key(self.key("jobs"))
+                .arg(&self.config.prefix)
+                .arg(status.as_str())
+                .arg(now)
+                .arg(cutoff)
+                .arg(self.config.keep_finished_count)
+                .arg(max)
+                .arg(TRIM_CHECK_BUDGET);
+            let (removed, kept, more): (usize, usize, u8) = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            out.removed += removed;
+            out.kept_needed += kept;
+            out.more |= more == 1;
+        }
+        Ok(out)
+    }
+
     async fn clear_all(&self) -> Result<(), StoreError> {
         loop {
             let mut inv = SCRIPTS.clear_batch.prepare_invoke();
@@ -488,6 +525,7 @@ impl JobStore for RedisStore {
         let mut keys: Vec<String> = ScriptType::ALL.iter().map(|&t| self.queue_key(t)).collect();
         keys.push(self.key("delayed"));
         keys.push(self.key("leases"));
+        keys.extend(TERMINAL.iter().map(|s| self.key(&format!("done:{s}"))));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
         Ok(())
     }

@@ -42,6 +42,7 @@ local function end_error(prefix, id, error_json, now)
   redis.call('HSET', k, 'status', 'Error', 'error', error_json, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_owner', 'lease_until', 'not_before')
   redis.call('ZREM', prefix .. ':leases', id)
+  redis.call('ZADD', prefix .. ':done:Error', now, id)
   changed(prefix, id, 'Error')
 end
 
@@ -130,6 +131,17 @@ local function check_started(k, attempt)
     return { 'CONFLICT', f[2] }
   end
   return nil, f
+end
+
+-- Adds `ids` (not empty) to the retention index of terminal `status`
+-- (<prefix>:done:<status>, score `now`): one ZADD for a batch.
+local function mark_done(prefix, status, ids, now)
+  local args = {}
+  for _, id in ipairs(ids) do
+    args[#args + 1] = now
+    args[#args + 1] = id
+  end
+  redis.call('ZADD', prefix .. ':done:' .. status, unpack(args))
 end
 
 -- Clears the lease of job `id` (hash `k`).

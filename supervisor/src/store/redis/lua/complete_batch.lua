@@ -5,7 +5,8 @@
 --   fail    -> Error; then every dependent, transitively, ends in Error(prerequisite_failed)
 --   retry   -> Dispatched, in the delayed set at not_before; keeps the error when given
 --   release -> Dispatched at the HEAD of its queue (LPUSH); the attempt does not count
--- The lease of every item changed goes in one ZREM; one event per status for the batch.
+-- The lease of every item changed goes in one ZREM; one event per status for the batch;
+-- the ended ones go in their retention index (<prefix>:done:<status>) in one ZADD each.
 -- KEYS[1]: <prefix>:leases (ZSET)   KEYS[2]: <prefix>:delayed (ZSET)
 -- ARGV[1]: prefix   ARGV[2]: now ms
 -- ARGV[3 ..]: five entries per item: kind, id, attempt, a, b, where kind and (a, b) are
@@ -60,9 +61,11 @@ if #unleased > 0 then
   redis.call('ZREM', KEYS[1], unpack(unleased))
 end
 if #finished > 0 then
+  mark_done(prefix, 'Finished', finished, now)
   changed_many(prefix, finished, 'Finished')
 end
 if #failed > 0 then
+  mark_done(prefix, 'Error', failed, now)
   changed_many(prefix, failed, 'Error')
 end
 if #dispatched > 0 then
