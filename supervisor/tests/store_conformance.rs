@@ -10,8 +10,8 @@ use chrono::Duration as Span;
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
-    CancelOutcome, ClaimedJob, Completion, JobStore, MemoryStore, RedisStore, StoreConfig,
-    StoreError, StoreEvent, Trimmed,
+    CancelOutcome, ClaimedJob, Completion, JobFilter, JobStore, JobSummary, ListCursor,
+    MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent, Trimmed,
 };
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast;
@@ -1313,7 +1313,295 @@ conformance!(
     retention_keeps_a_prerequisite_while_it_is_needed,
     retention_works_in_bounded_batches,
     retention_leaves_nothing_behind,
+    list_pages_through_every_job_once,
+    list_filters_match_a_plain_scan,
+    list_by_status_while_jobs_change_status,
+    counts_follow_every_change,
 );
+
+async fn counts_follow_every_change(h: Harness) {
+    let count = |c: &hero_supervisor::store::JobCounts, s: JobStatus| {
+        c.by_status.iter().find(|(x, _)| *x == s).map(|(_, n)| *n)
+    };
+    let typed =
+        |v: &[(ScriptType, u64)], t: ScriptType| v.iter().find(|(x, _)| *x == t).map(|(_, n)| *n);
+    let c = h.store.counts().await.unwrap();
+    assert_eq!(c.by_status.len(), 6);
+    assert!(c.by_status.iter().all(|(_, n)| *n == 0));
+    let created = h.create().await;
+    let python = h.create_with(h.params(ScriptType::Python, vec![])).await.id;
+    h.store.start(python).await.unwrap();
+    let running = h.running().await;
+    let finished = h.ended(2, false).await;
+    let failed = h.ended(1, true).await[0];
+    let delayed = h.running().await;
+    h.store
+        .complete_one(Completion::retry_later(
+            delayed.id,
+            delayed.attempt,
+            h.clock.now() + Span::seconds(60),
+            None,
+        ))
+        .await
+        .unwrap();
+    let c = h.store.counts().await.unwrap();
+    assert_eq!(count(&c, JobStatus::Created), Some(1));
+    assert_eq!(count(&c, JobStatus::Dispatched), Some(2));
+    assert_eq!(count(&c, JobStatus::Started), Some(1));
+    assert_eq!(count(&c, JobStatus::Finished), Some(2));
+    assert_eq!(count(&c, JobStatus::Error), Some(1));
+    assert_eq!(typed(&c.by_script_type, ScriptType::Sal), Some(6));
+    assert_eq!(typed(&c.by_script_type, ScriptType::Python), Some(1));
+    assert_eq!(typed(&c.queued, ScriptType::Python), Some(1));
+    assert_eq!(typed(&c.queued, ScriptType::Sal), Some(0));
+    assert_eq!(c.delayed, 1);
+
+    h.store.delete(created).await.unwrap();
+    h.store.delete(finished[0]).await.unwrap();
+    h.clock.advance(KEEP);
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 2);
+    let c = h.store.counts().await.unwrap();
+    assert_eq!(count(&c, JobStatus::Created), Some(0));
+    assert_eq!(count(&c, JobStatus::Finished), Some(0));
+    assert_eq!(count(&c, JobStatus::Error), Some(0));
+    assert_eq!(typed(&c.by_script_type, ScriptType::Sal), Some(2));
+    assert!(h.gone(failed).await);
+    let _ = running;
+}
+
+/// Every page of `filter` from the start; panics on a page that does not advance.
+async fn all_pages(h: &Harness, filter: &JobFilter, budget: usize) -> (Vec<JobSummary>, usize) {
+    let mut filter = filter.clone();
+    let mut out = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = h.store.list(&filter, budget).await.expect("list");
+        pages += 1;
+        assert!(
+            page.jobs.len() <= filter.limit,
+            "a page holds at most limit jobs"
+        );
+        out.extend(page.jobs);
+        match page.next {
+            Some(next) => {
+                assert!(filter.after < Some(next), "the cursor moves forward");
+                let text = next.encode();
+                assert_eq!(ListCursor::decode(&text), Ok(next));
+                filter.after = Some(next);
+            }
+            None => return (out, pages),
+        }
+        assert!(pages < 10_000, "paging never ends");
+    }
+}
+
+/// A few thousand jobs of mixed types, contexts and callers, some created in the same
+/// millisecond (ties sort by id).
+async fn mixed_jobs(h: &Harness, n: usize) -> Vec<Job> {
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 3 == 0 {
+            h.clock.advance(Span::milliseconds(1));
+        }
+        let script_type = if i % 4 == 0 {
+            ScriptType::Python
+        } else {
+            ScriptType::Sal
+        };
+        let params = JobParams {
+            context_id: format!("ctx-{}", i % 3),
+            caller_id: format!("caller-{}", i % 5),
+            ..h.params(script_type, vec![])
+        };
+        jobs.push(h.create_with(params).await);
+    }
+    jobs.sort_by_key(|j| (j.created_at, j.id));
+    jobs
+}
+
+async fn list_pages_through_every_job_once(h: Harness) {
+    let jobs = mixed_jobs(&h, 2000).await;
+    let want: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    for (limit, budget) in [(97, 5000), (1000, 5000), (50, 30)] {
+        let filter = JobFilter {
+            limit,
+            ..JobFilter::default()
+        };
+        let (got, pages) = all_pages(&h, &filter, budget).await;
+        let ids: Vec<JobId> = got.iter().map(|s| s.id).collect();
+        assert_eq!(
+            ids, want,
+            "limit {limit}, budget {budget}: every job once, in order"
+        );
+        assert!(pages >= 2000 / limit.min(budget));
+    }
+    let first = &h
+        .store
+        .list(
+            &JobFilter {
+                limit: 1,
+                ..JobFilter::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.jobs, vec![JobSummary::from(&h.get(want[0]).await)]);
+    assert_eq!(
+        ListCursor::decode("c1zz"),
+        Err(hero_supervisor::store::BadCursor("c1zz".to_owned()))
+    );
+    assert!(ListCursor::decode("").is_err());
+    assert!(ListCursor::decode(&format!("c1ffg{}", "z".repeat(32))).is_err());
+}
+
+async fn list_filters_match_a_plain_scan(h: Harness) {
+    let jobs = mixed_jobs(&h, 1500).await;
+    // Some of them queued, some of those ended.
+    for j in jobs.iter().step_by(7) {
+        h.store.start(j.id).await.unwrap();
+    }
+    let claimed = h.claim(60).await;
+    for (i, j) in claimed.iter().enumerate() {
+        let item = if i % 2 == 0 {
+            Completion::finish(j.id, j.attempt, "ok")
+        } else {
+            Completion::fail(j.id, j.attempt, JobError::timeout("t"))
+        };
+        h.store.complete_one(item).await.unwrap();
+    }
+    let mut now = Vec::new();
+    for j in &jobs {
+        now.push(h.get(j.id).await);
+    }
+    let mid = jobs[500].created_at;
+    let late = jobs[1200].created_at;
+    let filters = [
+        JobFilter {
+            status: Some(JobStatus::Finished),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            status: Some(JobStatus::Created),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            status: Some(JobStatus::Dispatched),
+            script_type: Some(ScriptType::Python),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            script_type: Some(ScriptType::Python),
+            context_id: Some("ctx-1".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            caller_id: Some("caller-3".into()),
+            created_after: Some(mid),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_after: Some(mid),
+            created_before: Some(late),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            status: Some(JobStatus::Error),
+            caller_id: Some("caller-2".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            context_id: Some("nowhere".into()),
+            ..JobFilter::default()
+        },
+    ];
+    for f in filters {
+        let want: Vec<JobId> = now
+            .iter()
+            .filter(|j| f.status.is_none_or(|s| s == j.status))
+            .filter(|j| f.script_type.is_none_or(|t| t == j.script_type))
+            .filter(|j| f.context_id.as_ref().is_none_or(|c| *c == j.context_id))
+            .filter(|j| f.caller_id.as_ref().is_none_or(|c| *c == j.caller_id))
+            .filter(|j| f.created_after.is_none_or(|t| j.created_at > t))
+            .filter(|j| f.created_before.is_none_or(|t| j.created_at < t))
+            .map(|j| j.id)
+            .collect();
+        let filter = JobFilter {
+            limit: 64,
+            ..f.clone()
+        };
+        let (got, _) = all_pages(&h, &filter, 400).await;
+        let got: Vec<JobId> = got.iter().map(|s| s.id).collect();
+        assert_eq!(got, want, "{f:?}");
+    }
+    let finished = JobFilter {
+        status: Some(JobStatus::Finished),
+        limit: 1000,
+        ..JobFilter::default()
+    };
+    let (got, _) = all_pages(&h, &finished, 1000).await;
+    assert_eq!(got.len(), 30);
+    for s in got {
+        assert_eq!(s, JobSummary::from(&h.get(s.id).await));
+        assert!(s.finished_at.is_some());
+    }
+}
+
+/// Paging a status while jobs leave and enter it: every job that has the status
+/// throughout is listed exactly once, no job twice.
+async fn list_by_status_while_jobs_change_status(h: Harness) {
+    let jobs = mixed_jobs(&h, 2000).await;
+    for j in &jobs {
+        assert_eq!(h.store.start(j.id).await, Ok(JobStatus::Dispatched));
+    }
+    let mut filter = JobFilter {
+        status: Some(JobStatus::Dispatched),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut left = HashSet::new();
+    loop {
+        let page = h.store.list(&filter, 1000).await.unwrap();
+        seen.extend(page.jobs.iter().map(|s| s.id));
+        for s in &page.jobs {
+            assert_eq!(s.status, JobStatus::Dispatched);
+        }
+        // Between pages, jobs leave the status (claimed and ended, from the head of the
+        // queues, some not listed yet) and a new one enters it (created later).
+        for t in [ScriptType::Sal, ScriptType::Python] {
+            let claimed = h.store.claim(t, 40, OWNER, LEASE).await.unwrap();
+            let items: Vec<Completion> = decoded(claimed)
+                .into_iter()
+                .map(|j| {
+                    left.insert(j.id);
+                    Completion::finish(j.id, j.attempt, "ok")
+                })
+                .collect();
+            for r in h.store.complete(&items).await {
+                r.unwrap();
+            }
+        }
+        h.clock.advance(Span::milliseconds(1));
+        let late = h.queued().await;
+        let _ = late;
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+    }
+    let unique: HashSet<JobId> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no job listed twice");
+    for j in &jobs {
+        if !left.contains(&j.id) {
+            assert!(
+                unique.contains(&j.id),
+                "a job that stayed Dispatched was skipped"
+            );
+        }
+    }
+    assert!(left.len() > 500, "jobs did change status meanwhile");
+}
 
 /// Ended jobs go one retention age after they ended, with their logs; young ones and
 /// jobs that have not ended stay.

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::{
-    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
-    StoreError, StoreEvent, Trimmed, deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
+    JobStore, JobSummary, ListCursor, Outcome, StoreConfig, StoreError, StoreEvent, Trimmed,
+    deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -668,6 +669,76 @@ impl JobStore for MemoryStore {
 
     async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
         Ok(self.lock().index.iter().map(|&(_, id)| id).collect())
+    }
+
+    async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError> {
+        use std::ops::Bound;
+        let st = self.lock();
+        let low = filter
+            .after
+            .map_or(Bound::Unbounded, |c| Bound::Excluded((c.created_ms, c.id)));
+        let after_ms = filter.created_after.map(to_ms);
+        let before_ms = filter.created_before.map(to_ms);
+        let mut page = JobPage::default();
+        let (limit, budget) = (filter.limit.max(1), budget.max(1));
+        let mut seen = 0;
+        for &(ms, id) in st.index.range((low, Bound::Unbounded)) {
+            if after_ms.is_some_and(|a| ms <= a) {
+                continue;
+            }
+            if before_ms.is_some_and(|b| ms >= b) {
+                break;
+            }
+            let job = st.jobs.get(&id);
+            if filter.status.is_some() && job.map(|j| j.status) != filter.status {
+                // Redis looks at the status' index only: the same budget here.
+                continue;
+            }
+            seen += 1;
+            if let Some(job) = job
+                && filter.script_type.is_none_or(|t| t == job.script_type)
+                && filter
+                    .context_id
+                    .as_ref()
+                    .is_none_or(|c| *c == job.context_id)
+                && filter
+                    .caller_id
+                    .as_ref()
+                    .is_none_or(|c| *c == job.caller_id)
+            {
+                page.jobs.push(JobSummary::from(job));
+            }
+            if page.jobs.len() >= limit || seen >= budget {
+                page.next = Some(ListCursor { created_ms: ms, id });
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let st = self.lock();
+        let mut by_status: HashMap<JobStatus, u64> = HashMap::new();
+        let mut by_type: HashMap<ScriptType, u64> = HashMap::new();
+        for job in st.jobs.values() {
+            *by_status.entry(job.status).or_default() += 1;
+            *by_type.entry(job.script_type).or_default() += 1;
+        }
+        Ok(JobCounts {
+            by_status: JobStatus::ALL
+                .iter()
+                .map(|s| (*s, by_status.get(s).copied().unwrap_or(0)))
+                .collect(),
+            by_script_type: ScriptType::ALL
+                .iter()
+                .map(|t| (*t, by_type.get(t).copied().unwrap_or(0)))
+                .collect(),
+            queued: ScriptType::ALL
+                .iter()
+                .map(|t| (*t, st.queues.get(t).map_or(0, |q| q.len() as u64)))
+                .collect(),
+            delayed: st.delayed.len() as u64,
+        })
     }
 
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {

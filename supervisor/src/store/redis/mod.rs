@@ -19,6 +19,8 @@
 //! | `<prefix>:delayed` | ZSET | jobs scheduled for a later attempt, score `not_before` ms |
 //! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
 //! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
+//! | `<prefix>:status:<Status>` | ZSET | index per status, score `created_at` ms: the status filter of `list` |
+//! | `<prefix>:counts` | HASH | `type:<ScriptType>`: jobs stored per script type |
 //! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
 //! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
 //! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
@@ -55,8 +57,9 @@ use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
 use self::events::{ListenerGuard, listen};
 use self::scripts::SCRIPTS;
 use super::{
-    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
-    StoreError, StoreEvent, Trimmed, deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
+    JobStore, JobSummary, ListCursor, Outcome, StoreConfig, StoreError, StoreEvent, Trimmed,
+    deadline, from_ms, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -209,6 +212,98 @@ impl RedisStore {
             other => Err(unexpected(op, other)),
         }
     }
+}
+
+/// The job fields `list_page.lua` returns after `status`, `script_type`, `context_id`
+/// and `caller_id` (which it always reads, to filter).
+const SUMMARY_FIELDS: [&str; 5] = [
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "attempt",
+];
+
+/// The reply of `list_page.lua`: the next position, then per job its id and fields.
+fn decode_page(reply: &[Option<String>]) -> Result<JobPage, StoreError> {
+    let bad = |what: &str| StoreError::Unavailable(format!("redis list: {what}"));
+    let (head, rest) = reply
+        .split_at_checked(2)
+        .ok_or_else(|| bad("short reply"))?;
+    let next = match (&head[0], &head[1]) {
+        (Some(ms), Some(id)) if !ms.is_empty() => Some(ListCursor {
+            created_ms: ms.parse::<f64>().map_err(|_| bad("bad cursor score"))? as i64,
+            id: JobId::parse(id).map_err(|_| bad("bad cursor id"))?,
+        }),
+        _ => None,
+    };
+    let width = 5 + SUMMARY_FIELDS.len();
+    let mut jobs = Vec::with_capacity(rest.len() / width);
+    for row in rest.chunks(width) {
+        let [
+            Some(id),
+            status,
+            script_type,
+            context_id,
+            caller_id,
+            created,
+            updated,
+            started,
+            finished,
+            attempt,
+        ] = row
+        else {
+            return Err(bad("bad row"));
+        };
+        let Ok(id) = JobId::parse(id) else {
+            tracing::warn!(id = %truncate_line(id, 80), "skipping a bad id in a job index");
+            continue;
+        };
+        let summary = || -> Result<JobSummary, StoreError> {
+            let text = |v: &Option<String>, name: &str| {
+                v.clone()
+                    .ok_or_else(|| corrupt(id, format!("no {name} field")))
+            };
+            let time = |v: &Option<String>, name: &str| -> Result<Option<_>, StoreError> {
+                v.as_deref()
+                    .map(|s| {
+                        s.parse::<i64>()
+                            .ok()
+                            .and_then(from_ms)
+                            .ok_or_else(|| corrupt(id, format!("bad {name} {s:?}")))
+                    })
+                    .transpose()
+            };
+            let status = parse_status(id, &text(status, "status")?)?;
+            let script_type = text(script_type, "script_type")?
+                .parse::<ScriptType>()
+                .map_err(|e| corrupt(id, e.to_string()))?;
+            Ok(JobSummary {
+                id,
+                status,
+                script_type,
+                context_id: text(context_id, "context_id")?,
+                caller_id: text(caller_id, "caller_id")?,
+                created_at: time(created, "created_at")?
+                    .ok_or_else(|| corrupt(id, "no created_at field"))?,
+                updated_at: time(updated, "updated_at")?
+                    .ok_or_else(|| corrupt(id, "no updated_at field"))?,
+                started_at: time(started, "started_at")?,
+                finished_at: time(finished, "finished_at")?,
+                attempt: attempt
+                    .as_deref()
+                    .unwrap_or("0")
+                    .parse()
+                    .map_err(|_| corrupt(id, "bad attempt"))?,
+            })
+        };
+        match summary() {
+            Ok(s) => jobs.push(s),
+            // One damaged job does not hide the others: `get_job` reports it.
+            Err(e) => tracing::warn!(error = %e, "leaving a corrupt job out of a listing"),
+        }
+    }
+    Ok(JobPage { jobs, next })
 }
 
 fn unexpected(op: &str, reply: &[String]) -> StoreError {
@@ -458,6 +553,76 @@ impl JobStore for RedisStore {
             .collect())
     }
 
+    async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError> {
+        let index = match filter.status {
+            Some(s) => self.key(&format!("status:{s}")),
+            None => self.key("jobs"),
+        };
+        let (cursor_ms, cursor_id) = match filter.after {
+            Some(c) => (c.created_ms.to_string(), c.id.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let low = filter.created_after.map_or("-inf".to_owned(), |t| {
+            (to_ms(t).saturating_add(1)).to_string()
+        });
+        let high = filter.created_before.map_or("+inf".to_owned(), |t| {
+            (to_ms(t).saturating_sub(1)).to_string()
+        });
+        let mut inv = SCRIPTS.list_page.prepare_invoke();
+        inv.key(index)
+            .arg(&self.config.prefix)
+            .arg(cursor_ms)
+            .arg(cursor_id)
+            .arg(low)
+            .arg(high)
+            .arg(filter.limit.max(1))
+            .arg(budget.max(1))
+            .arg(filter.status.map(JobStatus::as_str).unwrap_or(""))
+            .arg(filter.script_type.map(ScriptType::as_str).unwrap_or(""))
+            .arg(filter.context_id.as_deref().unwrap_or(""))
+            .arg(filter.caller_id.as_deref().unwrap_or(""));
+        for name in SUMMARY_FIELDS {
+            inv.arg(name);
+        }
+        let reply: Vec<Option<String>> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode_page(&reply)
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let mut pipe = redis::pipe();
+        for s in JobStatus::ALL {
+            pipe.zcard(self.key(&format!("status:{s}")));
+        }
+        for t in ScriptType::ALL {
+            pipe.hget(self.key("counts"), format!("type:{t}"));
+        }
+        for t in ScriptType::ALL {
+            pipe.llen(self.queue_key(t));
+        }
+        pipe.zcard(self.key("delayed"));
+        let all: Vec<Option<i64>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut n = all
+            .into_iter()
+            .map(|v| u64::try_from(v.unwrap_or(0)).unwrap_or(0));
+        let mut take = |len: usize| -> Vec<u64> { (&mut n).take(len).collect() };
+        let statuses = take(JobStatus::ALL.len());
+        let types = take(ScriptType::ALL.len());
+        let queues = take(ScriptType::ALL.len());
+        let delayed = take(1).first().copied().unwrap_or(0);
+        Ok(JobCounts {
+            by_status: JobStatus::ALL.iter().copied().zip(statuses).collect(),
+            by_script_type: ScriptType::ALL.iter().copied().zip(types).collect(),
+            queued: ScriptType::ALL.iter().copied().zip(queues).collect(),
+            delayed,
+        })
+    }
+
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         let args = vec![
             self.config.prefix.clone(),
@@ -526,6 +691,12 @@ impl JobStore for RedisStore {
         keys.push(self.key("delayed"));
         keys.push(self.key("leases"));
         keys.extend(TERMINAL.iter().map(|s| self.key(&format!("done:{s}"))));
+        keys.extend(
+            JobStatus::ALL
+                .iter()
+                .map(|s| self.key(&format!("status:{s}"))),
+        );
+        keys.push(self.key("counts"));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
         Ok(())
     }

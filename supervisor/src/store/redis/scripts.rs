@@ -32,6 +32,7 @@ pub(super) struct Scripts {
     pub(super) clear_batch: Script,
     pub(super) append_logs: Script,
     pub(super) trim_done: Script,
+    pub(super) list_page: Script,
 }
 
 /// The registry, built on first use.
@@ -48,4 +49,5 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     clear_batch: lua!("clear_batch.lua"),
     append_logs: lua!("append_logs.lua"),
     trim_done: lua!("trim_done.lua"),
+    list_page: lua!("list_page.lua"),
 });

@@ -30,6 +30,7 @@ for _, id in ipairs(ids) do
     if f[3] then
       redis.call('HDEL', k, 'not_before')
     end
+    restatus(prefix, id, 'Dispatched', 'Started')
     claimed[#claimed + 1] = id
     scores[#scores + 1] = until_ms
     scores[#scores + 1] = id

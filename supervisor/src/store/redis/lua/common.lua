@@ -11,6 +11,21 @@ local function qkey(prefix, script_type)
   return prefix .. ':q:work:type:' .. script_type
 end
 
+-- Moves `id` from the status index of `from` (nil: none) to that of `to`
+-- (<prefix>:status:<status>, score created_at ms, read from the <prefix>:jobs index).
+local function restatus(prefix, id, from, to)
+  if from == to then
+    return
+  end
+  if from then
+    redis.call('ZREM', prefix .. ':status:' .. from, id)
+  end
+  local created = redis.call('ZSCORE', prefix .. ':jobs', id)
+  if created then
+    redis.call('ZADD', prefix .. ':status:' .. to, created, id)
+  end
+end
+
 local function publish(prefix, event)
   redis.call('PUBLISH', prefix .. ':events', cjson.encode(event))
 end
@@ -39,6 +54,7 @@ end
 -- Ends job `id` in Error (lease and schedule cleared) and announces it.
 local function end_error(prefix, id, error_json, now)
   local k = jkey(prefix, id)
+  restatus(prefix, id, redis.call('HGET', k, 'status') or nil, 'Error')
   redis.call('HSET', k, 'status', 'Error', 'error', error_json, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_owner', 'lease_until', 'not_before')
   redis.call('ZREM', prefix .. ':leases', id)
@@ -109,6 +125,7 @@ local function release_dependents(prefix, done, now)
       end
       if ready then
         redis.call('HSET', dk, 'status', 'Dispatched', 'updated_at', now)
+        restatus(prefix, d, 'WaitingForPrerequisites', 'Dispatched')
         changed(prefix, d, 'Dispatched')
         push_ready(prefix, d, f[3], false, now)
       end

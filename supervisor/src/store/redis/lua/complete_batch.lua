@@ -25,6 +25,7 @@ for i = 3, #ARGV - 4, 5 do
   elseif kind == 'finish' then
     redis.call('HDEL', k, 'lease_owner', 'lease_until')
     redis.call('HSET', k, 'status', 'Finished', 'output', a, 'finished_at', now, 'updated_at', now)
+    restatus(prefix, id, 'Started', 'Finished')
     finished[#finished + 1] = id
     if f[3] then
       parents[#parents + 1] = id
@@ -32,10 +33,12 @@ for i = 3, #ARGV - 4, 5 do
   elseif kind == 'fail' then
     redis.call('HDEL', k, 'lease_owner', 'lease_until', 'not_before')
     redis.call('HSET', k, 'status', 'Error', 'error', a, 'finished_at', now, 'updated_at', now)
+    restatus(prefix, id, 'Started', 'Error')
     failed[#failed + 1] = id
   elseif kind == 'retry' then
     redis.call('HDEL', k, 'lease_owner', 'lease_until')
     redis.call('HSET', k, 'status', 'Dispatched', 'not_before', a, 'updated_at', now)
+    restatus(prefix, id, 'Started', 'Dispatched')
     if b ~= '' then
       redis.call('HSET', k, 'error', b)
     end
@@ -45,6 +48,7 @@ for i = 3, #ARGV - 4, 5 do
     redis.call('HDEL', k, 'lease_owner', 'lease_until')
     redis.call('HINCRBY', k, 'attempt', -1)
     redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now)
+    restatus(prefix, id, 'Started', 'Dispatched')
     dispatched[#dispatched + 1] = id
     released[#released + 1] = { id, f[4] }
   else

@@ -18,6 +18,8 @@ redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZREM', prefix .. ':done:' .. f[1], id)
+redis.call('ZREM', prefix .. ':status:' .. f[1], id)
+redis.call('HINCRBY', prefix .. ':counts', 'type:' .. (f[2] or '?'), -1)
 for _, p in ipairs(prerequisites_of(f[3]) or {}) do
   redis.call('SREM', jkey(prefix, p) .. ':dependents', id)
   redis.call('SREM', jkey(prefix, p) .. ':required_by', id)

@@ -2,7 +2,8 @@
 -- earliest-ended jobs of <prefix>:done:<status> (at most `max`) while they are past
 -- retention: ended at or before `cutoff`, or beyond the newest `keep` of the status.
 -- Each is removed (hash, logs, dependents, required_by; its index and retention entries;
--- its links in its prerequisites' required_by sets), unless a job that has not ended
+-- its links in its prerequisites' required_by sets; its status index entry and its count
+-- in <prefix>:counts), unless a job that has not ended
 -- names it as a prerequisite (its :required_by set, pruned here of jobs that ended or
 -- are gone): then it is rescored to `now` (looked at again one retention age later).
 -- Pruning is bounded by `budget` member checks per call; a job not fully checked stays
@@ -46,7 +47,7 @@ for i = 1, #head, 2 do
     break
   end
   local k = jkey(prefix, id)
-  local f = redis.call('HMGET', k, 'status', 'prerequisites')
+  local f = redis.call('HMGET', k, 'status', 'prerequisites', 'script_type')
   if f[1] ~= status then
     -- A stale entry (the job is gone): nothing else refers to it.
     redis.call('ZREM', KEYS[1], id)
@@ -65,6 +66,8 @@ for i = 1, #head, 2 do
       redis.call('UNLINK', k, k .. ':logs', k .. ':dependents', k .. ':required_by')
       redis.call('ZREM', KEYS[1], id)
       redis.call('ZREM', KEYS[2], id)
+      redis.call('ZREM', prefix .. ':status:' .. status, id)
+      redis.call('HINCRBY', prefix .. ':counts', 'type:' .. (f[3] or '?'), -1)
       removed = removed + 1
     end
   end
