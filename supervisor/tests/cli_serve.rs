@@ -364,7 +364,7 @@ async fn tokens_never_reach_the_log_even_at_trace() {
     }
     let actor = http_client(&url, Some("table-s3cret-7")).unwrap();
     assert_eq!(actor.whoami().await.unwrap(), "actor:7");
-    assert!(admin.list_jobs().await.unwrap().is_empty());
+    assert!(admin.list_jobs(None).await.unwrap().into_ids().is_empty());
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();

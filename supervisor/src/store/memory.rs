@@ -695,6 +695,7 @@ impl JobStore for MemoryStore {
                 continue;
             }
             seen += 1;
+            page.looked_at = seen;
             if let Some(job) = job
                 && filter.script_type.is_none_or(|t| t == job.script_type)
                 && filter

@@ -375,6 +375,8 @@ pub struct JobPage {
     pub jobs: Vec<JobSummary>,
     /// Where the next page starts; `None` when nothing is left to look at.
     pub next: Option<ListCursor>,
+    /// Index entries looked at (at most the call's budget).
+    pub looked_at: usize,
 }
 
 /// Job counts for `stats`.
@@ -563,6 +565,11 @@ pub(crate) fn deadline(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     now.checked_add_signed(lease)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Cuts text to at most `max` bytes, on a char boundary (for messages quoting input).
+pub(crate) fn truncate_text(text: &str, max: usize) -> String {
+    truncate_line(text, max)
 }
 
 /// Cuts a log line to at most `max` bytes, on a char boundary.

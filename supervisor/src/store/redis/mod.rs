@@ -228,8 +228,12 @@ const SUMMARY_FIELDS: [&str; 5] = [
 fn decode_page(reply: &[Option<String>]) -> Result<JobPage, StoreError> {
     let bad = |what: &str| StoreError::Unavailable(format!("redis list: {what}"));
     let (head, rest) = reply
-        .split_at_checked(2)
+        .split_at_checked(3)
         .ok_or_else(|| bad("short reply"))?;
+    let looked_at = head[2]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad("bad count"))?;
     let next = match (&head[0], &head[1]) {
         (Some(ms), Some(id)) if !ms.is_empty() => Some(ListCursor {
             created_ms: ms.parse::<f64>().map_err(|_| bad("bad cursor score"))? as i64,
@@ -303,7 +307,11 @@ fn decode_page(reply: &[Option<String>]) -> Result<JobPage, StoreError> {
             Err(e) => tracing::warn!(error = %e, "leaving a corrupt job out of a listing"),
         }
     }
-    Ok(JobPage { jobs, next })
+    Ok(JobPage {
+        jobs,
+        next,
+        looked_at,
+    })
 }
 
 fn unexpected(op: &str, reply: &[String]) -> StoreError {

@@ -7,7 +7,7 @@
 -- ARGV[6]: limit   ARGV[7]: budget   ARGV[8]: status ('' any)   ARGV[9]: script type ('' any)
 -- ARGV[10]: context id ('' any)   ARGV[11]: caller id ('' any)
 -- ARGV[12 ..]: the names of the job fields to return
--- Returns: {next created ms or '', next id or '', then per job: id and the value of each
+-- Returns: {next created ms or '', next id or '', entries looked at, then per job: id and the value of each
 -- named field in order (false when absent)}. A next position is given when the page
 -- stopped at its limit or budget; the next call starts after it.
 local prefix, cs, cid = ARGV[1], ARGV[2], ARGV[3]
@@ -46,7 +46,7 @@ if ARGV[4] ~= '-inf' then
 end
 local high = tonumber(ARGV[5]) or math.huge
 
-local out = { '', '' }
+local out = { '', '', 0 }
 local found, seen = 0, 0
 while true do
   local chunk = math.min(budget - seen, 200)
@@ -60,6 +60,7 @@ while true do
       return out
     end
     seen = seen + 1
+    out[3] = seen
     local f = redis.call('HMGET', jkey(prefix, id), unpack(names))
     local match = f[1] ~= false
     for j = 1, 4 do
