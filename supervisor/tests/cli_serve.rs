@@ -211,6 +211,23 @@ async fn client_subcommands() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("job_failed"));
 
+    // A filtered page: the failed job only; and the stats.
+    let errors = server.ok(&["list", "--status", "Error", "--limit", "50"]);
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 1, "{errors}");
+    assert!(lines[0].contains("\tError\tSAL\t"), "{errors}");
+    let page: serde_json::Value =
+        serde_json::from_str(&server.ok(&["list", "--status", "Finished", "--json"])).unwrap();
+    assert!(page["jobs"].as_array().unwrap().len() >= 3, "{page}");
+    assert_eq!(page["next_cursor"], serde_json::Value::Null);
+    let out = server.cli(&["list", "--status", "Done"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_params"));
+    assert!(server.ok(&["stats"]).starts_with("version "));
+    let stats: serde_json::Value = serde_json::from_str(&server.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["jobs_by_status"]["Error"], 1, "{stats}");
+    assert_eq!(stats["runners"][0]["name"], "builtin", "{stats}");
+
     assert_eq!(server.ok(&["clear"]), "cleared all jobs\n");
     assert_eq!(server.ok(&["list", "--json"]), "[]\n");
 }
