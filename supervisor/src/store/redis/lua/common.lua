@@ -26,6 +26,22 @@ local function restatus(prefix, id, from, to)
   end
 end
 
+-- Adds to the status index of `status` the (created ms, id) pairs `pairs` (flat, maybe
+-- empty) in one ZADD. A created_at that is not a number is left out, never raised on.
+local function index_add(prefix, status, pairs)
+  local args = {}
+  for i = 1, #pairs, 2 do
+    local created = tonumber(pairs[i])
+    if created then
+      args[#args + 1] = created
+      args[#args + 1] = pairs[i + 1]
+    end
+  end
+  if #args > 0 then
+    redis.call('ZADD', prefix .. ':status:' .. status, unpack(args))
+  end
+end
+
 local function publish(prefix, event)
   redis.call('PUBLISH', prefix .. ':events', cjson.encode(event))
 end
@@ -134,10 +150,10 @@ local function release_dependents(prefix, done, now)
 end
 
 -- The compare-and-set of every outcome (complete_batch.lua): nil and the job's
--- status, attempt, has_dependents and script_type when job hash `k` is Started on
--- `attempt`, else the reply to return.
+-- status, attempt, has_dependents, script_type and created_at when job hash `k` is
+-- Started on `attempt`, else the reply to return.
 local function check_started(k, attempt)
-  local f = redis.call('HMGET', k, 'status', 'attempt', 'has_dependents', 'script_type')
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'has_dependents', 'script_type', 'created_at')
   if not f[1] then
     return { 'NOT_FOUND' }
   end
