@@ -1317,7 +1317,56 @@ conformance!(
     list_filters_match_a_plain_scan,
     list_by_status_while_jobs_change_status,
     counts_follow_every_change,
+    list_resumes_after_a_cursor_whose_job_left,
 );
+
+/// The next page starts right after the cursor even when the cursor's job has left the
+/// index (started, so no longer `Created`; or deleted), also among jobs created in the
+/// same millisecond.
+async fn list_resumes_after_a_cursor_whose_job_left(h: Harness) {
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        if i % 3 == 0 {
+            h.clock.advance(Span::milliseconds(1));
+        }
+        jobs.push(h.create_with(h.params(ScriptType::Python, vec![])).await);
+    }
+    jobs.sort_by_key(|j| (j.created_at, j.id));
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let filter = |after: Option<ListCursor>, status: Option<JobStatus>, limit| JobFilter {
+        status,
+        after,
+        limit,
+        ..JobFilter::default()
+    };
+    // Each cursor is the middle one of three jobs created in the same millisecond, so
+    // the next page must count the one before it (same time, smaller id) as passed.
+    for (cut, status) in [(5, Some(JobStatus::Created)), (14, None)] {
+        let first = h.store.list(&filter(None, status, cut), 100).await.unwrap();
+        let got: Vec<JobId> = first.jobs.iter().map(|s| s.id).collect();
+        let cursor = first.next.expect("a cursor");
+        assert_eq!(cursor.id, ids[cut - 1]);
+        match status {
+            Some(_) => {
+                assert_eq!(got, ids[..cut]);
+                // The cursor's job leaves the Created index.
+                h.store.start(ids[cut - 1]).await.unwrap();
+            }
+            None => {
+                // ids[4] was started above: still listed without a status filter.
+                assert_eq!(got, ids[..cut]);
+                h.store.delete(ids[cut - 1]).await.unwrap();
+            }
+        }
+        let next = h
+            .store
+            .list(&filter(Some(cursor), status, 4), 100)
+            .await
+            .unwrap();
+        let got: Vec<JobId> = next.jobs.iter().map(|s| s.id).collect();
+        assert_eq!(got, ids[cut..cut + 4], "status {status:?}");
+    }
+}
 
 async fn counts_follow_every_change(h: Harness) {
     let count = |c: &hero_supervisor::store::JobCounts, s: JobStatus| {
