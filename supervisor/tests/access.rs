@@ -777,19 +777,30 @@ async fn directory_methods_match_the_coordinator_spec() {
 
 /// Every page of a filtered `list_jobs` for `client`: the ids, in order.
 async fn paged_ids(client: &Client, filter: Value) -> Vec<String> {
+    paged(client, filter).await.0
+}
+
+/// Every page of a filtered `list_jobs`: the ids in order, and how many calls answered
+/// fewer jobs than `limit` with a cursor to go on (calls that stopped at their budget).
+async fn paged(client: &Client, filter: Value) -> (Vec<String>, usize) {
     let mut filter = filter;
     let mut out = Vec::new();
+    let mut short = 0;
     for _ in 0..1000 {
         let page = client
             .call("list_jobs", vec![filter.clone()])
             .await
             .expect("list_jobs page");
-        for job in page["jobs"].as_array().expect("jobs") {
+        let jobs = page["jobs"].as_array().expect("jobs");
+        for job in jobs {
             out.push(job["id"].as_str().expect("an id").to_owned());
         }
         match &page["next_cursor"] {
-            Value::Null => return out,
+            Value::Null => return (out, short),
             next => filter["cursor"] = next.clone(),
+        }
+        if (jobs.len() as u64) < filter["limit"].as_u64().unwrap_or(100) {
+            short += 1;
         }
     }
     panic!("paging never ended");
@@ -854,5 +865,26 @@ async fn each_caller_lists_only_what_it_may_see() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "the server admin sees every job");
+
+    // Beyond one call's budget of jobs it may not see, a call answers what it found
+    // with a cursor instead of reading on: here 160 visible jobs among 5,340 take two
+    // calls although the limit is 1,000.
+    for _ in 0..5100 {
+        let params = hero_supervisor::job::JobParams {
+            script: "1".into(),
+            script_type: ScriptType::Osis,
+            caller_id: "admin".into(),
+            context_id: "default".into(),
+            timeout: None,
+            prerequisites: Vec::new(),
+            retries: None,
+            env_vars: Default::default(),
+            traceparent: None,
+        };
+        server.supervisor.create_job(params).await.expect("create");
+    }
+    let (got, short) = paged(&reader, json!({"limit": 1000})).await;
+    assert_eq!(got.len(), ours.len(), "still every job of context 7, once");
+    assert_eq!(short, 1, "one call stopped at its budget");
     server.supervisor.shutdown().await;
 }
