@@ -123,6 +123,17 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.config.retention_interval) => {}
             }
+            // Jobs an older version stored join the indexes first (nothing once done).
+            for _ in 0..TRIM_ROUNDS {
+                match self.store.backfill_indexes(TRIM_BATCH).await {
+                    Ok(seen) if seen == TRIM_BATCH => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "indexing older jobs failed");
+                        break;
+                    }
+                }
+            }
             for _ in 0..TRIM_ROUNDS {
                 if shutdown.is_cancelled() {
                     return;

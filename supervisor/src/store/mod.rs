@@ -521,6 +521,15 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// upkeep task calls it again while [`Trimmed::more`].
     async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError>;
 
+    /// Upgrade: indexes up to `max` more jobs an older version stored without the status
+    /// and retention indexes (Redis: a walk over the job index, resumed where the last
+    /// call stopped). Returns how many index entries it looked at: 0 once there is
+    /// nothing left to do (at once for the memory store, which starts empty).
+    async fn backfill_indexes(&self, max: usize) -> Result<usize, StoreError> {
+        let _ = max;
+        Ok(0)
+    }
+
     /// Removes every job (in bounded batches) and every queue.
     async fn clear_all(&self) -> Result<(), StoreError>;
 

@@ -20,6 +20,7 @@
 //! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
 //! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
 //! | `<prefix>:status:<Status>` | ZSET | index per status, score `created_at` ms: the status filter of `list` |
+//! | `<prefix>:backfill` | STRING | the upgrade walk's cursor over `<prefix>:jobs` (`<ms> <id>`), `done` once every older job is indexed |
 //! | `<prefix>:counts` | HASH | `type:<ScriptType>`: jobs stored per script type |
 //! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
 //! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
@@ -681,6 +682,26 @@ impl JobStore for RedisStore {
         Ok(out)
     }
 
+    async fn backfill_indexes(&self, max: usize) -> Result<usize, StoreError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = SCRIPTS.backfill.prepare_invoke();
+        inv.key(self.key("jobs"))
+            .key(self.key("backfill"))
+            .arg(&self.config.prefix)
+            .arg(max)
+            .arg(self.now_ms());
+        let (seen, indexed): (usize, usize) = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "indexed jobs stored by an older version");
+        }
+        Ok(seen)
+    }
+
     async fn clear_all(&self) -> Result<(), StoreError> {
         loop {
             let mut inv = SCRIPTS.clear_batch.prepare_invoke();
@@ -705,6 +726,7 @@ impl JobStore for RedisStore {
                 .map(|s| self.key(&format!("status:{s}"))),
         );
         keys.push(self.key("counts"));
+        keys.push(self.key("backfill"));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
         Ok(())
     }

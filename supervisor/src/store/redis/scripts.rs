@@ -33,6 +33,7 @@ pub(super) struct Scripts {
     pub(super) append_logs: Script,
     pub(super) trim_done: Script,
     pub(super) list_page: Script,
+    pub(super) backfill: Script,
 }
 
 /// The registry, built on first use.
@@ -50,4 +51,5 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     append_logs: lua!("append_logs.lua"),
     trim_done: lua!("trim_done.lua"),
     list_page: lua!("list_page.lua"),
+    backfill: lua!("backfill.lua"),
 });
