@@ -13,7 +13,8 @@
 //! `burn-down-memory` + `burn-down-redis`), `peer-bullmq` (BullMQ's burn-down on its own
 //! private Redis, same `--jobs` and `--repeat`, by `bench/peers/bullmq/burn_down.mjs`:
 //! needs Node.js and npm, installs the locked BullMQ there on first use, and its row says
-//! "not measured: <reason>" when it cannot run), `memory`, `rpc`. Other flags:
+//! "not measured: <reason>" when it cannot run), `memory`, `rpc`, `retention` (the memory
+//! store's RSS over 200,000 finished jobs, retention on and off). Other flags:
 //! `--processes 1,2` (runner processes tried in the burn-down; the best is reported),
 //! `--in-flight N` (pool's requests in flight per runner process, default 512),
 //! `--repeat K` (runs per burn-down setting, the median is reported; default 3),
@@ -27,6 +28,7 @@ mod machine;
 mod memory;
 mod output;
 mod peers;
+mod retention;
 #[cfg(feature = "rpc")]
 mod rpc;
 
@@ -92,6 +94,12 @@ struct Args {
     /// `run_job` calls in the steady state.
     #[arg(long, default_value_t = 20_000)]
     steady_calls: usize,
+    /// Internal: the child process of the retention scenario.
+    #[arg(long, hide = true)]
+    retention_probe: bool,
+    /// Internal: the retention probe's `keep_finished_count` (absent: retention off).
+    #[arg(long, hide = true)]
+    retention_keep: Option<usize>,
     /// Internal: the child process of the memory scenario.
     #[arg(long, hide = true, requires_all = ["redis_url", "runner"])]
     memory_probe: bool,
@@ -122,13 +130,14 @@ impl Args {
     }
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "burn-down",
     "burn-down-memory",
     "burn-down-redis",
     "peer-bullmq",
     "memory",
     "rpc",
+    "retention",
 ];
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -177,6 +186,9 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if args.retention_probe {
+        return retention::probe(args.retention_keep).await;
+    }
     if args.memory_probe {
         let url = args
             .redis_url
@@ -345,6 +357,10 @@ async fn run(args: Args) -> Result<()> {
 
     if args.wants("rpc") {
         rpc_rows(&args, &runner, &ceiling, &mut rows, &mut notes).await?;
+    }
+
+    if args.wants("retention") {
+        retention_rows(&mut rows, &mut notes).await?;
     }
 
     notes.push(format!(
@@ -525,5 +541,65 @@ async fn rpc_rows(
          `hero_supervisor::rpc` server); build with `--features rpc`."
             .to_owned(),
     );
+    Ok(())
+}
+
+/// The retention rows: the memory store's RSS growth per finished job from the third
+/// round to the last, with retention on (flat) and off (the reference).
+async fn retention_rows(rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+    for keep in [Some(retention::KEEP), None] {
+        let probe = retention::measure(keep).await?;
+        for (finished, stored, rss) in &probe.rounds {
+            progress(&format!(
+                "retention {}: {} finished, {} stored, RSS {}",
+                keep.map_or("off".to_owned(), |k| format!(
+                    "keep {}",
+                    thousands(k as f64)
+                )),
+                thousands(*finished as f64),
+                thousands(*stored as f64),
+                mib(*rss)
+            ));
+        }
+        // From the third round: the first ones fill the kept window and warm up.
+        let (f0, _, r0) = probe.rounds[2];
+        let (f1, stored, r1) = probe.rounds[probe.rounds.len() - 1];
+        let per_job = (r1 as f64 - r0 as f64) * 1024.0 / (f1 as f64 - f0 as f64);
+        rows.push(Row {
+            scenario: "retention: memory store RSS (VmRSS)".to_owned(),
+            store: "memory".to_owned(),
+            setting: match keep {
+                Some(k) => format!(
+                    "{} jobs finished; keep_finished_count {}",
+                    thousands(f1 as f64),
+                    thousands(k as f64)
+                ),
+                None => format!("{} jobs finished; no retention", thousands(f1 as f64)),
+            },
+            figure: format!(
+                "{} -> {} from {} to {} finished ({per_job:.0} B per finished job; {} stored)",
+                mib(r0),
+                mib(r1),
+                thousands(f0 as f64),
+                thousands(f1 as f64),
+                thousands(stored as f64)
+            ),
+            ceiling: "-".to_owned(),
+            target: if keep.is_some() {
+                format!("flat: < {FLAT_BYTES_PER_JOB:.0} B per finished job")
+            } else {
+                "reference".to_owned()
+            },
+            met: keep.map(|_| per_job < FLAT_BYTES_PER_JOB),
+        });
+    }
+    notes.push(format!(
+        "Retention: a child bench process finishes {} jobs straight through a MemoryStore \
+         ({} per round; create, start, claim, complete, no runner) and after each round runs \
+         `trim_finished(500)` until it says there is no more, as the upkeep task does; VmRSS \
+         after each round. Retention off keeps every job.",
+        thousands((retention::ROUND * retention::ROUNDS) as f64),
+        thousands(retention::ROUND as f64)
+    ));
     Ok(())
 }

@@ -19,6 +19,8 @@
 //! server_key_file = "/var/lib/hero/server.key"  # HERO_SERVER_KEY_FILE, --server-key (HERO_SERVER_KEY: the hex itself)
 //! return_hosts = ["127.0.0.0/8", "::1", "localhost"]  # HERO_RETURN_HOSTS (comma-separated), --return-host (repeatable)
 //! delivery_window_secs = 86400       # HERO_DELIVERY_WINDOW_SECS, --delivery-window-secs
+//! keep_finished_secs = 86400         # HERO_KEEP_FINISHED_SECS, --keep-finished-secs
+//! keep_finished_count = 100000       # HERO_KEEP_FINISHED_COUNT, --keep-finished-count
 //!
 //! [[tokens]]                         # more bearer tokens, each someone's (file only)
 //! token = "reader-secret"            # or token_sha256 = "<64 hex digits>"
@@ -94,6 +96,9 @@ pub enum ConfigError {
     /// A `return_hosts` rule does not parse.
     #[error(transparent)]
     ReturnHost(#[from] crate::calls::allow::BadRule),
+    /// `keep_finished_secs` out of range.
+    #[error("invalid keep_finished_secs {0}: expected 1..=31536000 (a year)")]
+    KeepFinished(u64),
     /// `delivery_window_secs` out of range.
     #[error("invalid delivery_window_secs {0}: expected 1..=2592000 (30 days)")]
     DeliveryWindow(u64),
@@ -157,6 +162,10 @@ pub struct ServeOverrides {
     pub return_hosts: Vec<String>,
     /// How long a result's delivery is retried, in seconds (default a day).
     pub delivery_window_secs: Option<u64>,
+    /// Retention: seconds an ended job is kept (default a day).
+    pub keep_finished_secs: Option<u64>,
+    /// Retention: ended jobs kept per terminal status at most (default 100,000).
+    pub keep_finished_count: Option<usize>,
 }
 
 /// The config file's keys; all optional.
@@ -183,6 +192,8 @@ struct FileConfig {
     #[serde(default)]
     return_hosts: Vec<String>,
     delivery_window_secs: Option<u64>,
+    keep_finished_secs: Option<u64>,
+    keep_finished_count: Option<usize>,
 }
 
 /// One `[[tokens]]` entry: a bearer token (or its SHA-256, so the file need not hold
@@ -228,7 +239,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Redis URL; `None`: the in-memory store. May hold a password: never log it.
     pub redis_url: Option<String>,
-    /// Store settings (key prefix).
+    /// Store settings (key prefix, retention).
     pub store: StoreConfig,
     /// RPC server settings (token, limits).
     pub rpc: RpcConfig,
@@ -294,6 +305,15 @@ impl ServeConfig {
                 });
             }
         };
+        if let Some(secs) = args.keep_finished_secs.or(file.keep_finished_secs) {
+            if !(1..=365 * 24 * 3600).contains(&secs) {
+                return Err(ConfigError::KeepFinished(secs));
+            }
+            store.keep_finished = std::time::Duration::from_secs(secs);
+        }
+        if let Some(count) = args.keep_finished_count.or(file.keep_finished_count) {
+            store.keep_finished_count = count;
+        }
         let rpc = RpcConfig {
             auth_token: args.auth_token.or(file.auth_token),
             tls,
@@ -535,6 +555,36 @@ mod tests {
         assert_eq!(c.store.prefix, "hero");
         assert_eq!(c.supervisor.pools.len(), 1);
         assert_eq!(c.supervisor.pools[0].script_types, ScriptType::ALL.to_vec());
+    }
+
+    #[test]
+    fn retention_from_file_and_flags() {
+        let c = ServeConfig::resolve(ServeOverrides::default()).unwrap();
+        assert_eq!(
+            c.store.keep_finished,
+            std::time::Duration::from_secs(86_400)
+        );
+        assert_eq!(c.store.keep_finished_count, 100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        std::fs::write(
+            &path,
+            "keep_finished_secs = 600\nkeep_finished_count = 50\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.store.keep_finished, std::time::Duration::from_secs(600));
+        assert_eq!(c.store.keep_finished_count, 50);
+        let c = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.keep_finished_secs = Some(60);
+            a.keep_finished_count = Some(7);
+        }))
+        .unwrap();
+        assert_eq!(c.store.keep_finished, std::time::Duration::from_secs(60));
+        assert_eq!(c.store.keep_finished_count, 7);
+        let err = ServeConfig::resolve(args(|a| a.keep_finished_secs = Some(0))).unwrap_err();
+        assert!(matches!(err, ConfigError::KeepFinished(0)), "{err}");
     }
 
     #[test]

@@ -128,6 +128,8 @@ struct Inner {
     dispatcher: Arc<Dispatcher>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// When it started (for `stats`).
+    started: std::time::Instant,
 }
 
 /// A pool attached at run time and what stops it.
@@ -177,6 +179,7 @@ impl Supervisor {
                 dispatcher,
                 shutdown,
                 tracker,
+                started: std::time::Instant::now(),
             }),
         }
     }
@@ -328,6 +331,26 @@ impl Supervisor {
     /// Every job id, oldest first.
     pub async fn list_jobs(&self) -> Result<Vec<JobId>, SupervisorError> {
         Ok(self.inner.store.list_ids().await?)
+    }
+
+    /// One page of the jobs matching `filter` (see [`JobStore::list`]), looking at no
+    /// more than `budget` index entries.
+    pub async fn list_jobs_page(
+        &self,
+        filter: &crate::store::JobFilter,
+        budget: usize,
+    ) -> Result<crate::store::JobPage, SupervisorError> {
+        Ok(self.inner.store.list(filter, budget).await?)
+    }
+
+    /// Job counts per status and script type, queue depths.
+    pub async fn job_counts(&self) -> Result<crate::store::JobCounts, SupervisorError> {
+        Ok(self.inner.store.counts().await?)
+    }
+
+    /// How long ago this supervisor started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
     }
 
     /// Stops a job: a queued or waiting one ends in `Error(cancelled)` at once; a running

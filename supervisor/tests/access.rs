@@ -219,6 +219,11 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
         "whoami" | "list_runners" | "rpc.discover" | "list_jobs" => {
             outcome(client.call(method, vec![]).await)
         }
+        "list_jobs(filter)" => {
+            let filter = json!({"context_id": ctx, "status": "Dispatched", "limit": 10});
+            outcome(client.call("list_jobs", vec![filter]).await)
+        }
+        "stats" => outcome(client.call(method, vec![]).await),
         "fetch_nonce" => outcome(client.call(method, vec![json!(pubkey(&key(9)))]).await),
         "create_job" => {
             let p = json!({"script": "1", "script_type": "OSIS", "context_id": ctx});
@@ -804,5 +809,119 @@ async fn directory_methods_match_the_coordinator_spec() {
             assert!(ok, "{field} of {value}");
         }
     }
+    server.supervisor.shutdown().await;
+}
+
+/// Every page of a filtered `list_jobs` for `client`: the ids, in order.
+async fn paged_ids(client: &Client, filter: Value) -> Vec<String> {
+    paged(client, filter).await.0
+}
+
+/// Every page of a filtered `list_jobs`: the ids in order, and how many calls answered
+/// fewer jobs than `limit` with a cursor to go on (calls that stopped at their budget).
+async fn paged(client: &Client, filter: Value) -> (Vec<String>, usize) {
+    let mut filter = filter;
+    let mut out = Vec::new();
+    let mut short = 0;
+    for _ in 0..1000 {
+        let page = client
+            .call("list_jobs", vec![filter.clone()])
+            .await
+            .expect("list_jobs page");
+        let jobs = page["jobs"].as_array().expect("jobs");
+        for job in jobs {
+            out.push(job["id"].as_str().expect("an id").to_owned());
+        }
+        match &page["next_cursor"] {
+            Value::Null => return (out, short),
+            next => filter["cursor"] = next.clone(),
+        }
+        if (jobs.len() as u64) < filter["limit"].as_u64().unwrap_or(100) {
+            short += 1;
+        }
+    }
+    panic!("paging never ended");
+}
+
+/// A filtered `list_jobs` pages only the jobs of the caller's contexts: a reader of
+/// context 7 sees its jobs, all of them, once each; an outsider
+/// sees none, even naming the context; the server admin sees every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_lists_only_what_it_may_see() {
+    let server = memory_server().await;
+    let admin = Client::new(&server, false, Some(ADMIN_TOKEN))
+        .await
+        .expect("admin");
+    set_up(&admin).await;
+    let mut ours = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..240 {
+        let context = if i % 3 == 0 {
+            "default".to_owned()
+        } else {
+            CONTEXT.to_string()
+        };
+        let params = json!({"script": "1", "script_type": "OSIS", "context_id": context});
+        let id = admin
+            .call("create_job", vec![params])
+            .await
+            .expect("create_job");
+        let id = id.as_str().unwrap().to_owned();
+        if i % 3 != 0 {
+            ours.push(id.clone());
+        }
+        all.push(id);
+    }
+    let reader = Client::new(&server, false, Some(ACTOR_TOKENS[2].1))
+        .await
+        .expect("reader");
+    let outsider = Client::new(&server, false, Some(ACTOR_TOKENS[3].1))
+        .await
+        .expect("outsider");
+    let got = paged_ids(&reader, json!({"limit": 37})).await;
+    assert_eq!(got.len(), ours.len(), "every job of context 7 once");
+    let mut sorted = got.clone();
+    sorted.sort();
+    let mut want = ours.clone();
+    want.sort();
+    assert_eq!(sorted, want);
+    let got = paged_ids(
+        &reader,
+        json!({"limit": 50, "context_id": CONTEXT.to_string(), "status": "Created"}),
+    )
+    .await;
+    assert_eq!(got.len(), ours.len());
+    assert!(paged_ids(&outsider, json!({"limit": 50})).await.is_empty());
+    assert!(
+        paged_ids(&outsider, json!({"context_id": CONTEXT.to_string()}))
+            .await
+            .is_empty()
+    );
+    let got = paged_ids(&admin, json!({"limit": 1000})).await;
+    let (mut got, mut want) = (got, all.clone());
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the server admin sees every job");
+
+    // Beyond one call's budget of jobs it may not see, a call answers what it found
+    // with a cursor instead of reading on: here 160 visible jobs among 5,340 take two
+    // calls although the limit is 1,000.
+    for _ in 0..5100 {
+        let params = hero_supervisor::job::JobParams {
+            script: "1".into(),
+            script_type: ScriptType::Osis,
+            caller_id: "admin".into(),
+            context_id: "default".into(),
+            timeout: None,
+            prerequisites: Vec::new(),
+            retries: None,
+            env_vars: Default::default(),
+            traceparent: None,
+        };
+        server.supervisor.create_job(params).await.expect("create");
+    }
+    let (got, short) = paged(&reader, json!({"limit": 1000})).await;
+    assert_eq!(got.len(), ours.len(), "still every job of context 7, once");
+    assert_eq!(short, 1, "one call stopped at its budget");
     server.supervisor.shutdown().await;
 }

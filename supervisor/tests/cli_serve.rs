@@ -212,6 +212,23 @@ async fn client_subcommands() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("job_failed"));
 
+    // A filtered page: the failed job only; and the stats.
+    let errors = server.ok(&["list", "--status", "Error", "--limit", "50"]);
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 1, "{errors}");
+    assert!(lines[0].contains("\tError\tSAL\t"), "{errors}");
+    let page: serde_json::Value =
+        serde_json::from_str(&server.ok(&["list", "--status", "Finished", "--json"])).unwrap();
+    assert!(page["jobs"].as_array().unwrap().len() >= 3, "{page}");
+    assert_eq!(page["next_cursor"], serde_json::Value::Null);
+    let out = server.cli(&["list", "--status", "Done"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_params"));
+    assert!(server.ok(&["stats"]).starts_with("version "));
+    let stats: serde_json::Value = serde_json::from_str(&server.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["jobs_by_status"]["Error"], 1, "{stats}");
+    assert_eq!(stats["runners"][0]["name"], "builtin", "{stats}");
+
     assert_eq!(server.ok(&["clear"]), "cleared all jobs\n");
     assert_eq!(server.ok(&["list", "--json"]), "[]\n");
 }
@@ -365,7 +382,7 @@ async fn tokens_never_reach_the_log_even_at_trace() {
     }
     let actor = http_client(&url, Some("table-s3cret-7")).unwrap();
     assert_eq!(actor.whoami().await.unwrap(), "actor:7");
-    assert!(admin.list_jobs().await.unwrap().is_empty());
+    assert!(admin.list_jobs(None).await.unwrap().into_ids().is_empty());
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -492,7 +509,7 @@ async fn serves_https_and_never_logs_the_key() {
         assert!(Instant::now() < deadline, "no HTTPS answer on port {port}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(https.list_jobs().await.unwrap().is_empty());
+    assert!(https.list_jobs(None).await.unwrap().into_ids().is_empty());
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
-use hero_supervisor::rpc::types::{CreateJobParams, JobEvent};
+use hero_supervisor::rpc::types::{CreateJobParams, JobEvent, ListJobsFilter, ListJobsResult};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
 use hero_supervisor::store::{Completion, JobStore};
 use hero_testkit::RedisServer;
@@ -97,7 +97,7 @@ async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
         .await
         .unwrap();
     assert_eq!(
-        client.list_jobs().await.unwrap(),
+        client.list_jobs(None).await.unwrap().into_ids(),
         vec![id.clone(), other.clone()]
     );
     client.start_job(other.clone()).await.unwrap();
@@ -116,7 +116,7 @@ async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
     assert_eq!(doc, serde_json::from_str::<Value>(OPENRPC_JSON).unwrap());
 
     client.clear_all_jobs().await.unwrap();
-    assert!(client.list_jobs().await.unwrap().is_empty());
+    assert!(client.list_jobs(None).await.unwrap().into_ids().is_empty());
 }
 
 /// A valid compressed secp256k1 public key (of the secret key [7; 32]).
@@ -250,7 +250,7 @@ async fn error_codes_from_real_bad_inputs() {
 
 async fn wait_for_jobs(c: &(impl HeroApiClient + Sync), n: usize) {
     for _ in 0..500 {
-        if c.list_jobs().await.unwrap().len() >= n {
+        if c.list_jobs(None).await.unwrap().into_ids().len() >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -283,7 +283,7 @@ async fn storage_and_internal_errors_from_redis() {
     // -32010: redis is gone.
     drop(conn);
     drop(redis);
-    expect_code(c.list_jobs().await, -32010, "storage_unavailable");
+    expect_code(c.list_jobs(None).await, -32010, "storage_unavailable");
 }
 
 #[tokio::test]
@@ -466,4 +466,128 @@ async fn openrpc_document_lists_exactly_the_served_methods() {
     // Served over the wire, identical to the file.
     let served_doc = call_raw(server.addr, "rpc.discover", json!([])).await;
     assert_eq!(served_doc["result"], doc);
+}
+
+/// The filtered `list_jobs` with the typed client, over both stores: pages, filters,
+/// bad filters (-32602), and `stats` counting what is there.
+async fn filtered_list_and_stats(server: TestServer) {
+    let c = server.http();
+    let mut python = Vec::new();
+    for i in 0..45 {
+        let script_type = if i % 3 == 0 { "Python" } else { "SAL" };
+        let id = c
+            .create_job(CreateJobParams::new("x", script_type))
+            .await
+            .unwrap();
+        if i % 3 == 0 {
+            c.start_job(id.clone()).await.unwrap();
+            python.push(id);
+        }
+    }
+    let mut filter = ListJobsFilter {
+        script_type: Some("python".into()),
+        limit: Some(4),
+        ..ListJobsFilter::default()
+    };
+    let mut got = Vec::new();
+    loop {
+        let ListJobsResult::Page(page) = c.list_jobs(Some(filter.clone())).await.unwrap() else {
+            panic!("a filter answers a page");
+        };
+        assert!(page.jobs.len() <= 4);
+        for j in &page.jobs {
+            assert_eq!(j.script_type, ScriptType::Python);
+            assert_eq!(j.status, JobStatus::Dispatched);
+        }
+        got.extend(page.jobs.iter().map(|j| j.id.to_string()));
+        match page.next_cursor {
+            Some(next) => filter.cursor = Some(next),
+            None => break,
+        }
+    }
+    let (mut got, mut want) = (got, python.clone());
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let created = ListJobsFilter {
+        status: Some("Created".into()),
+        limit: Some(1000),
+        ..ListJobsFilter::default()
+    };
+    assert_eq!(
+        c.list_jobs(Some(created)).await.unwrap().into_ids().len(),
+        30
+    );
+    let window = ListJobsFilter {
+        created_after: Some("2000-01-01T00:00:00Z".into()),
+        created_before: Some("2001-01-01T00:00:00Z".into()),
+        ..ListJobsFilter::default()
+    };
+    assert!(
+        c.list_jobs(Some(window))
+            .await
+            .unwrap()
+            .into_ids()
+            .is_empty()
+    );
+    for bad in [
+        ListJobsFilter {
+            status: Some("Done".into()),
+            ..ListJobsFilter::default()
+        },
+        ListJobsFilter {
+            script_type: Some("rust".into()),
+            ..ListJobsFilter::default()
+        },
+        ListJobsFilter {
+            limit: Some(0),
+            ..ListJobsFilter::default()
+        },
+        ListJobsFilter {
+            limit: Some(1001),
+            ..ListJobsFilter::default()
+        },
+        ListJobsFilter {
+            cursor: Some("not-a-cursor".into()),
+            ..ListJobsFilter::default()
+        },
+        ListJobsFilter {
+            created_after: Some("yesterday".into()),
+            ..ListJobsFilter::default()
+        },
+    ] {
+        expect_code(c.list_jobs(Some(bad)).await, -32602, "invalid_params");
+    }
+    // Unknown filter fields are refused, not ignored.
+    let (status, body) = post(
+        server.addr,
+        r#"{"jsonrpc":"2.0","id":1,"method":"list_jobs","params":[{"statu":"Error"}]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("-32602"), "{body}");
+
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(stats.jobs_by_status.get("Created"), Some(&30));
+    assert_eq!(stats.jobs_by_status.get("Dispatched"), Some(&15));
+    assert_eq!(stats.jobs_by_status.get("Finished"), Some(&0));
+    assert_eq!(stats.jobs_by_status.len(), 6);
+    assert_eq!(stats.jobs_by_script_type.get("Python"), Some(&15));
+    assert_eq!(stats.jobs_by_script_type.get("SAL"), Some(&30));
+    assert_eq!(stats.queued.get("Python"), Some(&15));
+    assert_eq!(stats.delayed, 0);
+    assert_eq!(stats.runners, c.list_runners().await.unwrap());
+}
+
+#[tokio::test]
+async fn filtered_list_and_stats_on_memory() {
+    filtered_list_and_stats(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn filtered_list_and_stats_on_redis() {
+    let redis = RedisServer::start();
+    filtered_list_and_stats(TestServer::with_redis(RpcConfig::default(), redis.url()).await).await;
 }

@@ -140,7 +140,10 @@ async fn https_and_wss_with_a_trusted_certificate() {
         .create_job(CreateJobParams::new("40 + 2", "SAL"))
         .await
         .unwrap();
-    assert_eq!(https.list_jobs().await.unwrap(), vec![id.clone()]);
+    assert_eq!(
+        https.list_jobs(None).await.unwrap().into_ids(),
+        vec![id.clone()]
+    );
     let anonymous = https_client(&server, trusting(pki.der()), None);
     let refused = anonymous.whoami().await.unwrap_err().to_string();
     assert!(refused.contains("401"), "{refused}");
@@ -154,7 +157,10 @@ async fn https_and_wss_with_a_trusted_certificate() {
     let wss = wss_client(&server, trusting(pki.der()), Some(TOKEN))
         .await
         .expect("wss client");
-    assert_eq!(wss.list_jobs().await.unwrap(), vec![id.clone()]);
+    assert_eq!(
+        wss.list_jobs(None).await.unwrap().into_ids(),
+        vec![id.clone()]
+    );
     let mut events = wss.subscribe_job_events(id.clone(), None).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), events.next())
         .await

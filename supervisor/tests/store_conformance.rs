@@ -11,8 +11,8 @@ use chrono::Duration as Span;
 use hero_supervisor::clock::{Clock, ManualClock};
 use hero_supervisor::job::{Job, JobError, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{
-    CancelOutcome, ClaimedJob, Completion, JobStore, MemoryStore, RedisStore, StoreConfig,
-    StoreError, StoreEvent,
+    CancelOutcome, ClaimedJob, Completion, JobFilter, JobStore, JobSummary, ListCursor,
+    MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent, Trimmed,
 };
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast;
@@ -26,10 +26,16 @@ struct Harness {
     redis: Option<RedisServer>,
 }
 
+/// Retention in these tests: an hour, 20 jobs per terminal status.
+const KEEP: Span = Span::hours(1);
+const KEEP_COUNT: usize = 20;
+
 fn config() -> StoreConfig {
     StoreConfig {
         max_log_lines: 5,
         max_log_line_len: 16,
+        keep_finished: Duration::from_secs(3600),
+        keep_finished_count: KEEP_COUNT,
         ..StoreConfig::default()
     }
 }
@@ -122,6 +128,49 @@ impl Harness {
 
     async fn status(&self, id: JobId) -> JobStatus {
         self.get(id).await.status
+    }
+
+    /// `n` jobs queued, claimed and ended in one batch: `Finished`, or `Error` when
+    /// `fail`. Returns them in queue order.
+    async fn ended(&self, n: usize, fail: bool) -> Vec<JobId> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.queued().await);
+        }
+        let mut items = Vec::with_capacity(n);
+        while items.len() < n {
+            let got = self.claim(500).await;
+            assert!(!got.is_empty(), "claim the queued jobs");
+            items.extend(got.into_iter().map(|j| {
+                if fail {
+                    Completion::fail(j.id, j.attempt, JobError::timeout("t"))
+                } else {
+                    Completion::finish(j.id, j.attempt, "out")
+                }
+            }));
+        }
+        for r in self.store.complete(&items).await {
+            r.expect("complete");
+        }
+        ids
+    }
+
+    /// `trim_finished(max)` until it says there is no more; the sum.
+    async fn trim_all(&self, max: usize) -> Trimmed {
+        let mut sum = Trimmed::default();
+        for _ in 0..1000 {
+            let t = self.store.trim_finished(max).await.expect("trim");
+            sum.removed += t.removed;
+            sum.kept_needed += t.kept_needed;
+            if !t.more {
+                return sum;
+            }
+        }
+        panic!("trim_finished never finished");
+    }
+
+    async fn gone(&self, id: JobId) -> bool {
+        self.store.get(id).await == Err(StoreError::NotFound(id))
     }
 
     /// Every Redis key under the prefix (SCAN: test only); empty for the memory store.
@@ -1260,7 +1309,569 @@ conformance!(
     complete_applies_each_item_on_its_own,
     one_batch_records_every_kind_of_outcome,
     claim_returns_the_stored_job,
+    retention_removes_ended_jobs_past_their_age,
+    retention_keeps_the_newest_per_status,
+    retention_keeps_a_prerequisite_while_it_is_needed,
+    retention_works_in_bounded_batches,
+    retention_leaves_nothing_behind,
+    list_pages_through_every_job_once,
+    list_filters_match_a_plain_scan,
+    list_by_status_while_jobs_change_status,
+    counts_follow_every_change,
+    list_resumes_after_a_cursor_whose_job_left,
 );
+
+/// The next page starts right after the cursor even when the cursor's job has left the
+/// index (started, so no longer `Created`; or deleted), also among jobs created in the
+/// same millisecond.
+async fn list_resumes_after_a_cursor_whose_job_left(h: Harness) {
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        if i % 3 == 0 {
+            h.clock.advance(Span::milliseconds(1));
+        }
+        jobs.push(h.create_with(h.params(ScriptType::Python, vec![])).await);
+    }
+    jobs.sort_by_key(|j| (j.created_at, j.id));
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let filter = |after: Option<ListCursor>, status: Option<JobStatus>, limit| JobFilter {
+        status,
+        after,
+        limit,
+        ..JobFilter::default()
+    };
+    // Each cursor is the middle one of three jobs created in the same millisecond, so
+    // the next page must count the one before it (same time, smaller id) as passed.
+    for (cut, status) in [(5, Some(JobStatus::Created)), (14, None)] {
+        let first = h.store.list(&filter(None, status, cut), 100).await.unwrap();
+        let got: Vec<JobId> = first.jobs.iter().map(|s| s.id).collect();
+        let cursor = first.next.expect("a cursor");
+        assert_eq!(cursor.id, ids[cut - 1]);
+        match status {
+            Some(_) => {
+                assert_eq!(got, ids[..cut]);
+                // The cursor's job leaves the Created index.
+                h.store.start(ids[cut - 1]).await.unwrap();
+            }
+            None => {
+                // ids[4] was started above: still listed without a status filter.
+                assert_eq!(got, ids[..cut]);
+                h.store.delete(ids[cut - 1]).await.unwrap();
+            }
+        }
+        let next = h
+            .store
+            .list(&filter(Some(cursor), status, 4), 100)
+            .await
+            .unwrap();
+        let got: Vec<JobId> = next.jobs.iter().map(|s| s.id).collect();
+        assert_eq!(got, ids[cut..cut + 4], "status {status:?}");
+    }
+}
+
+async fn counts_follow_every_change(h: Harness) {
+    let count = |c: &hero_supervisor::store::JobCounts, s: JobStatus| {
+        c.by_status.iter().find(|(x, _)| *x == s).map(|(_, n)| *n)
+    };
+    let typed =
+        |v: &[(ScriptType, u64)], t: ScriptType| v.iter().find(|(x, _)| *x == t).map(|(_, n)| *n);
+    let c = h.store.counts().await.unwrap();
+    assert_eq!(c.by_status.len(), 6);
+    assert!(c.by_status.iter().all(|(_, n)| *n == 0));
+    let created = h.create().await;
+    let python = h.create_with(h.params(ScriptType::Python, vec![])).await.id;
+    h.store.start(python).await.unwrap();
+    let running = h.running().await;
+    let finished = h.ended(2, false).await;
+    let failed = h.ended(1, true).await[0];
+    let delayed = h.running().await;
+    h.store
+        .complete_one(Completion::retry_later(
+            delayed.id,
+            delayed.attempt,
+            h.clock.now() + Span::seconds(60),
+            None,
+        ))
+        .await
+        .unwrap();
+    let c = h.store.counts().await.unwrap();
+    assert_eq!(count(&c, JobStatus::Created), Some(1));
+    assert_eq!(count(&c, JobStatus::Dispatched), Some(2));
+    assert_eq!(count(&c, JobStatus::Started), Some(1));
+    assert_eq!(count(&c, JobStatus::Finished), Some(2));
+    assert_eq!(count(&c, JobStatus::Error), Some(1));
+    assert_eq!(typed(&c.by_script_type, ScriptType::Sal), Some(6));
+    assert_eq!(typed(&c.by_script_type, ScriptType::Python), Some(1));
+    assert_eq!(typed(&c.queued, ScriptType::Python), Some(1));
+    assert_eq!(typed(&c.queued, ScriptType::Sal), Some(0));
+    assert_eq!(c.delayed, 1);
+
+    h.store.delete(created).await.unwrap();
+    h.store.delete(finished[0]).await.unwrap();
+    h.clock.advance(KEEP);
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 2);
+    let c = h.store.counts().await.unwrap();
+    assert_eq!(count(&c, JobStatus::Created), Some(0));
+    assert_eq!(count(&c, JobStatus::Finished), Some(0));
+    assert_eq!(count(&c, JobStatus::Error), Some(0));
+    assert_eq!(typed(&c.by_script_type, ScriptType::Sal), Some(2));
+    assert!(h.gone(failed).await);
+    let _ = running;
+}
+
+/// Every page of `filter` from the start; panics on a page that does not advance.
+async fn all_pages(h: &Harness, filter: &JobFilter, budget: usize) -> (Vec<JobSummary>, usize) {
+    let mut filter = filter.clone();
+    let mut out = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = h.store.list(&filter, budget).await.expect("list");
+        pages += 1;
+        assert!(
+            page.jobs.len() <= filter.limit,
+            "a page holds at most limit jobs"
+        );
+        out.extend(page.jobs);
+        match page.next {
+            Some(next) => {
+                assert!(filter.after < Some(next), "the cursor moves forward");
+                let text = next.encode();
+                assert_eq!(ListCursor::decode(&text), Ok(next));
+                filter.after = Some(next);
+            }
+            None => return (out, pages),
+        }
+        assert!(pages < 10_000, "paging never ends");
+    }
+}
+
+/// A few thousand jobs of mixed types, contexts and callers, some created in the same
+/// millisecond (ties sort by id).
+async fn mixed_jobs(h: &Harness, n: usize) -> Vec<Job> {
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 3 == 0 {
+            h.clock.advance(Span::milliseconds(1));
+        }
+        let script_type = if i % 4 == 0 {
+            ScriptType::Python
+        } else {
+            ScriptType::Sal
+        };
+        let params = JobParams {
+            context_id: format!("ctx-{}", i % 3),
+            caller_id: format!("caller-{}", i % 5),
+            ..h.params(script_type, vec![])
+        };
+        jobs.push(h.create_with(params).await);
+    }
+    jobs.sort_by_key(|j| (j.created_at, j.id));
+    jobs
+}
+
+async fn list_pages_through_every_job_once(h: Harness) {
+    let jobs = mixed_jobs(&h, 2000).await;
+    let want: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    for (limit, budget) in [(97, 5000), (1000, 5000), (50, 30)] {
+        let filter = JobFilter {
+            limit,
+            ..JobFilter::default()
+        };
+        let (got, pages) = all_pages(&h, &filter, budget).await;
+        let ids: Vec<JobId> = got.iter().map(|s| s.id).collect();
+        assert_eq!(
+            ids, want,
+            "limit {limit}, budget {budget}: every job once, in order"
+        );
+        assert!(pages >= 2000 / limit.min(budget));
+    }
+    let first = &h
+        .store
+        .list(
+            &JobFilter {
+                limit: 1,
+                ..JobFilter::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.jobs, vec![JobSummary::from(&h.get(want[0]).await)]);
+    assert_eq!(
+        ListCursor::decode("c1zz"),
+        Err(hero_supervisor::store::BadCursor("c1zz".to_owned()))
+    );
+    assert!(ListCursor::decode("").is_err());
+    assert!(ListCursor::decode(&format!("c1ffg{}", "z".repeat(32))).is_err());
+}
+
+async fn list_filters_match_a_plain_scan(h: Harness) {
+    let jobs = mixed_jobs(&h, 1500).await;
+    // Some of them queued, some of those ended.
+    for j in jobs.iter().step_by(7) {
+        h.store.start(j.id).await.unwrap();
+    }
+    let claimed = h.claim(60).await;
+    for (i, j) in claimed.iter().enumerate() {
+        let item = if i % 2 == 0 {
+            Completion::finish(j.id, j.attempt, "ok")
+        } else {
+            Completion::fail(j.id, j.attempt, JobError::timeout("t"))
+        };
+        h.store.complete_one(item).await.unwrap();
+    }
+    let mut now = Vec::new();
+    for j in &jobs {
+        now.push(h.get(j.id).await);
+    }
+    let mid = jobs[500].created_at;
+    let late = jobs[1200].created_at;
+    let filters = [
+        JobFilter {
+            status: Some(JobStatus::Finished),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            status: Some(JobStatus::Created),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            status: Some(JobStatus::Dispatched),
+            script_type: Some(ScriptType::Python),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            script_type: Some(ScriptType::Python),
+            context_id: Some("ctx-1".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            caller_id: Some("caller-3".into()),
+            created_after: Some(mid),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_after: Some(mid),
+            created_before: Some(late),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            status: Some(JobStatus::Error),
+            caller_id: Some("caller-2".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            context_id: Some("nowhere".into()),
+            ..JobFilter::default()
+        },
+    ];
+    for f in filters {
+        let want: Vec<JobId> = now
+            .iter()
+            .filter(|j| f.status.is_none_or(|s| s == j.status))
+            .filter(|j| f.script_type.is_none_or(|t| t == j.script_type))
+            .filter(|j| f.context_id.as_ref().is_none_or(|c| *c == j.context_id))
+            .filter(|j| f.caller_id.as_ref().is_none_or(|c| *c == j.caller_id))
+            .filter(|j| f.created_after.is_none_or(|t| j.created_at > t))
+            .filter(|j| f.created_before.is_none_or(|t| j.created_at < t))
+            .map(|j| j.id)
+            .collect();
+        let filter = JobFilter {
+            limit: 64,
+            ..f.clone()
+        };
+        let (got, _) = all_pages(&h, &filter, 400).await;
+        let got: Vec<JobId> = got.iter().map(|s| s.id).collect();
+        assert_eq!(got, want, "{f:?}");
+    }
+    let finished = JobFilter {
+        status: Some(JobStatus::Finished),
+        limit: 1000,
+        ..JobFilter::default()
+    };
+    let (got, _) = all_pages(&h, &finished, 1000).await;
+    assert_eq!(got.len(), 30);
+    for s in got {
+        assert_eq!(s, JobSummary::from(&h.get(s.id).await));
+        assert!(s.finished_at.is_some());
+    }
+}
+
+/// Paging a status while jobs leave and enter it: every job that has the status
+/// throughout is listed exactly once, no job twice.
+async fn list_by_status_while_jobs_change_status(h: Harness) {
+    let jobs = mixed_jobs(&h, 2000).await;
+    for j in &jobs {
+        assert_eq!(h.store.start(j.id).await, Ok(JobStatus::Dispatched));
+    }
+    let mut filter = JobFilter {
+        status: Some(JobStatus::Dispatched),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut left = HashSet::new();
+    loop {
+        let page = h.store.list(&filter, 1000).await.unwrap();
+        seen.extend(page.jobs.iter().map(|s| s.id));
+        for s in &page.jobs {
+            assert_eq!(s.status, JobStatus::Dispatched);
+        }
+        // Between pages, jobs leave the status (claimed and ended, from the head of the
+        // queues, some not listed yet) and a new one enters it (created later).
+        for t in [ScriptType::Sal, ScriptType::Python] {
+            let claimed = h.store.claim(t, 40, OWNER, LEASE).await.unwrap();
+            let items: Vec<Completion> = decoded(claimed)
+                .into_iter()
+                .map(|j| {
+                    left.insert(j.id);
+                    Completion::finish(j.id, j.attempt, "ok")
+                })
+                .collect();
+            for r in h.store.complete(&items).await {
+                r.unwrap();
+            }
+        }
+        h.clock.advance(Span::milliseconds(1));
+        let late = h.queued().await;
+        let _ = late;
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+    }
+    let unique: HashSet<JobId> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no job listed twice");
+    for j in &jobs {
+        if !left.contains(&j.id) {
+            assert!(
+                unique.contains(&j.id),
+                "a job that stayed Dispatched was skipped"
+            );
+        }
+    }
+    assert!(left.len() > 500, "jobs did change status meanwhile");
+}
+
+/// Ended jobs go one retention age after they ended, with their logs; young ones and
+/// jobs that have not ended stay.
+async fn retention_removes_ended_jobs_past_their_age(h: Harness) {
+    let created = h.create().await;
+    let running = h.running().await.id;
+    // On a queue of its own: `ended` claims the SAL queue.
+    let queued = h.create_with(h.params(ScriptType::Python, vec![])).await.id;
+    h.store.start(queued).await.unwrap();
+    let finished = h.ended(1, false).await[0];
+    let failed = h.ended(1, true).await[0];
+    let cancelled = h.queued().await;
+    assert_eq!(
+        h.store.cancel(cancelled).await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    h.store
+        .append_logs(finished, &["line".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(h.store.trim_finished(500).await, Ok(Trimmed::default()));
+
+    h.clock.advance(Span::minutes(30));
+    let young = h.ended(1, false).await[0];
+    h.clock.advance(Span::minutes(29));
+    assert_eq!(
+        h.store.trim_finished(500).await.unwrap().removed,
+        0,
+        "59 minutes is younger than the hour"
+    );
+    h.clock.advance(Span::minutes(1));
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!(t.removed, 3, "{t:?}");
+    assert!(!t.more);
+    for id in [finished, failed, cancelled] {
+        assert!(h.gone(id).await, "{id} removed");
+    }
+    assert_eq!(
+        h.store.logs(finished).await,
+        Err(StoreError::NotFound(finished))
+    );
+    let ids = |v: Vec<JobId>| v.into_iter().collect::<HashSet<_>>();
+    assert_eq!(
+        ids(h.store.list_ids().await.unwrap()),
+        ids(vec![created, queued, running, young])
+    );
+    assert_eq!(h.status(young).await, JobStatus::Finished);
+    assert_eq!(h.status(running).await, JobStatus::Started);
+
+    h.clock.advance(Span::minutes(30));
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 1);
+    assert!(h.gone(young).await);
+    h.clock.advance(Span::days(30));
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 0);
+    assert_eq!(
+        ids(h.store.list_ids().await.unwrap()),
+        ids(vec![created, queued, running]),
+        "jobs that have not ended are never removed"
+    );
+}
+
+/// Beyond KEEP_COUNT per terminal status, the earliest ended go whatever their age;
+/// each status counts on its own.
+async fn retention_keeps_the_newest_per_status(h: Harness) {
+    let mut finished = Vec::new();
+    for _ in 0..KEEP_COUNT + 5 {
+        h.clock.advance(Span::seconds(1));
+        finished.extend(h.ended(1, false).await);
+    }
+    let mut failed = Vec::new();
+    for _ in 0..KEEP_COUNT {
+        h.clock.advance(Span::seconds(1));
+        failed.extend(h.ended(1, true).await);
+    }
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!(t.removed, 5, "{t:?}");
+    for &id in &finished[..5] {
+        assert!(h.gone(id).await, "the earliest finished go");
+    }
+    for &id in finished[5..].iter().chain(&failed) {
+        assert!(
+            !h.gone(id).await,
+            "the newest {KEEP_COUNT} of each status stay"
+        );
+    }
+    // One more failure pushes out exactly the earliest failed one.
+    h.clock.advance(Span::seconds(1));
+    h.ended(1, true).await;
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 1);
+    assert!(h.gone(failed[0]).await);
+    for &id in &failed[1..] {
+        assert!(!h.gone(id).await);
+    }
+}
+
+/// A prerequisite of a job that has not ended (waiting or only created) is kept past
+/// retention, and the waiting job still runs once its last prerequisite finishes; it
+/// goes once nothing needs it.
+async fn retention_keeps_a_prerequisite_while_it_is_needed(h: Harness) {
+    let done = h.ended(1, false).await[0];
+    let for_created = h.ended(1, false).await[0];
+    let slow = h.running().await;
+    let waiting = h.create_after(vec![done, slow.id]).await;
+    assert_eq!(
+        h.store.start(waiting).await,
+        Ok(JobStatus::WaitingForPrerequisites)
+    );
+    let created = h.create_after(vec![for_created]).await;
+
+    h.clock.advance(KEEP + Span::minutes(1));
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.kept_needed), (0, 2), "{t:?}");
+    assert_eq!(h.status(done).await, JobStatus::Finished);
+    assert_eq!(h.status(for_created).await, JobStatus::Finished);
+
+    // The last prerequisite finishes: the waiting job is released, as if nothing had
+    // happened to `done`.
+    h.store
+        .complete_one(Completion::finish(slow.id, slow.attempt, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(h.status(waiting).await, JobStatus::Dispatched);
+    assert_eq!(h.store.start(created).await, Ok(JobStatus::Dispatched));
+    let both = h.claim(10).await;
+    assert_eq!(both.len(), 2);
+    for j in both {
+        h.store
+            .complete_one(Completion::finish(j.id, j.attempt, "ok"))
+            .await
+            .unwrap();
+    }
+
+    // Kept ones are looked at again one age after they were found needed.
+    h.clock.advance(KEEP - Span::minutes(1));
+    assert_eq!(h.store.trim_finished(500).await.unwrap().removed, 0);
+    h.clock.advance(Span::minutes(2));
+    let t = h.trim_all(500).await;
+    assert_eq!((t.removed, t.kept_needed), (5, 0), "{t:?}");
+    assert!(h.store.list_ids().await.unwrap().is_empty());
+}
+
+/// One call looks at no more than `max` jobs per status and says whether there is more.
+async fn retention_works_in_bounded_batches(h: Harness) {
+    let finished = h.ended(1100, false).await;
+    let failed = h.ended(30, true).await;
+    h.clock.advance(KEEP);
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.more), (530, true), "{t:?}");
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.more), (500, true), "{t:?}");
+    let t = h.store.trim_finished(500).await.unwrap();
+    assert_eq!((t.removed, t.more), (100, false), "{t:?}");
+    assert_eq!(h.store.trim_finished(500).await, Ok(Trimmed::default()));
+    for id in finished.iter().chain(&failed) {
+        assert!(h.gone(*id).await);
+    }
+    assert!(h.store.list_ids().await.unwrap().is_empty());
+}
+
+/// Every key of a removed job goes: hash, logs, dependents and required_by sets, index,
+/// retention and lease entries (Redis: the key set equals the one before the jobs).
+async fn retention_leaves_nothing_behind(h: Harness) {
+    let keep = h.create().await;
+    let baseline = h.keys().await;
+
+    // A finished prerequisite with logs, a dependent that failed with its own dependent
+    // failing transitively, a job reclaimed after its lease expired on its last attempt.
+    let first = h.running().await;
+    h.store
+        .append_logs(first.id, &["a".to_owned(), "b".to_owned()])
+        .await
+        .unwrap();
+    let second = h.create_after(vec![first.id]).await;
+    h.store.start(second).await.unwrap();
+    let third = h.create_after(vec![second]).await;
+    h.store.start(third).await.unwrap();
+    h.store
+        .complete_one(Completion::finish(first.id, first.attempt, "ok"))
+        .await
+        .unwrap();
+    let mut second_job = h.claim(1).await;
+    let second_job = second_job.remove(0);
+    assert_eq!(second_job.id, second);
+    h.store
+        .append_logs(second, &["c".to_owned()])
+        .await
+        .unwrap();
+    h.store
+        .complete_one(Completion::fail(
+            second,
+            second_job.attempt,
+            JobError::timeout("t"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(h.status(third).await, JobStatus::Error);
+    let lost = h
+        .create_with(JobParams {
+            retries: Some(0),
+            ..h.params(ScriptType::Sal, vec![])
+        })
+        .await
+        .id;
+    h.store.start(lost).await.unwrap();
+    assert_eq!(h.claim(1).await.len(), 1);
+    h.clock.advance(Span::seconds(11));
+    assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![lost]);
+    assert_eq!(h.status(lost).await, JobStatus::Error);
+    if h.redis.is_some() {
+        assert!(h.keys().await.len() > baseline.len());
+    }
+
+    h.clock.advance(KEEP);
+    let t = h.trim_all(500).await;
+    assert_eq!(t.removed, 4, "{t:?}");
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![keep]);
+    assert_eq!(h.keys().await, baseline);
+    assert_eq!(h.store.start(keep).await, Ok(JobStatus::Dispatched));
+    assert_eq!(h.claim(10).await.len(), 1, "the kept job still runs");
+}
 
 /// The claimed jobs; every job these tests store decodes.
 fn decoded(claimed: Vec<ClaimedJob>) -> Vec<Job> {

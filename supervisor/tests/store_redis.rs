@@ -427,3 +427,98 @@ async fn a_corrupt_dependent_does_not_break_a_complete_batch() {
         Err(StoreError::NotFound(spoiled.id))
     );
 }
+
+/// Jobs an older version stored (in the job index, but in no status or retention
+/// index, not counted) are indexed by the bounded backfill walk: then listed by status,
+/// counted, and removed by retention like the others; jobs this version indexed are
+/// not counted twice, and the walk does nothing once done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_indexes_jobs_an_older_version_stored() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let old_queued = queued(&store, &clock, 700).await;
+    let claimed = store
+        .claim(ScriptType::Sal, 300, "old", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let items: Vec<Completion> = claimed
+        .iter()
+        .map(|c| Completion::finish(c.id(), 1, "ok"))
+        .collect();
+    for r in store.complete(&items).await {
+        r.unwrap();
+    }
+    // What an older version would have left: no status, retention or count keys.
+    let mut conn = raw(&server).await;
+    let mut forget = redis::pipe();
+    for s in JobStatus::ALL {
+        forget.del(format!("hero:status:{s}"));
+    }
+    forget
+        .del("hero:done:Finished")
+        .del("hero:done:Error")
+        .del("hero:counts");
+    let _: () = forget.query_async(&mut conn).await.unwrap();
+    // And one job this version stored after the upgrade.
+    let new = queued(&store, &clock, 1).await[0];
+    let before = store.counts().await.unwrap();
+    assert_eq!(
+        before.by_status.iter().map(|(_, n)| n).sum::<u64>(),
+        1,
+        "only the new job is indexed"
+    );
+
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let seen = store.backfill_indexes(250).await.unwrap();
+        assert!(seen <= 250);
+        if seen < 250 {
+            break;
+        }
+        assert!(calls < 10, "the walk ends");
+    }
+    assert_eq!(calls, 3, "701 jobs in walks of 250");
+    assert_eq!(store.backfill_indexes(250).await, Ok(0), "done");
+    let c = store.counts().await.unwrap();
+    let count = |s: JobStatus| c.by_status.iter().find(|(x, _)| *x == s).map(|(_, n)| *n);
+    assert_eq!(count(JobStatus::Finished), Some(300));
+    assert_eq!(count(JobStatus::Dispatched), Some(401));
+    assert_eq!(
+        c.by_script_type
+            .iter()
+            .find(|(t, _)| *t == ScriptType::Sal)
+            .map(|(_, n)| *n),
+        Some(701),
+        "the new job is not counted twice"
+    );
+    let page = store
+        .list(
+            &hero_supervisor::store::JobFilter {
+                status: Some(JobStatus::Dispatched),
+                limit: 1000,
+                ..Default::default()
+            },
+            5000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), 401);
+    assert!(page.jobs.iter().any(|j| j.id == new));
+    // Retention now sees the old finished jobs.
+    clock.advance(chrono::Duration::days(2));
+    let mut removed = 0;
+    loop {
+        let t = store.trim_finished(500).await.unwrap();
+        removed += t.removed;
+        if !t.more {
+            break;
+        }
+    }
+    assert_eq!(removed, 300);
+    for id in claimed.iter().map(ClaimedJob::id) {
+        assert_eq!(store.get(id).await, Err(StoreError::NotFound(id)));
+    }
+    assert_eq!(store.list_ids().await.unwrap().len(), 401);
+    let _ = old_queued;
+}

@@ -14,7 +14,7 @@ use hero_supervisor::rpc::client::{http_client, ws_client};
 use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::{
     ActorCreateParams, ContextCreateParams, CreateJobParams, FlowCreate, FlowCreateParams,
-    FlowLoadParams, IdParams, JobEvent,
+    FlowLoadParams, IdParams, JobEvent, ListJobsFilter, ListJobsResult,
 };
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::HttpClient;
@@ -59,8 +59,10 @@ pub(crate) enum ClientCommand {
         #[arg(long, short)]
         follow: bool,
     },
-    /// List job ids, oldest first.
-    List(ClientArgs),
+    /// List job ids, oldest first; with a filter flag, one page of job summaries.
+    List(ListArgs),
+    /// Job counts per status and script type, queue depths, runners (server admins).
+    Stats(ClientArgs),
     /// Cancel a queued or running job.
     Stop(JobArgs),
     /// Delete a job.
@@ -167,6 +169,55 @@ pub(crate) enum ContextCommand {
         /// Its id.
         id: u32,
     },
+}
+
+/// `hero-supervisor list`: without a filter flag, every id; with one, a page.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Only jobs with this status (Created, Dispatched, WaitingForPrerequisites,
+    /// Started, Error, Finished).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only jobs of this script type (OSIS, SAL, V, Python).
+    #[arg(long = "type")]
+    script_type: Option<String>,
+    /// Only jobs of this context.
+    #[arg(long)]
+    context_id: Option<String>,
+    /// Only jobs of this caller.
+    #[arg(long)]
+    caller_id: Option<String>,
+    /// Only jobs created after this RFC 3339 time.
+    #[arg(long)]
+    created_after: Option<String>,
+    /// Only jobs created before this RFC 3339 time.
+    #[arg(long)]
+    created_before: Option<String>,
+    /// Jobs per page (1..=1000, default 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Go on from a previous page's `next` cursor.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+impl ListArgs {
+    /// The filter, or `None` when no filter flag was given (the plain id list).
+    fn filter(&self) -> Option<ListJobsFilter> {
+        let f = ListJobsFilter {
+            status: self.status.clone(),
+            script_type: self.script_type.clone(),
+            context_id: self.context_id.clone(),
+            caller_id: self.caller_id.clone(),
+            created_after: self.created_after.clone(),
+            created_before: self.created_before.clone(),
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        };
+        (f != ListJobsFilter::default()).then_some(f)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -308,9 +359,71 @@ async fn run(command: ClientCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClientCommand::Logs { job, follow: true } => follow_logs(job).await,
-        ClientCommand::List(client) => {
-            let ids = client.http()?.list_jobs().await.map_err(rpc_error)?;
-            print_text_or_json(&client, &ids.join("\n"), &ids);
+        ClientCommand::List(args) => {
+            let client = &args.client;
+            let answer = client
+                .http()?
+                .list_jobs(args.filter())
+                .await
+                .map_err(rpc_error)?;
+            let text = match &answer {
+                ListJobsResult::Ids(ids) => ids.join("\n"),
+                ListJobsResult::Page(page) => {
+                    let mut lines: Vec<String> = page
+                        .jobs
+                        .iter()
+                        .map(|j| {
+                            format!(
+                                "{}\t{}\t{}\tcontext {}\tcaller {}\tcreated {}",
+                                j.id,
+                                j.status,
+                                j.script_type,
+                                j.context_id,
+                                j.caller_id,
+                                j.created_at
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                            )
+                        })
+                        .collect();
+                    if let Some(next) = &page.next_cursor {
+                        lines.push(format!("next: --cursor {next}"));
+                    }
+                    lines.join("\n")
+                }
+            };
+            print_text_or_json(client, &text, &answer);
+            Ok(())
+        }
+        ClientCommand::Stats(client) => {
+            let stats = client.http()?.stats().await.map_err(rpc_error)?;
+            let counts = |m: &BTreeMap<String, u64>| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut lines = vec![
+                format!("version {}, up {} s", stats.version, stats.uptime_secs),
+                format!("jobs by status: {}", counts(&stats.jobs_by_status)),
+                format!("jobs by type: {}", counts(&stats.jobs_by_script_type)),
+                format!(
+                    "queued: {}; delayed {}",
+                    counts(&stats.queued),
+                    stats.delayed
+                ),
+            ];
+            for r in &stats.runners {
+                lines.push(format!(
+                    "runner {}\t{}\tconnected {}/{}\tin flight {}/{}",
+                    r.name,
+                    r.script_types.join(","),
+                    r.connected,
+                    r.processes,
+                    r.in_flight,
+                    r.max_in_flight
+                ));
+            }
+            print_text_or_json(&client, &lines.join("\n"), &stats);
             Ok(())
         }
         ClientCommand::Stop(JobArgs { client, job_id }) => {

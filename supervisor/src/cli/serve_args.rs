@@ -84,6 +84,14 @@ pub(crate) struct ServeArgs {
     /// How long delivery of a result is retried, in seconds [default: 86400].
     #[arg(long, env = "HERO_DELIVERY_WINDOW_SECS")]
     pub(crate) delivery_window_secs: Option<u64>,
+    /// Seconds a finished or failed job is kept before retention removes it [default:
+    /// 86400].
+    #[arg(long, env = "HERO_KEEP_FINISHED_SECS", value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub(crate) keep_finished_secs: Option<u64>,
+    /// Finished (and, apart, failed) jobs kept at most; the oldest beyond are removed
+    /// [default: 100000].
+    #[arg(long, env = "HERO_KEEP_FINISHED_COUNT")]
+    pub(crate) keep_finished_count: Option<usize>,
 }
 
 impl ServeArgs {
@@ -108,6 +116,8 @@ impl ServeArgs {
             server_key_file: self.server_key_file,
             return_hosts: self.return_hosts,
             delivery_window_secs: self.delivery_window_secs,
+            keep_finished_secs: self.keep_finished_secs,
+            keep_finished_count: self.keep_finished_count,
         }
     }
 }

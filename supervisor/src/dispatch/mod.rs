@@ -14,7 +14,8 @@
 //! - `attempt.rs`: one attempt: the request, its deadline, cancel escalation.
 //! - `outcome.rs`: the policy, a pure function of (job, verdict, now, jitter).
 //! - `recorder.rs`: writes completions in batches, retrying an unavailable store.
-//! - `upkeep.rs`: lease renewal, remote stops, promotion and reclaim, the log writer.
+//! - `upkeep.rs`: lease renewal, remote stops, promotion and reclaim, retention, the log
+//!   writer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,9 @@ pub struct DispatchConfig {
     pub maintenance_interval: Duration,
     /// Safety net: a claim loop with no wake-up event tries again after this. Default 1 s.
     pub idle_poll: Duration,
+    /// How often ended jobs past the store's retention (`StoreConfig::keep_finished`,
+    /// `keep_finished_count`) are removed, in bounded calls. Default 1 s.
+    pub retention_interval: Duration,
     /// "Now" for outcomes (retry times, backoff jitter) and request deadlines. Default
     /// the system clock; a test may share a [`crate::clock::ManualClock`] with its store.
     /// A field here rather than a parameter of its own, so callers that build a
@@ -77,6 +81,7 @@ impl Default for DispatchConfig {
             shutdown_grace: Duration::from_secs(10),
             maintenance_interval: Duration::from_millis(200),
             idle_poll: Duration::from_secs(1),
+            retention_interval: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }
     }
@@ -124,7 +129,7 @@ impl Dispatcher {
     }
 
     /// Starts a claim loop per pool, the recorder, the lease renewer, the cancel
-    /// listener and the maintenance loop.
+    /// listener, the maintenance loop and the retention loop.
     pub(crate) fn start(
         self: &Arc<Self>,
         pools: &[Arc<RunnerPool>],
@@ -140,6 +145,7 @@ impl Dispatcher {
         tracker.spawn(self.clone().renew_loop(shutdown.clone()));
         tracker.spawn(self.clone().cancel_loop(shutdown.clone()));
         tracker.spawn(self.clone().maintenance_loop(shutdown.clone()));
+        tracker.spawn(self.clone().retention_loop(shutdown.clone()));
     }
 
     /// Starts the claim loop of `pool`, until `stop` (or the dispatcher's drain, when

@@ -1,6 +1,6 @@
 //! The background loops beside the claim loops: lease renewal for the jobs running here,
 //! stops requested through any instance, promotion of delayed jobs and reclaim of
-//! expired leases (any instance's), and the log writer.
+//! expired leases (any instance's), retention of ended jobs, and the log writer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +18,12 @@ use crate::store::{JobStore, StoreEvent};
 const MAINTENANCE_BATCH: usize = 256;
 /// Log lines written to the store per call at most.
 const LOG_BATCH: usize = 512;
+/// Ended jobs looked at per retention call (per terminal status) at most.
+pub(crate) const TRIM_BATCH: usize = 500;
+/// Retention calls per retention tick at most (while a call says there is more), so a
+/// backlog is worked off at up to `TRIM_BATCH * TRIM_ROUNDS` jobs per status and tick
+/// without one tick running long.
+const TRIM_ROUNDS: usize = 20;
 
 impl Dispatcher {
     pub(super) async fn renew_loop(self: Arc<Self>, shutdown: CancellationToken) {
@@ -108,6 +114,54 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Retention: every `retention_interval`, removes ended jobs past the store's
+    /// `keep_finished` age or count, in bounded calls.
+    pub(super) async fn retention_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.retention_interval) => {}
+            }
+            // Jobs an older version stored join the indexes first (nothing once done).
+            for _ in 0..TRIM_ROUNDS {
+                match self.store.backfill_indexes(TRIM_BATCH).await {
+                    Ok(seen) if seen == TRIM_BATCH => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "indexing older jobs failed");
+                        break;
+                    }
+                }
+            }
+            for _ in 0..TRIM_ROUNDS {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match self.store.trim_finished(TRIM_BATCH).await {
+                    Ok(t) => {
+                        if t.removed > 0 || t.kept_needed > 0 {
+                            tracing::debug!(
+                                removed = t.removed,
+                                kept_needed = t.kept_needed,
+                                "retention removed ended jobs"
+                            );
+                        }
+                        if !t.more {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "retention failed");
+                        break;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 /// Writes runner log lines to the store in batches, in arrival order.
 pub(crate) async fn log_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<LogLine>) {
     let mut batch = Vec::with_capacity(LOG_BATCH);
@@ -155,6 +209,58 @@ mod tests {
             traceparent: None,
         };
         Job::new(JobId::new(), params, clock.now())
+    }
+
+    /// In paused time: each retention tick works off a backlog larger than one call in
+    /// bounded calls, and leaves young jobs alone.
+    #[tokio::test(start_paused = true)]
+    async fn the_retention_loop_removes_ended_jobs_in_rounds() {
+        let clock = Arc::new(ManualClock::default());
+        let config = StoreConfig {
+            keep_finished: Duration::from_secs(3600),
+            ..StoreConfig::default()
+        };
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(config, clock.clone()));
+        let total = TRIM_BATCH * 2 + 10;
+        for _ in 0..total {
+            let j = job(&clock);
+            store.create(&j).await.unwrap();
+            store.start(j.id).await.unwrap();
+        }
+        let claimed = store
+            .claim(ScriptType::Sal, total, "me", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let done: Vec<_> = claimed
+            .iter()
+            .map(|c| crate::store::Completion::finish(c.id(), 1, "ok"))
+            .collect();
+        assert!(store.complete(&done).await.iter().all(Result::is_ok));
+        clock.advance(Span::hours(2));
+        let young = job(&clock);
+        store.create(&young).await.unwrap();
+        store.start(young.id).await.unwrap();
+        let claimed = store
+            .claim(ScriptType::Sal, 1, "me", Duration::from_secs(30))
+            .await
+            .unwrap();
+        store
+            .complete_one(crate::store::Completion::finish(claimed[0].id(), 1, "ok"))
+            .await
+            .unwrap();
+
+        let config = DispatchConfig {
+            retention_interval: Duration::from_secs(1),
+            clock: clock.clone(),
+            ..DispatchConfig::default()
+        };
+        let d = Dispatcher::new(store.clone(), config);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(d.retention_loop(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(store.list_ids().await.unwrap(), vec![young.id]);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     /// In paused time: every third of the lease, the leases of the jobs running here are

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::types::{
     ActorCreateParams, ContextCreateParams, CreateJobParams, FlowCreateParams, FlowLoadParams,
-    IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams, JobLogsResult,
-    MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams, RunnerInfo,
-    RunnerLoadParams, StartJobResult,
+    IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams, JobLogsResult, ListJobsFilter,
+    ListJobsResult, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
+    RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
 };
 use crate::access::{Actor, Context};
 use crate::coordination::{FlowDag, SpecFlow, SpecJob, SpecMessage, SpecRunner};
@@ -72,9 +72,11 @@ pub trait HeroApi {
     #[method(name = "get_job_logs", with_extensions)]
     async fn get_job_logs(&self, job_id: String) -> RpcResult<JobLogsResult>;
 
-    /// Every job id, oldest first.
+    /// Without `filter`: every visible job id, oldest first. With one (extension): a page
+    /// `{jobs: [summary], next_cursor}` of the visible jobs matching it, ordered by
+    /// `(created_at, id)`; pass `next_cursor` back as `cursor` for the next page.
     #[method(name = "list_jobs", with_extensions)]
-    async fn list_jobs(&self) -> RpcResult<Vec<String>>;
+    async fn list_jobs(&self, filter: Option<ListJobsFilter>) -> RpcResult<ListJobsResult>;
 
     /// Cancels a queued or running job (it ends in `Error` with type `cancelled`).
     #[method(name = "stop_job", with_extensions)]
@@ -95,6 +97,11 @@ pub trait HeroApi {
     /// Extension: the runner pools and their state.
     #[method(name = "list_runners")]
     async fn list_runners(&self) -> RpcResult<Vec<RunnerInfo>>;
+
+    /// Extension (server admins): job counts per status and script type, queue depths,
+    /// the runner pools, uptime and version.
+    #[method(name = "stats", with_extensions)]
+    async fn stats(&self) -> RpcResult<StatsResult>;
 
     /// The OpenRPC document of exactly the methods served.
     #[method(name = "rpc.discover")]

@@ -1,7 +1,6 @@
 //! The API implemented on the [`Supervisor`] facade: each method parses its wire params,
 //! calls the facade, and maps the result and errors onto the wire.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonrpsee::Extensions;
@@ -15,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 mod calls;
 mod coordinator;
+mod listing;
 mod messages;
 mod runners;
 
@@ -28,8 +28,8 @@ use super::error::{
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
     FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams,
-    JobLogsResult, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
-    RunnerInfo, RunnerLoadParams, StartJobResult,
+    JobLogsResult, ListJobsFilter, ListJobsResult, MessageCreateParams, MessageLoadParams,
+    PlayResult, RunnerCreateParams, RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
@@ -424,36 +424,39 @@ impl HeroApiServer for RpcHandler {
         Ok(JobLogsResult { logs })
     }
 
-    async fn list_jobs(&self, ext: &Extensions) -> RpcResult<Vec<String>> {
+    async fn list_jobs(
+        &self,
+        ext: &Extensions,
+        filter: Option<ListJobsFilter>,
+    ) -> RpcResult<ListJobsResult> {
         let who = self.who(ext).await?;
-        let ids = self.supervisor.list_jobs().await.map_err(to_rpc_error)?;
-        let Caller::Actor { id: actor, .. } = who.caller else {
-            return Ok(ids.iter().map(ToString::to_string).collect());
-        };
-        // An actor sees the jobs of the contexts it has a role in. Each job is read once
-        // and each context once per call (no per-context index yet: see ARCHITECTURE.md).
-        let mut roles: HashMap<String, bool> = HashMap::new();
-        let mut visible = Vec::new();
-        for id in ids {
-            let job = match self.supervisor.get_job(id).await {
-                Ok(job) => job,
-                Err(SupervisorError::NotFound(_)) => continue, // deleted meanwhile
-                Err(e) => return Err(to_rpc_error(e)),
-            };
-            let seen = match roles.get(&job.context_id) {
-                Some(seen) => *seen,
-                None => {
-                    let context = self.context_of(&job.context_id).await?;
-                    let seen = context.is_some_and(|c| c.role_of(actor).is_some());
-                    roles.insert(job.context_id.clone(), seen);
-                    seen
-                }
-            };
-            if seen {
-                visible.push(id.to_string());
+        match filter {
+            None => self.list_ids(&who).await.map(ListJobsResult::Ids),
+            Some(filter) => {
+                let filter = filter.into_domain()?;
+                self.list_page(&who, filter).await.map(ListJobsResult::Page)
             }
         }
-        Ok(visible)
+    }
+
+    async fn stats(&self, ext: &Extensions) -> RpcResult<StatsResult> {
+        let who = self.who(ext).await?;
+        Self::server_admin(&who.caller, "stats")?;
+        let counts = self.supervisor.job_counts().await.map_err(to_rpc_error)?;
+        let named = |v: &[(ScriptType, u64)]| v.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+        Ok(StatsResult {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: self.supervisor.uptime().as_secs(),
+            jobs_by_status: counts
+                .by_status
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect(),
+            jobs_by_script_type: named(&counts.by_script_type),
+            queued: named(&counts.queued),
+            delayed: counts.delayed,
+            runners: self.supervisor.list_runners(),
+        })
     }
 
     async fn stop_job(&self, ext: &Extensions, job_id: String) -> RpcResult<()> {

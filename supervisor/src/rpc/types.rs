@@ -219,6 +219,187 @@ impl From<job::Job> for JobInfo {
     }
 }
 
+/// Jobs per page of a filtered `list_jobs` when the filter gives no `limit`.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+/// The largest `limit` of a filtered `list_jobs`.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// `list_jobs`' optional filter object: every field given must match. Times are RFC
+/// 3339 (`2026-01-02T03:04:05Z`); `created_after`/`created_before` are exclusive.
+/// `cursor` is a previous answer's `next_cursor`, opaque.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobsFilter {
+    /// A status name (`Created`, `Dispatched`, `WaitingForPrerequisites`, `Started`,
+    /// `Error`, `Finished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `"OSIS" | "SAL" | "V" | "Python"`, any case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_type: Option<String>,
+    /// Only this context's jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// Only this caller's jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_id: Option<String>,
+    /// Only jobs created after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<String>,
+    /// Only jobs created before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
+    /// Jobs per page, 1..=1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Where to go on: a previous page's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+impl ListJobsFilter {
+    /// The store's filter; a bad value is -32602.
+    pub fn into_domain(self) -> Result<crate::store::JobFilter, ErrorObjectOwned> {
+        let time = |name: &str, v: Option<String>| {
+            v.map(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        invalid_params(format!(
+                            "{name} must be an RFC 3339 time, not {:?}",
+                            crate::store::truncate_text(&t, 64)
+                        ))
+                    })
+            })
+            .transpose()
+        };
+        let limit = self.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(invalid_params(format!(
+                "limit must be 1..={MAX_LIST_LIMIT}, not {limit}"
+            )));
+        }
+        Ok(crate::store::JobFilter {
+            status: self
+                .status
+                .map(|s| s.parse::<JobStatus>())
+                .transpose()
+                .map_err(|e| invalid_params(e.to_string()))?,
+            script_type: self
+                .script_type
+                .map(|s| s.parse::<ScriptType>())
+                .transpose()
+                .map_err(|e| invalid_params(e.to_string()))?,
+            context_id: self.context_id,
+            caller_id: self.caller_id,
+            created_after: time("created_after", self.created_after)?,
+            created_before: time("created_before", self.created_before)?,
+            after: self
+                .cursor
+                .map(|c| crate::store::ListCursor::decode(&c))
+                .transpose()
+                .map_err(|e| invalid_params(e.to_string()))?,
+            limit: limit as usize,
+        })
+    }
+}
+
+/// One job of a filtered `list_jobs` page: what a list shows (no script, output or
+/// logs: `get_job` has them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummaryInfo {
+    /// The job's id.
+    pub id: JobId,
+    /// Lifecycle state.
+    pub status: JobStatus,
+    /// Its script type.
+    pub script_type: ScriptType,
+    /// Its context.
+    pub context_id: String,
+    /// Who created it.
+    pub caller_id: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When the current (or last) attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Attempts so far.
+    pub attempt: u32,
+}
+
+impl From<crate::store::JobSummary> for JobSummaryInfo {
+    fn from(s: crate::store::JobSummary) -> Self {
+        JobSummaryInfo {
+            id: s.id,
+            status: s.status,
+            script_type: s.script_type,
+            context_id: s.context_id,
+            caller_id: s.caller_id,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            attempt: s.attempt,
+        }
+    }
+}
+
+/// A filtered `list_jobs` page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    /// The jobs, ordered by `(created_at, id)`. May hold fewer than `limit` (each call
+    /// looks at a bounded number of jobs) while `next_cursor` is not null.
+    pub jobs: Vec<JobSummaryInfo>,
+    /// Pass as `cursor` for the next page; `null` when nothing is left.
+    pub next_cursor: Option<String>,
+}
+
+/// What `list_jobs` answers: every visible job id (oldest first) without a filter, a
+/// [`JobList`] page with one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ListJobsResult {
+    /// No filter: the ids.
+    Ids(Vec<String>),
+    /// A filter: one page.
+    Page(JobList),
+}
+
+impl ListJobsResult {
+    /// The ids answered, whichever the form.
+    pub fn into_ids(self) -> Vec<String> {
+        match self {
+            ListJobsResult::Ids(ids) => ids,
+            ListJobsResult::Page(page) => page.jobs.iter().map(|j| j.id.to_string()).collect(),
+        }
+    }
+}
+
+/// A `(name, count)` pair of `stats`.
+pub type Counts = BTreeMap<String, u64>;
+
+/// What `stats` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsResult {
+    /// The supervisor's version.
+    pub version: String,
+    /// Seconds since this server started.
+    pub uptime_secs: u64,
+    /// Jobs stored per status (every status).
+    pub jobs_by_status: Counts,
+    /// Jobs stored per script type (every type).
+    pub jobs_by_script_type: Counts,
+    /// Ready jobs per script type's queue.
+    pub queued: Counts,
+    /// Jobs scheduled for a later attempt (retry backoff).
+    pub delayed: u64,
+    /// The runner pools, as `list_runners` shows them.
+    pub runners: Vec<RunnerInfo>,
+}
+
 /// One entry of `list_runners`: a runner pool (the domain type is the wire type).
 pub use crate::pool::RunnerInfo;
 

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::{
-    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
-    StoreError, StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
+    JobStore, JobSummary, ListCursor, Outcome, StoreConfig, StoreError, StoreEvent, Trimmed,
+    deadline, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -41,7 +42,24 @@ struct State {
     leases: BTreeSet<(i64, JobId)>,
     /// prerequisite -> jobs waiting on it.
     dependents: HashMap<JobId, HashSet<JobId>>,
+    /// prerequisite -> every job created naming it, pruned lazily by retention (a job
+    /// that has ended no longer needs it): what keeps a needed prerequisite.
+    required_by: HashMap<JobId, HashSet<JobId>>,
+    /// Ended jobs per terminal status, `(ended ms, id)`: the retention order (Redis:
+    /// `<p>:done:<Status>`). A needed job is rescored to when it was found needed.
+    done: HashMap<JobStatus, BTreeSet<(i64, JobId)>>,
+    /// id -> its score in `done`.
+    done_at: HashMap<JobId, i64>,
     logs: HashMap<JobId, VecDeque<String>>,
+}
+
+/// What [`State::trim`] may remove: ended at or before `cutoff` (ms), or beyond the
+/// newest `keep`; at most `max` looked at.
+#[derive(Debug, Clone, Copy)]
+struct TrimLimits {
+    cutoff: i64,
+    keep: usize,
+    max: usize,
 }
 
 /// Events produced under the lock, sent after it is released.
@@ -118,6 +136,71 @@ impl State {
         self.jobs.get_mut(&id).expect("job checked under the lock")
     }
 
+    /// Records that `id` ended (or was found still needed) with `status` at `at`: its
+    /// place in the retention order.
+    fn mark_done(&mut self, id: JobId, status: JobStatus, at: i64) {
+        if let Some(old) = self.done_at.insert(id, at) {
+            for set in self.done.values_mut() {
+                set.remove(&(old, id));
+            }
+        }
+        self.done.entry(status).or_default().insert((at, id));
+    }
+
+    /// Whether a job that has not ended names `id` as a prerequisite; forgets the ones
+    /// that ended or are gone.
+    fn needed(&mut self, id: JobId) -> bool {
+        let Some(set) = self.required_by.get_mut(&id) else {
+            return false;
+        };
+        let jobs = &self.jobs;
+        set.retain(|d| jobs.get(d).is_some_and(|j| !j.status.is_terminal()));
+        if set.is_empty() {
+            self.required_by.remove(&id);
+            return false;
+        }
+        true
+    }
+
+    /// One terminal status' step of [`JobStore::trim_finished`].
+    fn trim(
+        &mut self,
+        status: JobStatus,
+        limits: &TrimLimits,
+        now: DateTime<Utc>,
+        out: &mut Trimmed,
+        ev: &mut Events,
+    ) {
+        let TrimLimits { cutoff, keep, max } = *limits;
+        let Some(set) = self.done.get(&status) else {
+            return;
+        };
+        let over = set.len().saturating_sub(keep);
+        let head: Vec<(i64, JobId)> = set.iter().take(max).copied().collect();
+        let mut handled = 0;
+        for (i, &(at, id)) in head.iter().enumerate() {
+            if at > cutoff && i >= over {
+                break;
+            }
+            handled += 1;
+            if self.jobs.get(&id).map(|j| j.status) != Some(status) {
+                // Stale entry: nothing else refers to it.
+                if let Some(set) = self.done.get_mut(&status) {
+                    set.remove(&(at, id));
+                }
+                self.done_at.remove(&id);
+            } else if self.needed(id) {
+                self.mark_done(id, status, to_ms(now));
+                out.kept_needed += 1;
+            } else if self.remove_job(id, now, ev).is_some() {
+                out.removed += 1;
+            }
+        }
+        if max > 0 && handled == max {
+            out.more = true;
+        }
+    }
+
     fn clear_lease(&mut self, id: JobId) {
         let job = self.job_mut(id);
         if let Some(until) = job.lease_until.take() {
@@ -157,6 +240,7 @@ impl State {
         job.finished_at = Some(now);
         job.updated_at = now;
         changed(ev, job);
+        self.mark_done(id, JobStatus::Error, to_ms(now));
         self.fail_dependents(id, "failed", now, ev);
     }
 
@@ -190,6 +274,7 @@ impl State {
                 job.finished_at = Some(now);
                 job.updated_at = now;
                 changed(ev, job);
+                self.mark_done(d, JobStatus::Error, to_ms(now));
                 todo.push((d, "failed"));
             }
         }
@@ -213,6 +298,7 @@ impl State {
                 job.finished_at = Some(now);
                 job.updated_at = now;
                 changed(ev, job);
+                self.mark_done(id, JobStatus::Finished, to_ms(now));
                 self.release_dependents(id, now, ev);
             }
             Outcome::Fail(error) => self.end_in_error(id, error.clone(), now, ev),
@@ -279,7 +365,19 @@ impl State {
             if let Some(set) = self.dependents.get_mut(p) {
                 set.remove(&id);
             }
+            if let Some(set) = self.required_by.get_mut(p) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.required_by.remove(p);
+                }
+            }
         }
+        if let Some(at) = self.done_at.remove(&id)
+            && let Some(set) = self.done.get_mut(&job.status)
+        {
+            set.remove(&(at, id));
+        }
+        self.required_by.remove(&id);
         self.logs.remove(&id);
         // Jobs waiting on it can never run now.
         self.fail_dependents(id, "was deleted", now, ev);
@@ -307,6 +405,9 @@ impl JobStore for MemoryStore {
         job.updated_at = trunc_ms(job.updated_at);
         job.status = JobStatus::Created;
         st.index.insert((to_ms(job.created_at), job.id));
+        for p in &job.prerequisites {
+            st.required_by.entry(*p).or_default().insert(job.id);
+        }
         st.jobs.insert(job.id, job);
         Ok(())
     }
@@ -573,12 +674,105 @@ impl JobStore for MemoryStore {
         Ok(self.lock().index.iter().map(|&(_, id)| id).collect())
     }
 
+    async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError> {
+        use std::ops::Bound;
+        let st = self.lock();
+        let low = filter
+            .after
+            .map_or(Bound::Unbounded, |c| Bound::Excluded((c.created_ms, c.id)));
+        let after_ms = filter.created_after.map(to_ms);
+        let before_ms = filter.created_before.map(to_ms);
+        let mut page = JobPage::default();
+        let (limit, budget) = (filter.limit.max(1), budget.max(1));
+        let mut seen = 0;
+        for &(ms, id) in st.index.range((low, Bound::Unbounded)) {
+            if after_ms.is_some_and(|a| ms <= a) {
+                continue;
+            }
+            if before_ms.is_some_and(|b| ms >= b) {
+                break;
+            }
+            let job = st.jobs.get(&id);
+            if filter.status.is_some() && job.map(|j| j.status) != filter.status {
+                // Redis looks at the status' index only: the same budget here.
+                continue;
+            }
+            seen += 1;
+            page.looked_at = seen;
+            if let Some(job) = job
+                && filter.script_type.is_none_or(|t| t == job.script_type)
+                && filter
+                    .context_id
+                    .as_ref()
+                    .is_none_or(|c| *c == job.context_id)
+                && filter
+                    .caller_id
+                    .as_ref()
+                    .is_none_or(|c| *c == job.caller_id)
+            {
+                page.jobs.push(JobSummary::from(job));
+            }
+            if page.jobs.len() >= limit || seen >= budget {
+                page.next = Some(ListCursor { created_ms: ms, id });
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let st = self.lock();
+        let mut by_status: HashMap<JobStatus, u64> = HashMap::new();
+        let mut by_type: HashMap<ScriptType, u64> = HashMap::new();
+        for job in st.jobs.values() {
+            *by_status.entry(job.status).or_default() += 1;
+            *by_type.entry(job.script_type).or_default() += 1;
+        }
+        Ok(JobCounts {
+            by_status: JobStatus::ALL
+                .iter()
+                .map(|s| (*s, by_status.get(s).copied().unwrap_or(0)))
+                .collect(),
+            by_script_type: ScriptType::ALL
+                .iter()
+                .map(|t| (*t, by_type.get(t).copied().unwrap_or(0)))
+                .collect(),
+            queued: ScriptType::ALL
+                .iter()
+                .map(|t| (*t, st.queues.get(t).map_or(0, |q| q.len() as u64)))
+                .collect(),
+            delayed: st.delayed.len() as u64,
+        })
+    }
+
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         let now = self.now();
         let mut ev = Events::new();
         let removed = self.lock().remove_job(id, now, &mut ev);
         self.emit(ev);
         removed.map(|_| ()).ok_or(StoreError::NotFound(id))
+    }
+
+    async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError> {
+        let now = self.now();
+        let keep = chrono::Duration::from_std(self.config.keep_finished)
+            .unwrap_or(chrono::Duration::MAX)
+            .num_milliseconds();
+        let limits = TrimLimits {
+            cutoff: to_ms(now).saturating_sub(keep),
+            keep: self.config.keep_finished_count,
+            max,
+        };
+        let mut out = Trimmed::default();
+        let mut ev = Events::new();
+        {
+            let mut st = self.lock();
+            for status in [JobStatus::Finished, JobStatus::Error] {
+                st.trim(status, &limits, now, &mut out, &mut ev);
+            }
+        }
+        self.emit(ev);
+        Ok(out)
     }
 
     async fn clear_all(&self) -> Result<(), StoreError> {

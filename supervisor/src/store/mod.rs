@@ -40,6 +40,12 @@ pub struct StoreConfig {
     pub max_log_lines: usize,
     /// Longer log lines are truncated to this many bytes. Default 16 KiB.
     pub max_log_line_len: usize,
+    /// Retention: a `Finished` or `Error` job is removed (with its logs and index
+    /// entries) once it ended longer ago than this. Default 24 h.
+    pub keep_finished: Duration,
+    /// Retention: beyond this many jobs per terminal status (`Finished`, `Error`), the
+    /// oldest are removed whatever their age. Default 100,000.
+    pub keep_finished_count: usize,
 }
 
 impl Default for StoreConfig {
@@ -48,6 +54,8 @@ impl Default for StoreConfig {
             prefix: "hero".to_owned(),
             max_log_lines: 10_000,
             max_log_line_len: 16 * 1024,
+            keep_finished: Duration::from_secs(24 * 3600),
+            keep_finished_count: 100_000,
         }
     }
 }
@@ -247,6 +255,144 @@ impl Completion {
     }
 }
 
+/// What one [`JobStore::trim_finished`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Jobs removed (with their logs and index entries).
+    pub removed: usize,
+    /// Jobs past retention kept because a job that has not ended names them as a
+    /// prerequisite; they are looked at again one retention age later (or sooner, when
+    /// the count pushes them out again).
+    pub kept_needed: usize,
+    /// The call stopped at its `max`: more jobs may be past retention now.
+    pub more: bool,
+}
+
+/// Where a listing page ended: the `(created_at ms, id)` of the last index entry it
+/// looked at. The next page starts after it, whether or not that job still exists or
+/// still has the filtered status. On the wire it is an opaque string
+/// ([`ListCursor::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListCursor {
+    /// The entry's `created_at`, epoch ms.
+    pub created_ms: i64,
+    /// The entry's job.
+    pub id: JobId,
+}
+
+/// A string that is not a cursor this server gave out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cursor {0:?}")]
+pub struct BadCursor(pub String);
+
+impl ListCursor {
+    /// The opaque text form: `c1` then the time and the id, all hex.
+    pub fn encode(&self) -> String {
+        format!("c1{:x}g{}", self.created_ms, self.id.as_uuid().simple())
+    }
+
+    /// Inverse of [`ListCursor::encode`]; anything else is refused.
+    pub fn decode(text: &str) -> Result<ListCursor, BadCursor> {
+        let bad = || BadCursor(truncate_line(text, 80));
+        let rest = text.strip_prefix("c1").ok_or_else(bad)?;
+        let (ms, id) = rest.split_once('g').ok_or_else(bad)?;
+        if ms.is_empty() || ms.len() > 16 || id.len() != 32 {
+            return Err(bad());
+        }
+        let created_ms = i64::from_str_radix(ms, 16).map_err(|_| bad())?;
+        let id = uuid::Uuid::try_parse(id).map_err(|_| bad())?;
+        let id = JobId::parse(&id.to_string()).map_err(|_| bad())?;
+        Ok(ListCursor { created_ms, id })
+    }
+}
+
+/// What [`JobStore::list`] returns jobs for; every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs with this status (a status index: no other job is looked at).
+    pub status: Option<JobStatus>,
+    /// Only jobs of this script type.
+    pub script_type: Option<ScriptType>,
+    /// Only jobs of this context.
+    pub context_id: Option<String>,
+    /// Only jobs of this caller.
+    pub caller_id: Option<String>,
+    /// Only jobs created strictly after this time (ms resolution).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created strictly before this time (ms resolution).
+    pub created_before: Option<DateTime<Utc>>,
+    /// Start after this position (from a previous page's `next`).
+    pub after: Option<ListCursor>,
+    /// Jobs per page at most (at least 1).
+    pub limit: usize,
+}
+
+/// A job's listing summary: what a list shows, without script, output or logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    /// The job.
+    pub id: JobId,
+    /// Its status.
+    pub status: JobStatus,
+    /// Its script type.
+    pub script_type: ScriptType,
+    /// Its context.
+    pub context_id: String,
+    /// Who created it.
+    pub caller_id: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its last change.
+    pub updated_at: DateTime<Utc>,
+    /// When its last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Attempts so far.
+    pub attempt: u32,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(j: &Job) -> Self {
+        JobSummary {
+            id: j.id,
+            status: j.status,
+            script_type: j.script_type,
+            context_id: j.context_id.clone(),
+            caller_id: j.caller_id.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            attempt: j.attempt,
+        }
+    }
+}
+
+/// One page of [`JobStore::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobPage {
+    /// The matching jobs, in `(created_at, id)` order.
+    pub jobs: Vec<JobSummary>,
+    /// Where the next page starts; `None` when nothing is left to look at.
+    pub next: Option<ListCursor>,
+    /// Index entries looked at (at most the call's budget).
+    pub looked_at: usize,
+}
+
+/// Job counts for `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Jobs per status (every status, zeros included).
+    pub by_status: Vec<(JobStatus, u64)>,
+    /// Jobs stored per script type (every type, zeros included).
+    pub by_script_type: Vec<(ScriptType, u64)>,
+    /// Ready jobs per script type's queue.
+    pub queued: Vec<(ScriptType, u64)>,
+    /// Jobs scheduled for a later attempt.
+    pub delayed: u64,
+}
+
 /// A change, for waiters that must not poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
@@ -351,10 +497,39 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// Every job id, oldest first.
     async fn list_ids(&self) -> Result<Vec<JobId>, StoreError>;
 
+    /// One page of the jobs matching `filter`, in `(created_at, id)` order, after
+    /// `filter.after`. At most `budget` index entries are looked at (a status filter
+    /// looks only at that status' index), so a page may hold fewer than `limit` jobs
+    /// while [`JobPage::next`] says where to go on; a job that changes status between
+    /// pages is listed at most once per status it is found in, and no job that keeps
+    /// matching is skipped.
+    async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError>;
+
+    /// Counts per status and script type, queue depths.
+    async fn counts(&self) -> Result<JobCounts, StoreError>;
+
     /// Removes the job and everything about it (queues, leases, logs, index). Jobs
     /// waiting on it end in `Error(prerequisite_failed)`. A running job may be deleted:
     /// its later completion fails with [`StoreError::NotFound`].
     async fn delete(&self, id: JobId) -> Result<(), StoreError>;
+
+    /// Retention: removes up to `max` jobs per terminal status (`Finished`, `Error`), the
+    /// earliest ended first, that ended longer ago than [`StoreConfig::keep_finished`] or
+    /// that are beyond [`StoreConfig::keep_finished_count`] of their status; with them
+    /// their logs, dependents, prerequisite links and index entries. A job that a job
+    /// which has not ended (`Created`, waiting, queued, running) names as a prerequisite
+    /// is kept while that is so ([`Trimmed::kept_needed`]). Bounded work per call: the
+    /// upkeep task calls it again while [`Trimmed::more`].
+    async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError>;
+
+    /// Upgrade: indexes up to `max` more jobs an older version stored without the status
+    /// and retention indexes (Redis: a walk over the job index, resumed where the last
+    /// call stopped). Returns how many index entries it looked at: 0 once there is
+    /// nothing left to do (at once for the memory store, which starts empty).
+    async fn backfill_indexes(&self, max: usize) -> Result<usize, StoreError> {
+        let _ = max;
+        Ok(0)
+    }
 
     /// Removes every job (in bounded batches) and every queue.
     async fn clear_all(&self) -> Result<(), StoreError>;
@@ -400,6 +575,11 @@ pub(crate) fn deadline(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     now.checked_add_signed(lease)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Cuts text to at most `max` bytes, on a char boundary (for messages quoting input).
+pub(crate) fn truncate_text(text: &str, max: usize) -> String {
+    truncate_line(text, max)
 }
 
 /// Cuts a log line to at most `max` bytes, on a char boundary.

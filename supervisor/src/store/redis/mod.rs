@@ -19,6 +19,11 @@
 //! | `<prefix>:delayed` | ZSET | jobs scheduled for a later attempt, score `not_before` ms |
 //! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
 //! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
+//! | `<prefix>:status:<Status>` | ZSET | index per status, score `created_at` ms: the status filter of `list` |
+//! | `<prefix>:backfill` | STRING | the upgrade walk's cursor over `<prefix>:jobs` (`<ms> <id>`), `done` once every older job is indexed |
+//! | `<prefix>:counts` | HASH | `type:<ScriptType>`: jobs stored per script type |
+//! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
+//! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
 //! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
 //!
 //! # Atomicity
@@ -53,8 +58,9 @@ use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
 use self::events::{ListenerGuard, listen};
 use self::scripts::SCRIPTS;
 use super::{
-    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobStore, Outcome, StoreConfig,
-    StoreError, StoreEvent, deadline, to_ms, trunc_ms, truncate_line,
+    CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
+    JobStore, JobSummary, ListCursor, Outcome, StoreConfig, StoreError, StoreEvent, Trimmed,
+    deadline, from_ms, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
@@ -72,6 +78,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Jobs removed per `clear_all` step (one script call each).
 const CLEAR_BATCH: usize = 500;
+/// Members of `:required_by` sets one retention call may look at (and prune), so a
+/// prerequisite of very many jobs costs several short calls, not one long one.
+const TRIM_CHECK_BUDGET: usize = 2000;
+/// The terminal statuses, each with its retention index `<prefix>:done:<status>`.
+const TERMINAL: [JobStatus; 2] = [JobStatus::Finished, JobStatus::Error];
 
 /// The Redis-backed [`JobStore`]. See the module docs for the key layout.
 #[derive(Debug)]
@@ -203,6 +214,106 @@ impl RedisStore {
             other => Err(unexpected(op, other)),
         }
     }
+}
+
+/// The job fields `list_page.lua` returns after `status`, `script_type`, `context_id`
+/// and `caller_id` (which it always reads, to filter).
+const SUMMARY_FIELDS: [&str; 5] = [
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "attempt",
+];
+
+/// The reply of `list_page.lua`: the next position, then per job its id and fields.
+fn decode_page(reply: &[Option<String>]) -> Result<JobPage, StoreError> {
+    let bad = |what: &str| StoreError::Unavailable(format!("redis list: {what}"));
+    let (head, rest) = reply
+        .split_at_checked(3)
+        .ok_or_else(|| bad("short reply"))?;
+    let looked_at = head[2]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad("bad count"))?;
+    let next = match (&head[0], &head[1]) {
+        (Some(ms), Some(id)) if !ms.is_empty() => Some(ListCursor {
+            created_ms: ms.parse::<f64>().map_err(|_| bad("bad cursor score"))? as i64,
+            id: JobId::parse(id).map_err(|_| bad("bad cursor id"))?,
+        }),
+        _ => None,
+    };
+    let width = 5 + SUMMARY_FIELDS.len();
+    let mut jobs = Vec::with_capacity(rest.len() / width);
+    for row in rest.chunks(width) {
+        let [
+            Some(id),
+            status,
+            script_type,
+            context_id,
+            caller_id,
+            created,
+            updated,
+            started,
+            finished,
+            attempt,
+        ] = row
+        else {
+            return Err(bad("bad row"));
+        };
+        let Ok(id) = JobId::parse(id) else {
+            tracing::warn!(id = %truncate_line(id, 80), "skipping a bad id in a job index");
+            continue;
+        };
+        let summary = || -> Result<JobSummary, StoreError> {
+            let text = |v: &Option<String>, name: &str| {
+                v.clone()
+                    .ok_or_else(|| corrupt(id, format!("no {name} field")))
+            };
+            let time = |v: &Option<String>, name: &str| -> Result<Option<_>, StoreError> {
+                v.as_deref()
+                    .map(|s| {
+                        s.parse::<i64>()
+                            .ok()
+                            .and_then(from_ms)
+                            .ok_or_else(|| corrupt(id, format!("bad {name} {s:?}")))
+                    })
+                    .transpose()
+            };
+            let status = parse_status(id, &text(status, "status")?)?;
+            let script_type = text(script_type, "script_type")?
+                .parse::<ScriptType>()
+                .map_err(|e| corrupt(id, e.to_string()))?;
+            Ok(JobSummary {
+                id,
+                status,
+                script_type,
+                context_id: text(context_id, "context_id")?,
+                caller_id: text(caller_id, "caller_id")?,
+                created_at: time(created, "created_at")?
+                    .ok_or_else(|| corrupt(id, "no created_at field"))?,
+                updated_at: time(updated, "updated_at")?
+                    .ok_or_else(|| corrupt(id, "no updated_at field"))?,
+                started_at: time(started, "started_at")?,
+                finished_at: time(finished, "finished_at")?,
+                attempt: attempt
+                    .as_deref()
+                    .unwrap_or("0")
+                    .parse()
+                    .map_err(|_| corrupt(id, "bad attempt"))?,
+            })
+        };
+        match summary() {
+            Ok(s) => jobs.push(s),
+            // One damaged job does not hide the others: `get_job` reports it.
+            Err(e) => tracing::warn!(error = %e, "leaving a corrupt job out of a listing"),
+        }
+    }
+    Ok(JobPage {
+        jobs,
+        next,
+        looked_at,
+    })
 }
 
 fn unexpected(op: &str, reply: &[String]) -> StoreError {
@@ -452,6 +563,76 @@ impl JobStore for RedisStore {
             .collect())
     }
 
+    async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError> {
+        let index = match filter.status {
+            Some(s) => self.key(&format!("status:{s}")),
+            None => self.key("jobs"),
+        };
+        let (cursor_ms, cursor_id) = match filter.after {
+            Some(c) => (c.created_ms.to_string(), c.id.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let low = filter.created_after.map_or("-inf".to_owned(), |t| {
+            (to_ms(t).saturating_add(1)).to_string()
+        });
+        let high = filter.created_before.map_or("+inf".to_owned(), |t| {
+            (to_ms(t).saturating_sub(1)).to_string()
+        });
+        let mut inv = SCRIPTS.list_page.prepare_invoke();
+        inv.key(index)
+            .arg(&self.config.prefix)
+            .arg(cursor_ms)
+            .arg(cursor_id)
+            .arg(low)
+            .arg(high)
+            .arg(filter.limit.max(1))
+            .arg(budget.max(1))
+            .arg(filter.status.map(JobStatus::as_str).unwrap_or(""))
+            .arg(filter.script_type.map(ScriptType::as_str).unwrap_or(""))
+            .arg(filter.context_id.as_deref().unwrap_or(""))
+            .arg(filter.caller_id.as_deref().unwrap_or(""));
+        for name in SUMMARY_FIELDS {
+            inv.arg(name);
+        }
+        let reply: Vec<Option<String>> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode_page(&reply)
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let mut pipe = redis::pipe();
+        for s in JobStatus::ALL {
+            pipe.zcard(self.key(&format!("status:{s}")));
+        }
+        for t in ScriptType::ALL {
+            pipe.hget(self.key("counts"), format!("type:{t}"));
+        }
+        for t in ScriptType::ALL {
+            pipe.llen(self.queue_key(t));
+        }
+        pipe.zcard(self.key("delayed"));
+        let all: Vec<Option<i64>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut n = all
+            .into_iter()
+            .map(|v| u64::try_from(v.unwrap_or(0)).unwrap_or(0));
+        let mut take = |len: usize| -> Vec<u64> { (&mut n).take(len).collect() };
+        let statuses = take(JobStatus::ALL.len());
+        let types = take(ScriptType::ALL.len());
+        let queues = take(ScriptType::ALL.len());
+        let delayed = take(1).first().copied().unwrap_or(0);
+        Ok(JobCounts {
+            by_status: JobStatus::ALL.iter().copied().zip(statuses).collect(),
+            by_script_type: ScriptType::ALL.iter().copied().zip(types).collect(),
+            queued: ScriptType::ALL.iter().copied().zip(queues).collect(),
+            delayed,
+        })
+    }
+
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         let args = vec![
             self.config.prefix.clone(),
@@ -472,6 +653,56 @@ impl JobStore for RedisStore {
         }
     }
 
+    async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError> {
+        let mut out = Trimmed::default();
+        if max == 0 {
+            return Ok(out);
+        }
+        let now = self.now_ms();
+        let keep = i64::try_from(self.config.keep_finished.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(keep);
+        for status in TERMINAL {
+            let mut inv = SCRIPTS.trim_done.prepare_invoke();
+            inv.key(self.key(&format!("done:{status}")))
+                .key(self.key("jobs"))
+                .arg(&self.config.prefix)
+                .arg(status.as_str())
+                .arg(now)
+                .arg(cutoff)
+                .arg(self.config.keep_finished_count)
+                .arg(max)
+                .arg(TRIM_CHECK_BUDGET);
+            let (removed, kept, more): (usize, usize, u8) = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            out.removed += removed;
+            out.kept_needed += kept;
+            out.more |= more == 1;
+        }
+        Ok(out)
+    }
+
+    async fn backfill_indexes(&self, max: usize) -> Result<usize, StoreError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut inv = SCRIPTS.backfill.prepare_invoke();
+        inv.key(self.key("jobs"))
+            .key(self.key("backfill"))
+            .arg(&self.config.prefix)
+            .arg(max)
+            .arg(self.now_ms());
+        let (seen, indexed): (usize, usize) = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "indexed jobs stored by an older version");
+        }
+        Ok(seen)
+    }
+
     async fn clear_all(&self) -> Result<(), StoreError> {
         loop {
             let mut inv = SCRIPTS.clear_batch.prepare_invoke();
@@ -489,6 +720,14 @@ impl JobStore for RedisStore {
         let mut keys: Vec<String> = ScriptType::ALL.iter().map(|&t| self.queue_key(t)).collect();
         keys.push(self.key("delayed"));
         keys.push(self.key("leases"));
+        keys.extend(TERMINAL.iter().map(|s| self.key(&format!("done:{s}"))));
+        keys.extend(
+            JobStatus::ALL
+                .iter()
+                .map(|s| self.key(&format!("status:{s}"))),
+        );
+        keys.push(self.key("counts"));
+        keys.push(self.key("backfill"));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
         Ok(())
     }

@@ -31,6 +31,9 @@ pub(super) struct Scripts {
     pub(super) delete: Script,
     pub(super) clear_batch: Script,
     pub(super) append_logs: Script,
+    pub(super) trim_done: Script,
+    pub(super) list_page: Script,
+    pub(super) backfill: Script,
 }
 
 /// The registry, built on first use.
@@ -46,4 +49,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     delete: lua!("delete.lua"),
     clear_batch: lua!("clear_batch.lua"),
     append_logs: lua!("append_logs.lua"),
+    trim_done: lua!("trim_done.lua"),
+    list_page: lua!("list_page.lua"),
+    backfill: lua!("backfill.lua"),
 });

@@ -1,5 +1,6 @@
 -- claim.lua: pop up to max ready ids (FIFO, one LPOP from the head); each becomes
--- Started, attempt + 1, with a lease. Stale entries (job deleted or not Dispatched) are
+-- Started, attempt + 1, with a lease (and moved from the Dispatched to the Started status
+-- index, one ZREM and one ZADD for the batch). Stale entries (job deleted or not Dispatched) are
 -- dropped. Needs Redis >= 6.2 (LPOP with a count).
 -- KEYS[1]: <prefix>:q:work:type:<ScriptType> (LIST)   KEYS[2]: <prefix>:leases (ZSET)
 -- ARGV[1]: prefix   ARGV[2]: max   ARGV[3]: owner   ARGV[4]: lease_until ms   ARGV[5]: now ms
@@ -17,10 +18,10 @@ local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
 if not ids then
   return {}
 end
-local out, claimed, scores = {}, {}, {}
+local out, claimed, scores, indexed = {}, {}, {}, {}
 for _, id in ipairs(ids) do
   local k = jkey(prefix, id)
-  local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', unpack(names))
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', 'created_at', unpack(names))
   if f[1] == 'Dispatched' then
     -- Never raise on stored data: an error here would leave the rest of the popped
     -- batch out of the queue. The caller decides about a job it cannot decode.
@@ -30,18 +31,22 @@ for _, id in ipairs(ids) do
     if f[3] then
       redis.call('HDEL', k, 'not_before')
     end
+    indexed[#indexed + 1] = f[4]
+    indexed[#indexed + 1] = id
     claimed[#claimed + 1] = id
     scores[#scores + 1] = until_ms
     scores[#scores + 1] = id
     out[#out + 1] = id
     out[#out + 1] = attempt
     for j = 1, #names do
-      out[#out + 1] = f[3 + j]
+      out[#out + 1] = f[4 + j]
     end
   end
 end
 if #claimed > 0 then
   redis.call('ZADD', KEYS[2], unpack(scores))
+  redis.call('ZREM', prefix .. ':status:Dispatched', unpack(claimed))
+  index_add(prefix, 'Started', indexed)
   changed_many(prefix, claimed, 'Started')
 end
 return out

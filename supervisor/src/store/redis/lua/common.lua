@@ -11,6 +11,37 @@ local function qkey(prefix, script_type)
   return prefix .. ':q:work:type:' .. script_type
 end
 
+-- Moves `id` from the status index of `from` (nil: none) to that of `to`
+-- (<prefix>:status:<status>, score created_at ms, read from the <prefix>:jobs index).
+local function restatus(prefix, id, from, to)
+  if from == to then
+    return
+  end
+  if from then
+    redis.call('ZREM', prefix .. ':status:' .. from, id)
+  end
+  local created = redis.call('ZSCORE', prefix .. ':jobs', id)
+  if created then
+    redis.call('ZADD', prefix .. ':status:' .. to, created, id)
+  end
+end
+
+-- Adds to the status index of `status` the (created ms, id) pairs `pairs` (flat, maybe
+-- empty) in one ZADD. A created_at that is not a number is left out, never raised on.
+local function index_add(prefix, status, pairs)
+  local args = {}
+  for i = 1, #pairs, 2 do
+    local created = tonumber(pairs[i])
+    if created then
+      args[#args + 1] = created
+      args[#args + 1] = pairs[i + 1]
+    end
+  end
+  if #args > 0 then
+    redis.call('ZADD', prefix .. ':status:' .. status, unpack(args))
+  end
+end
+
 local function publish(prefix, event)
   redis.call('PUBLISH', prefix .. ':events', cjson.encode(event))
 end
@@ -39,9 +70,11 @@ end
 -- Ends job `id` in Error (lease and schedule cleared) and announces it.
 local function end_error(prefix, id, error_json, now)
   local k = jkey(prefix, id)
+  restatus(prefix, id, redis.call('HGET', k, 'status') or nil, 'Error')
   redis.call('HSET', k, 'status', 'Error', 'error', error_json, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_owner', 'lease_until', 'not_before')
   redis.call('ZREM', prefix .. ':leases', id)
+  redis.call('ZADD', prefix .. ':done:Error', now, id)
   changed(prefix, id, 'Error')
 end
 
@@ -108,6 +141,7 @@ local function release_dependents(prefix, done, now)
       end
       if ready then
         redis.call('HSET', dk, 'status', 'Dispatched', 'updated_at', now)
+        restatus(prefix, d, 'WaitingForPrerequisites', 'Dispatched')
         changed(prefix, d, 'Dispatched')
         push_ready(prefix, d, f[3], false, now)
       end
@@ -116,10 +150,10 @@ local function release_dependents(prefix, done, now)
 end
 
 -- The compare-and-set of every outcome (complete_batch.lua): nil and the job's
--- status, attempt, has_dependents and script_type when job hash `k` is Started on
--- `attempt`, else the reply to return.
+-- status, attempt, has_dependents, script_type and created_at when job hash `k` is
+-- Started on `attempt`, else the reply to return.
 local function check_started(k, attempt)
-  local f = redis.call('HMGET', k, 'status', 'attempt', 'has_dependents', 'script_type')
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'has_dependents', 'script_type', 'created_at')
   if not f[1] then
     return { 'NOT_FOUND' }
   end
@@ -130,6 +164,17 @@ local function check_started(k, attempt)
     return { 'CONFLICT', f[2] }
   end
   return nil, f
+end
+
+-- Adds `ids` (not empty) to the retention index of terminal `status`
+-- (<prefix>:done:<status>, score `now`): one ZADD for a batch.
+local function mark_done(prefix, status, ids, now)
+  local args = {}
+  for _, id in ipairs(ids) do
+    args[#args + 1] = now
+    args[#args + 1] = id
+  end
+  redis.call('ZADD', prefix .. ':done:' .. status, unpack(args))
 end
 
 -- Clears the lease of job `id` (hash `k`).

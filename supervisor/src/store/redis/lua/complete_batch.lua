@@ -5,7 +5,9 @@
 --   fail    -> Error; then every dependent, transitively, ends in Error(prerequisite_failed)
 --   retry   -> Dispatched, in the delayed set at not_before; keeps the error when given
 --   release -> Dispatched at the HEAD of its queue (LPUSH); the attempt does not count
--- The lease of every item changed goes in one ZREM; one event per status for the batch.
+-- The lease of every item changed goes in one ZREM; one event per status for the batch;
+-- the ended ones go in their retention index (<prefix>:done:<status>) in one ZADD each;
+-- the status indexes change by one ZREM and one ZADD per new status.
 -- KEYS[1]: <prefix>:leases (ZSET)   KEYS[2]: <prefix>:delayed (ZSET)
 -- ARGV[1]: prefix   ARGV[2]: now ms
 -- ARGV[3 ..]: five entries per item: kind, id, attempt, a, b, where kind and (a, b) are
@@ -15,6 +17,8 @@
 --   {'OK'} | {'NOT_FOUND'} | {'BAD_STATE', status} | {'CONFLICT', attempt} | {'BAD_KIND', kind}
 local prefix, now = ARGV[1], ARGV[2]
 local replies, unleased, finished, failed, dispatched, parents, released = {}, {}, {}, {}, {}, {}, {}
+-- (created ms, id) pairs per new status, for the status indexes.
+local to_index = { Finished = {}, Error = {}, Dispatched = {} }
 for i = 3, #ARGV - 4, 5 do
   local kind, id, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
   local k = jkey(prefix, id)
@@ -52,17 +56,27 @@ for i = 3, #ARGV - 4, 5 do
     bad = true
   end
   if not bad then
+    local status = (kind == 'finish' and 'Finished') or (kind == 'fail' and 'Error') or 'Dispatched'
+    local list = to_index[status]
+    list[#list + 1] = f[5]
+    list[#list + 1] = id
     unleased[#unleased + 1] = id
     replies[#replies + 1] = { 'OK' }
   end
 end
 if #unleased > 0 then
   redis.call('ZREM', KEYS[1], unpack(unleased))
+  redis.call('ZREM', prefix .. ':status:Started', unpack(unleased))
+  for _, status in ipairs({ 'Finished', 'Error', 'Dispatched' }) do
+    index_add(prefix, status, to_index[status])
+  end
 end
 if #finished > 0 then
+  mark_done(prefix, 'Finished', finished, now)
   changed_many(prefix, finished, 'Finished')
 end
 if #failed > 0 then
+  mark_done(prefix, 'Error', failed, now)
   changed_many(prefix, failed, 'Error')
 end
 if #dispatched > 0 then

@@ -1,4 +1,6 @@
--- create.lua: store a new job as Created and index it.
+-- create.lua: store a new job as Created and index it; it is recorded in each
+-- prerequisite's :required_by set (what retention keeps a needed prerequisite by), in
+-- the Created status index and counted per script type (<prefix>:counts).
 -- KEYS[1]: <prefix>:job:<id> (HASH)   KEYS[2]: <prefix>:jobs (ZSET index)
 -- ARGV[1]: prefix   ARGV[2]: id   ARGV[3]: created_at ms   ARGV[4]: n prerequisites
 -- ARGV[5 .. 4+n]: prerequisite ids   ARGV[5+n ..]: hash field/value pairs
@@ -16,5 +18,10 @@ end
 for i = 5 + n, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
+for i = 5, 4 + n do
+  redis.call('SADD', jkey(prefix, ARGV[i]) .. ':required_by', id)
+end
 redis.call('ZADD', KEYS[2], ARGV[3], id)
+redis.call('ZADD', prefix .. ':status:Created', ARGV[3], id)
+redis.call('HINCRBY', prefix .. ':counts', 'type:' .. (redis.call('HGET', KEYS[1], 'script_type') or '?'), 1)
 return { 'OK' }

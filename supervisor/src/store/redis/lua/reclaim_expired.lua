@@ -22,6 +22,7 @@ for _, id in ipairs(expired) do
     else
       clear_lease(prefix, k, id)
       redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now)
+      restatus(prefix, id, 'Started', 'Dispatched')
       changed(prefix, id, 'Dispatched')
       push_ready(prefix, id, f[4], false, now)
     end

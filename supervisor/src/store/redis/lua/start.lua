@@ -37,10 +37,12 @@ if #waiting > 0 then
     redis.call('HSET', jkey(prefix, p), 'has_dependents', '1')
   end
   redis.call('HSET', KEYS[1], 'status', 'WaitingForPrerequisites', 'updated_at', now)
+  restatus(prefix, id, 'Created', 'WaitingForPrerequisites')
   changed(prefix, id, 'WaitingForPrerequisites')
   return { 'OK', 'WaitingForPrerequisites' }
 end
 redis.call('HSET', KEYS[1], 'status', 'Dispatched', 'updated_at', now)
+restatus(prefix, id, 'Created', 'Dispatched')
 changed(prefix, id, 'Dispatched')
 push_ready(prefix, id, f[3], false, now)
 return { 'OK', 'Dispatched' }
