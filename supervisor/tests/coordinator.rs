@@ -392,6 +392,7 @@ async fn check_store(store: &dyn CoordinationStore) {
         updated_at: 1,
         job_id: JobId::new(),
         started: false,
+        ended: None,
     };
     let (a, b) = (record("a"), record("b"));
     assert_eq!(store.job(CONTEXT, 1).await.unwrap(), None);
@@ -581,5 +582,69 @@ async fn a_replacement_racing_flow_start_never_strands_the_flow() {
         .expect("job.load");
         assert_eq!(j["status"], "Finished", "the job the record names ran: {j}");
     }
+    server.stop().await;
+}
+
+/// A flow that ended reads the same after its supervisor jobs are gone (retention, or
+/// `delete_job`): the first read that saw each job end kept how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_flow_reads_the_same_after_its_supervisor_jobs_are_removed() {
+    let server = start(None).await;
+    let admin = client(&server, ADMIN);
+    let exec = client(&server, EXECUTOR);
+    let context =
+        json!({"context": {"id": CONTEXT, "admins": [1], "executors": [2], "readers": [3]}});
+    call(&admin, "context.create", context)
+        .await
+        .expect("context.create");
+    call(&exec, "job.create", job(1, "40 + 2", &[]))
+        .await
+        .expect("job.create");
+    call(&exec, "job.create", job(2, "throw \"no\"", &[]))
+        .await
+        .expect("job.create");
+    call(&exec, "flow.create", flow(10, &[1]))
+        .await
+        .expect("flow.create");
+    call(&exec, "flow.create", flow(20, &[2]))
+        .await
+        .expect("flow.create");
+    call(&exec, "flow.start", key(10))
+        .await
+        .expect("flow.start");
+    call(&exec, "flow.start", key(20))
+        .await
+        .expect("flow.start");
+    let done = wait_flow(&exec, 10, "Finished").await;
+    let failed = wait_flow(&exec, 20, "Error").await;
+    for id in [1u32, 2] {
+        let j = call(
+            &exec,
+            "job.load",
+            json!({"context_id": CONTEXT, "caller_id": 2, "id": id}),
+        )
+        .await
+        .expect("job.load");
+        let job_id = j["job_id"].as_str().expect("job_id").to_owned();
+        let mut p = ArrayParams::new();
+        p.insert(job_id).expect("serializable");
+        let _: Value = admin.request("delete_job", p).await.expect("delete_job");
+    }
+    assert_eq!(
+        call(&exec, "flow.load", key(10)).await.expect("flow.load"),
+        done
+    );
+    assert_eq!(
+        call(&exec, "flow.load", key(20)).await.expect("flow.load"),
+        failed
+    );
+    let j = call(
+        &exec,
+        "job.load",
+        json!({"context_id": CONTEXT, "caller_id": 2, "id": 1}),
+    )
+    .await
+    .expect("job.load");
+    assert_eq!(j["status"], "Finished", "{j}");
     server.stop().await;
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{JobProgress, MessageStatus, delivery, overdue};
-use super::{CoordinationError, CoordinationStore, JobRecord, MessageRecord};
+use super::{CoordinationError, CoordinationStore, JobEnd, JobRecord, MessageRecord};
 use crate::job::{self, JobError, JobStatus};
 use crate::service::{Supervisor, SupervisorError};
 
@@ -33,14 +33,31 @@ pub(crate) fn store_error(e: CoordinationError) -> SupervisorError {
     }
 }
 
-/// The supervisor job behind `record`; one deleted meanwhile (`delete_job`) reads as
-/// failed, so nothing waits for it forever.
+/// The supervisor job behind `record`. The first read that sees it ended keeps how it
+/// ended in the record (best effort: a lost compare-and-set is left to the next read),
+/// so that it still reads the same once retention has removed it; one deleted without
+/// that (`delete_job`, or never read before retention) reads as failed, so nothing
+/// waits for it forever.
 pub(crate) async fn backing_job(
     supervisor: &Supervisor,
+    store: &dyn CoordinationStore,
     record: &JobRecord,
 ) -> Result<job::Job, SupervisorError> {
     match supervisor.get_job(record.job_id).await {
-        Ok(j) => Ok(j),
+        Ok(j) => {
+            if j.status.is_terminal() && record.ended.is_none() {
+                let mut ended = record.clone();
+                ended.ended = Some(JobEnd {
+                    status: j.status,
+                    output: j.output.clone(),
+                    error: j.error.clone(),
+                });
+                if let Err(e) = store.put_job(&ended, Some(record)).await {
+                    tracing::debug!(error = %e, "a coordinator job's end not kept yet");
+                }
+            }
+            Ok(j)
+        }
         Err(SupervisorError::NotFound(_)) => {
             let params = job::JobParams {
                 script: record.script.clone(),
@@ -54,11 +71,20 @@ pub(crate) async fn backing_job(
                 traceparent: None,
             };
             let mut j = job::Job::new(record.job_id, params, chrono::Utc::now());
-            j.status = JobStatus::Error;
-            j.error = Some(JobError::new(
-                "job_deleted",
-                "its supervisor job was deleted",
-            ));
+            match &record.ended {
+                Some(end) => {
+                    j.status = end.status;
+                    j.output = end.output.clone();
+                    j.error = end.error.clone();
+                }
+                None => {
+                    j.status = JobStatus::Error;
+                    j.error = Some(JobError::new(
+                        "job_deleted",
+                        "its supervisor job was deleted",
+                    ));
+                }
+            }
             Ok(j)
         }
         Err(e) => Err(e),
@@ -79,7 +105,7 @@ pub(crate) async fn message_jobs(
             .await
             .map_err(store_error)?
         {
-            let j = backing_job(supervisor, &record).await?;
+            let j = backing_job(supervisor, store, &record).await?;
             jobs.push((record, j));
         }
     }

@@ -163,6 +163,23 @@ pub struct JobRecord {
     /// that won the race is what gets started.
     #[serde(default)]
     pub started: bool,
+    /// How its supervisor job ended, kept the first time a read sees it ended: what
+    /// `job.load` and `flow.load` show once retention has removed that job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<JobEnd>,
+}
+
+/// How a coordinator job's supervisor job ended (see [`JobRecord::ended`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEnd {
+    /// `Finished` or `Error`.
+    pub status: job::JobStatus,
+    /// Its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Its error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<job::JobError>,
 }
 
 /// The spec's `Job`, with `job_id` (the supervisor job) as an extension.

@@ -97,7 +97,7 @@ impl RpcHandler {
 
     /// The supervisor job behind `record` (a deleted one reads as failed).
     pub(super) async fn backing_job(&self, record: &JobRecord) -> RpcResult<job::Job> {
-        deadlines::backing_job(&self.supervisor, record)
+        deadlines::backing_job(&self.supervisor, self.coordination.as_ref(), record)
             .await
             .map_err(to_rpc_error)
     }
@@ -260,6 +260,7 @@ impl RpcHandler {
             updated_at: now,
             job_id: JobId::new(),
             started: false,
+            ended: None,
         };
         let stamp = who
             .stamp
