@@ -802,3 +802,29 @@ async fn encrypted_params_and_results_go_both_ways() {
     assert_eq!(jobs(&c).await, 2, "the two good runs only");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_caller_that_hangs_up_does_not_cut_the_call_short() {
+    let server = serve(fast_calls(), None).await;
+    let c = client(server.addr());
+    let impatient = jsonrpsee::http_client::HttpClientBuilder::default()
+        .request_timeout(Duration::from_millis(300))
+        .build(format!("http://{}", server.addr()))
+        .unwrap();
+    let alice = Caller::new(7);
+    let slow = json!([
+        "import time\ntime.sleep(1.5)\nprint('late')",
+        "Python",
+        null,
+        30
+    ]);
+    let p = alice.rpc_in("hang-up", "run_job", &slow, false, None, None);
+    assert!(
+        call(&impatient, "rpc_in", p).await.is_err(),
+        "the client gave up"
+    );
+    drop(impatient);
+    let state = wait_call(&c, &alice, "hang-up", |s| s["status"] == "done").await;
+    assert_eq!(state["result"], json!("late"));
+    server.stop().await;
+}

@@ -191,7 +191,12 @@ impl CallsApiServer for CallsHandler {
             self.calls.spawn(record, ext);
             answer
         } else {
-            let done = self.calls.run(record, ext).await;
+            // On a task of its own: a caller that hangs up does not cut the call short
+            // (it ends, is recorded and delivered as if the caller had waited).
+            let calls = self.calls.clone();
+            let done = tokio::spawn(async move { calls.run(record, ext).await })
+                .await
+                .map_err(|e| internal(format!("the call's task failed: {e}")))?;
             answer_of(&done)
         }
     }
