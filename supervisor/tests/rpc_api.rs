@@ -591,3 +591,111 @@ async fn filtered_list_and_stats_on_redis() {
     let redis = RedisServer::start();
     filtered_list_and_stats(TestServer::with_redis(RpcConfig::default(), redis.url()).await).await;
 }
+
+/// Past the log cap (here 50 lines) a subscriber neither stalls nor skips silently:
+/// indexes are sequence numbers for good, lines dropped before they could be sent are
+/// announced by one `cursor_expired`, and every line logged after the subscriber caught
+/// up arrives (the bug: 9,000 lines, a pause, 3,000 more, and the stream stopped at the
+/// cap with the indexes no longer naming their lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_past_the_log_cap_keeps_every_later_line() {
+    let mut config = rpc_support::serve_config(RpcConfig::default(), None);
+    config.store.max_log_lines = 50;
+    let server = TestServer::serve(config).await;
+    let ws = server.ws().await;
+    let id = ws
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
+    let job_id: JobId = id.parse().unwrap();
+    ws.start_job(id.clone()).await.unwrap();
+    let job = server
+        .store
+        .claim(ScriptType::Sal, 1, "t", LEASE)
+        .await
+        .unwrap()
+        .remove(0)
+        .into_job()
+        .expect("a decodable job");
+    let lines = |r: std::ops::Range<u64>| r.map(|i| format!("line {i}")).collect::<Vec<_>>();
+    // 90 lines before anyone listens: 0..40 are gone.
+    server
+        .store
+        .append_logs(job_id, &lines(0..90))
+        .await
+        .unwrap();
+    let mut sub = ws.subscribe_job_events(id.clone(), None).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event in time")
+            .expect("not ended")
+            .expect("an event")
+    };
+    assert_eq!(
+        next().await,
+        JobEvent::CursorExpired {
+            job_id,
+            requested: 0,
+            resumed_at: 40
+        }
+    );
+    for i in 40..90 {
+        assert_eq!(
+            next().await,
+            JobEvent::Log {
+                job_id,
+                index: i,
+                line: format!("line {i}")
+            }
+        );
+    }
+    assert_eq!(
+        next().await,
+        JobEvent::Status {
+            job_id,
+            status: JobStatus::Started
+        }
+    );
+    // Far past the cap while the subscriber listens, in small batches: every line, in
+    // order, with its own number.
+    for chunk in (90..300).step_by(10) {
+        server
+            .store
+            .append_logs(job_id, &lines(chunk..chunk + 10))
+            .await
+            .unwrap();
+    }
+    let mut want = 90;
+    while want < 300 {
+        match next().await {
+            JobEvent::Log { index, line, .. } => {
+                assert_eq!((index, line), (want, format!("line {want}")));
+                want += 1;
+            }
+            // Under load the stream may fall behind the cap; then it says so.
+            JobEvent::CursorExpired {
+                requested,
+                resumed_at,
+                ..
+            } => {
+                assert_eq!(requested, want);
+                assert!(resumed_at > want);
+                want = resumed_at;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server
+        .store
+        .complete_one(Completion::finish(job_id, job.attempt, "out"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next().await,
+        JobEvent::Status {
+            job_id,
+            status: JobStatus::Finished
+        }
+    );
+}

@@ -136,7 +136,8 @@ schemas = {
    "runners":{"type":"array","items":S("RunnerInfo")}}},
  "JobEvent": {"oneOf":[
    {"type":"object","required":["type","job_id","status"],"properties":{"type":{"const":"status"},"job_id":S("JobId"),"status":S("JobStatus")}},
-   {"type":"object","required":["type","job_id","index","line"],"properties":{"type":{"const":"log"},"job_id":S("JobId"),"index":{"type":"integer","minimum":0},"line":{"type":"string"}}}]},
+   {"type":"object","required":["type","job_id","index","line"],"properties":{"type":{"const":"log"},"job_id":S("JobId"),"index":{"type":"integer","minimum":0,"description":"The line's sequence number, for good (also once the cap drops older lines)."},"line":{"type":"string"}}},
+   {"type":"object","required":["type","job_id","requested","resumed_at"],"description":"Lines from `requested` to `resumed_at` (exclusive) were dropped by the log cap; the stream goes on at `resumed_at`.","properties":{"type":{"const":"cursor_expired"},"job_id":S("JobId"),"requested":{"type":"integer","minimum":0},"resumed_at":{"type":"integer","minimum":0}}}]},
 }
 # Signed asynchronous calls (COORDINATION.md section 2).
 call_status = {"type":"string","enum":["pending","running","done","error"]}

@@ -698,6 +698,14 @@ async fn follow_logs(job: JobArgs) -> anyhow::Result<()> {
                 return Err(anyhow!("job ended in Error"));
             }
             JobEvent::Status { .. } => {}
+            JobEvent::CursorExpired {
+                requested,
+                resumed_at,
+                ..
+            } => print_line(&format!(
+                "[{} log lines dropped by the log cap: {requested}..{resumed_at}]",
+                resumed_at.saturating_sub(requested)
+            )),
         }
     }
     Ok(())

@@ -246,19 +246,33 @@ impl RpcHandler {
         let mut next_line = cursor;
         let mut last_status: Option<JobStatus> = None;
         loop {
-            let lines = self
+            // Only the lines not sent yet, by their sequence numbers: a capped log that
+            // drops its oldest lines moves nothing under the cursor.
+            let (first, lines) = self
                 .supervisor
-                .job_log_lines(id)
+                .store()
+                .logs_from(id, next_line)
                 .await
-                .map_err(to_rpc_error)?;
+                .map_err(|e| to_rpc_error(e.into()))?;
             let status = self
                 .supervisor
                 .get_job_status(id)
                 .await
                 .map_err(to_rpc_error)?;
-            let start = usize::try_from(next_line).unwrap_or(usize::MAX);
-            for (offset, line) in lines.into_iter().enumerate().skip(start) {
-                let index = u64::try_from(offset).unwrap_or(u64::MAX);
+            if first > next_line {
+                // The lines from the cursor on were dropped by the cap: say so, then
+                // go on from the oldest one kept.
+                let event = JobEvent::CursorExpired {
+                    job_id: id,
+                    requested: next_line,
+                    resumed_at: first,
+                };
+                if !Self::send(sink, &event).await {
+                    return Ok(None);
+                }
+            }
+            for (offset, line) in (first..).zip(lines) {
+                let index = offset;
                 let event = JobEvent::Log {
                     job_id: id,
                     index,

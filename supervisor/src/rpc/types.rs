@@ -426,10 +426,21 @@ pub enum JobEvent {
     Log {
         /// The job.
         job_id: JobId,
-        /// Position of the line in the job's log.
+        /// The line's sequence number: the count of lines the job logged before it. It
+        /// stays the line's for good, also once the cap drops older lines.
         index: u64,
         /// The line.
         line: String,
+    },
+    /// The lines from `requested` to `resumed_at` (exclusive) were dropped by the log
+    /// cap before they could be sent; the stream goes on at `resumed_at`.
+    CursorExpired {
+        /// The job.
+        job_id: JobId,
+        /// The cursor asked for (or reached).
+        requested: u64,
+        /// The sequence number of the next line sent.
+        resumed_at: u64,
     },
 }
 

@@ -51,6 +51,9 @@ struct State {
     /// id -> its score in `done`.
     done_at: HashMap<JobId, i64>,
     logs: HashMap<JobId, VecDeque<String>>,
+    /// id -> how many of its log lines were appended and are no longer kept: the
+    /// sequence number of its oldest kept line.
+    logs_dropped: HashMap<JobId, u64>,
 }
 
 /// What [`State::trim`] may remove: ended at or before `cutoff` (ms), or beyond the
@@ -379,6 +382,7 @@ impl State {
         }
         self.required_by.remove(&id);
         self.logs.remove(&id);
+        self.logs_dropped.remove(&id);
         // Jobs waiting on it can never run now.
         self.fail_dependents(id, "was deleted", now, ev);
         Some(job)
@@ -789,8 +793,10 @@ impl JobStore for MemoryStore {
             for line in lines {
                 logs.push_back(truncate_line(line, self.config.max_log_line_len));
             }
-            while logs.len() > max {
-                logs.pop_front();
+            let excess = logs.len().saturating_sub(max);
+            logs.drain(..excess);
+            if excess > 0 {
+                *st.logs_dropped.entry(id).or_default() += excess as u64;
             }
         }
         self.emit(vec![StoreEvent::LogAppended { id }]);
@@ -805,6 +811,20 @@ impl JobStore for MemoryStore {
             .get(&id)
             .map(|l| l.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn logs_from(&self, id: JobId, from: u64) -> Result<(u64, Vec<String>), StoreError> {
+        let st = self.lock();
+        st.job(id)?;
+        let dropped = st.logs_dropped.get(&id).copied().unwrap_or(0);
+        let first = from.max(dropped);
+        let skip = usize::try_from(first - dropped).unwrap_or(usize::MAX);
+        let lines = st
+            .logs
+            .get(&id)
+            .map(|l| l.iter().skip(skip).cloned().collect())
+            .unwrap_or_default();
+        Ok((first, lines))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

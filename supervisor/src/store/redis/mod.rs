@@ -738,8 +738,10 @@ impl JobStore for RedisStore {
             id.to_string(),
             self.config.max_log_lines.max(1).to_string(),
         ];
-        // Only the newest max_log_lines can survive the trim: don't ship the rest.
+        // Only the newest max_log_lines can survive the trim: don't ship the rest (but
+        // count them, so every line keeps its sequence number).
         let skip = lines.len().saturating_sub(self.config.max_log_lines.max(1));
+        args.push(skip.to_string());
         args.extend(
             lines[skip..]
                 .iter()
@@ -767,6 +769,22 @@ impl JobStore for RedisStore {
             return Err(StoreError::NotFound(id));
         }
         Ok(lines)
+    }
+
+    async fn logs_from(&self, id: JobId, from: u64) -> Result<(u64, Vec<String>), StoreError> {
+        let key = self.job_key(id);
+        let keys = [key.clone(), format!("{key}:logs")];
+        let reply = self
+            .run(&SCRIPTS.logs_from, &keys, vec![from.to_string()])
+            .await?;
+        match reply.as_slice() {
+            [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
+            [ok, first, lines @ ..] if ok == "OK" => {
+                let first = first.parse().map_err(|_| unexpected("logs_from", &reply))?;
+                Ok((first, lines.to_vec()))
+            }
+            other => Err(unexpected("logs_from", other)),
+        }
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
