@@ -14,7 +14,6 @@ use hero_supervisor::calls::{CallsConfig, ServerKey};
 use hero_supervisor::config::ServeConfig;
 use hero_supervisor::rpc::RpcConfig;
 use hero_supervisor::rpc::client::http_client;
-use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::server::{self, RunningServer};
 use hero_supervisor::service::SupervisorConfig;
 use hero_testkit::{RedisServer, free_tcp_port};
@@ -26,6 +25,10 @@ use k256::ecdsa::signature::{Signer, Verifier};
 use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod rpc_support;
+
+use rpc_support::expect_code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hero-supervisor");
 
@@ -263,17 +266,6 @@ async fn server_pubkey(c: &HttpClient) -> String {
 async fn jobs(c: &HttpClient) -> usize {
     let ids: Vec<String> = c.request("list_jobs", rpc_params![]).await.unwrap();
     ids.len()
-}
-
-#[track_caller]
-fn expect_code(r: Result<Value, ClientError>, code: i32, data_code: &str) {
-    let err = r.expect_err("expected an error");
-    let answer = ErrorAnswer::from_client_error(&err);
-    assert_eq!(
-        answer.as_ref().map(|a| (a.code, a.data_code())),
-        Some((code, data_code)),
-        "unexpected error: {err:?}"
-    );
 }
 
 async fn wait_call(

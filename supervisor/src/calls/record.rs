@@ -92,6 +92,33 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// A call just accepted: `pending`, nothing to deliver yet, no attempts.
+    pub fn new(
+        rpc_id: String,
+        pubkey: String,
+        method_name: String,
+        params: String,
+        now: DateTime<Utc>,
+    ) -> Self {
+        CallRecord {
+            rpc_id,
+            pubkey,
+            method_name,
+            params,
+            return_url: None,
+            return_topic: None,
+            encryption: None,
+            status: CallStatus::Pending,
+            result: None,
+            job_id: None,
+            created_at: now,
+            updated_at: now,
+            delivery: Delivery::None,
+            attempts: Vec::new(),
+            attempt_count: 0,
+        }
+    }
+
     /// The record's store key: `<pubkey>:<rpc_id>` (the pubkey has a fixed length, so
     /// this cannot collide).
     pub fn key(&self) -> String {
@@ -170,24 +197,15 @@ mod tests {
     use k256::ecdsa::{Signature, VerifyingKey};
 
     fn record() -> CallRecord {
-        let now = Utc::now();
-        CallRecord {
-            rpc_id: "r1".into(),
-            pubkey: "02ab".into(),
-            method_name: "run_job".into(),
-            params: r#"["1+1","rhai"]"#.into(),
-            return_url: None,
-            return_topic: Some("t".into()),
-            encryption: None,
-            status: CallStatus::Running,
-            result: None,
-            job_id: None,
-            created_at: now,
-            updated_at: now,
-            delivery: Delivery::None,
-            attempts: vec![],
-            attempt_count: 0,
-        }
+        let mut rec = CallRecord::new(
+            "r1".into(),
+            "02ab".into(),
+            "run_job".into(),
+            r#"["1+1","rhai"]"#.into(),
+            Utc::now(),
+        );
+        rec.return_topic = Some("t".into());
+        rec
     }
 
     #[test]

@@ -521,28 +521,19 @@ impl CallStore for RedisCalls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::record::{CallStatus, Delivery};
+    use crate::calls::record::CallStatus;
     use chrono::Utc;
 
     fn record(id: &str, status: CallStatus) -> CallRecord {
-        let now = Utc::now();
-        CallRecord {
-            rpc_id: id.into(),
-            pubkey: "02aa".into(),
-            method_name: "whoami".into(),
-            params: "[]".into(),
-            return_url: None,
-            return_topic: None,
-            encryption: None,
-            status,
-            result: None,
-            job_id: None,
-            created_at: now,
-            updated_at: now,
-            delivery: Delivery::None,
-            attempts: vec![],
-            attempt_count: 0,
-        }
+        let mut rec = CallRecord::new(
+            id.into(),
+            "02aa".into(),
+            "whoami".into(),
+            "[]".into(),
+            Utc::now(),
+        );
+        rec.status = status;
+        rec
     }
 
     #[tokio::test]

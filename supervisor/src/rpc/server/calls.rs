@@ -14,7 +14,7 @@ use super::super::calls_api::{
 };
 use super::super::error::{internal, invalid_params, not_found_with_code};
 use crate::calls::{
-    CallRecord, CallStatus, CallStoreError, Calls, Delivery, ENCRYPTION_SCHEME, caller_extensions,
+    CallRecord, CallStatus, CallStoreError, Calls, ENCRYPTION_SCHEME, caller_extensions,
     decrypt_params, record::record_key,
 };
 use crate::service::SupervisorError;
@@ -159,23 +159,10 @@ impl CallsApiServer for CallsHandler {
     async fn rpc_in(&self, ext: &Extensions, p: RpcInParams) -> RpcResult<Box<RawValue>> {
         let pubkey = self.check(&p)?;
         let now = Utc::now();
-        let record = CallRecord {
-            rpc_id: p.rpc_id,
-            pubkey: pubkey.clone(),
-            method_name: p.method_name,
-            params: p.params,
-            return_url: p.return_url,
-            return_topic: p.return_topic,
-            encryption: p.encryption,
-            status: CallStatus::Pending,
-            result: None,
-            job_id: None,
-            created_at: now,
-            updated_at: now,
-            delivery: Delivery::None,
-            attempts: Vec::new(),
-            attempt_count: 0,
-        };
+        let mut record = CallRecord::new(p.rpc_id, pubkey.clone(), p.method_name, p.params, now);
+        record.return_url = p.return_url;
+        record.return_topic = p.return_topic;
+        record.encryption = p.encryption;
         if let Some(existing) = self.calls.claim(&record).await.map_err(storage)? {
             // A replay: the first call's state, nothing run again.
             tracing::debug!(rpc_id = %existing.rpc_id, "rpc_in replayed");
