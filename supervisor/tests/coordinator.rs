@@ -541,8 +541,10 @@ async fn flows_run_in_dependency_order_on_redis_across_instances() {
 }
 
 /// `job.create` replacing a job while `flow.start` starts it: whichever wins, the job
-/// the record names is the one that runs, and the flow finishes (before the record
-/// carried `started`, a replacement could delete the job the flow had just started).
+/// the record names is the one that runs, and the flow finishes. It checks that rule
+/// under concurrency; it does not force the interleaving the `started` mark closes (a
+/// replacement deleting the job a flow had just started): that window is too narrow
+/// to hit from outside, and this test passes without the mark too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_racing_flow_start_never_strands_the_flow() {
     let server = start(None).await;
