@@ -27,9 +27,10 @@ use super::error::{
 };
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
-    FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent, JobInfo, JobLoadParams,
-    JobLogsResult, ListJobsFilter, ListJobsResult, MessageCreateParams, MessageLoadParams,
-    PlayResult, RunnerCreateParams, RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
+    DEFAULT_LOG_PAGE, FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent,
+    JobInfo, JobLoadParams, JobLogsResult, ListJobsFilter, ListJobsResult, LogPage, LogRange,
+    MAX_LOG_PAGE, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
+    RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
@@ -44,6 +45,10 @@ use crate::service::Supervisor;
 use crate::service::SupervisorError;
 use crate::store::StoreEvent;
 use crate::trace::TraceParent;
+
+/// Log lines a subscription reads from the store at once: a long backlog goes out in
+/// batches, each read bounded.
+const EVENT_LOG_BATCH: usize = 1_000;
 
 /// State shared by every call.
 #[derive(Debug, Clone)]
@@ -251,9 +256,10 @@ impl RpcHandler {
             let (first, lines) = self
                 .supervisor
                 .store()
-                .logs_from(id, next_line)
+                .logs_from(id, next_line, EVENT_LOG_BATCH)
                 .await
                 .map_err(|e| to_rpc_error(e.into()))?;
+            let more = lines.len() >= EVENT_LOG_BATCH;
             let status = self
                 .supervisor
                 .get_job_status(id)
@@ -283,8 +289,16 @@ impl RpcHandler {
                 }
                 next_line = index.saturating_add(1);
             }
+            if more {
+                // A long backlog: send it in batches before anything else.
+                continue;
+            }
             if last_status != Some(status) {
-                let event = JobEvent::Status { job_id: id, status };
+                let event = JobEvent::Status {
+                    job_id: id,
+                    status,
+                    cursor: next_line,
+                };
                 if !Self::send(sink, &event).await {
                     return Ok(None);
                 }
@@ -426,16 +440,49 @@ impl HeroApiServer for RpcHandler {
             .map_err(to_rpc_error)
     }
 
-    async fn get_job_logs(&self, ext: &Extensions, job_id: String) -> RpcResult<JobLogsResult> {
+    async fn get_job_logs(
+        &self,
+        ext: &Extensions,
+        job_id: String,
+        start: Option<u64>,
+        limit: Option<u64>,
+    ) -> RpcResult<JobLogsResult> {
         let id = parse_job_id(&job_id)?;
         let who = self.who(ext).await?;
         self.job_for(&who.caller, id, Role::Reader).await?;
-        let logs = self
+        if start.is_none() && limit.is_none() {
+            let logs = self
+                .supervisor
+                .get_job_logs(id)
+                .await
+                .map_err(to_rpc_error)?;
+            return Ok(JobLogsResult { logs, page: None });
+        }
+        let start = start.unwrap_or(0);
+        let limit = match limit {
+            Some(0) => return Err(invalid_params("limit must be at least 1")),
+            Some(n) => n.min(MAX_LOG_PAGE),
+            None => DEFAULT_LOG_PAGE,
+        };
+        let (first, lines) = self
             .supervisor
-            .get_job_logs(id)
+            .store()
+            .logs_from(id, start, usize::try_from(limit).unwrap_or(usize::MAX))
             .await
-            .map_err(to_rpc_error)?;
-        Ok(JobLogsResult { logs })
+            .map_err(|e| to_rpc_error(e.into()))?;
+        let next = first.saturating_add(lines.len() as u64);
+        Ok(JobLogsResult {
+            logs: (!lines.is_empty()).then(|| lines.join("\n")),
+            page: Some(LogPage {
+                lines,
+                start: first,
+                next,
+                dropped: (first > start).then_some(LogRange {
+                    from: start,
+                    to: first,
+                }),
+            }),
+        })
     }
 
     async fn list_jobs(
