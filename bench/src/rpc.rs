@@ -59,7 +59,7 @@ pub(crate) struct RpcFigures {
 
 async fn call<C: HeroApiClient + Sync>(client: &C) -> Result<()> {
     client
-        .run_job("noop".to_owned(), "SAL".to_owned(), None, Some(60))
+        .run_job("noop".to_owned(), "SAL".to_owned(), None, Some(60), None)
         .await
         .map_err(|e| anyhow!("run_job: {e}"))?;
     Ok(())

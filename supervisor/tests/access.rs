@@ -239,6 +239,21 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
                 .await,
         ),
         "play" => outcome(client.call(method, vec![json!("40 + 2")]).await),
+        "run_job(context)" => outcome(
+            client
+                .call(
+                    "run_job",
+                    vec![
+                        json!("40 + 2"),
+                        json!("SAL"),
+                        json!(null),
+                        json!(30),
+                        json!(ctx),
+                    ],
+                )
+                .await,
+        ),
+        "play(context)" => outcome(client.call("play", vec![json!("40 + 2"), json!(ctx)]).await),
         "get_job_status" | "get_job_output" | "get_job_logs" | "get_job" | "stop_job"
         | "delete_job" => {
             let id = job(admin, true).await;

@@ -299,9 +299,9 @@ async fn runner_backed_methods_over_http_and_ws() {
     let http = http_client(&server.url, None).unwrap();
     let ws = ws_client(&server.url, None).await.unwrap();
     async fn check(c: &(impl HeroApiClient + Sync)) {
-        assert_eq!(c.play("40 + 2".into()).await.unwrap().output, "42");
+        assert_eq!(c.play("40 + 2".into(), None).await.unwrap().output, "42");
         assert_eq!(
-            c.run_job("6 * 7".into(), "osis".into(), None, None)
+            c.run_job("6 * 7".into(), "osis".into(), None, None, None)
                 .await
                 .unwrap(),
             "42"
@@ -313,11 +313,11 @@ async fn runner_backed_methods_over_http_and_ws() {
             .unwrap();
         c.start_job(first.clone()).await.unwrap();
         let out = c
-            .run_job("2".into(), "SAL".into(), Some(vec![first]), Some(30))
+            .run_job("2".into(), "SAL".into(), Some(vec![first]), Some(30), None)
             .await;
         assert_eq!(out.unwrap(), "2");
         // A failing script: -32003 job_failed.
-        let err = c.play("throw \"boom\"".into()).await.unwrap_err();
+        let err = c.play("throw \"boom\"".into(), None).await.unwrap_err();
         assert_eq!(ErrorAnswer::from_client_error(&err).unwrap().code, -32003);
         // Stop a running job.
         let mut params = CreateJobParams::new("import time\ntime.sleep(60)\n", "Python");

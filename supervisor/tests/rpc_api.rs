@@ -192,12 +192,18 @@ async fn error_codes_from_real_bad_inputs() {
         "invalid_params",
     );
     expect_code(
-        c.run_job("x".into(), "SAL".into(), Some(vec!["nope".into()]), None)
-            .await,
+        c.run_job(
+            "x".into(),
+            "SAL".into(),
+            Some(vec!["nope".into()]),
+            None,
+            None,
+        )
+        .await,
         -32602,
         "invalid_job_id",
     );
-    expect_code(c.play("".into()).await, -32602, "invalid_params");
+    expect_code(c.play("".into(), None).await, -32602, "invalid_params");
     expect_code(
         c.fetch_nonce("not hex".into()).await,
         -32602,
@@ -232,7 +238,9 @@ async fn error_codes_from_real_bad_inputs() {
     c.start_job(id.clone()).await.unwrap();
     expect_code(c.start_job(id.clone()).await, -32004, "conflict");
     // -32002: nothing runs the job within its timeout (no runner pools here).
-    let err = c.run_job("x".into(), "SAL".into(), None, Some(1)).await;
+    let err = c
+        .run_job("x".into(), "SAL".into(), None, Some(1), None)
+        .await;
     expect_code(err, -32002, "timeout");
     // -32003: the job ends in Error (its prerequisite is cancelled).
     let prereq = c
@@ -243,7 +251,7 @@ async fn error_codes_from_real_bad_inputs() {
         let c = server.http();
         let prereq = prereq.clone();
         tokio::spawn(async move {
-            c.run_job("y".into(), "sal".into(), Some(vec![prereq]), Some(30))
+            c.run_job("y".into(), "sal".into(), Some(vec![prereq]), Some(30), None)
                 .await
         })
     };

@@ -121,12 +121,19 @@ fn registration(id: u32, port: Option<u16>, types: &[&str]) -> Value {
     json!({"context_id": CONTEXT, "runner": runner})
 }
 
-/// `run_job` of an OSIS script (only registered runners serve OSIS), 20 s at most.
+/// `run_job` of an OSIS script in the runners' context (only registered runners serve
+/// OSIS), 20 s at most.
 async fn run_osis(c: &HttpClient) -> Result<Value, ClientError> {
     call(
         c,
         "run_job",
-        vec![json!("40 + 2"), json!("OSIS"), json!(null), json!(20)],
+        vec![
+            json!("40 + 2"),
+            json!("OSIS"),
+            json!(null),
+            json!(20),
+            json!(CONTEXT.to_string()),
+        ],
     )
     .await
 }
@@ -214,7 +221,8 @@ async fn a_registered_runner_serves_jobs_now_after_a_restart_and_on_other_instan
         "create_job",
         vec![
             json!({"script": "import time\ntime.sleep(2)\nprint('slow')",
-            "script_type": "Python", "timeout": 30, "retries": 0}),
+            "script_type": "Python", "timeout": 30, "retries": 0,
+            "context_id": CONTEXT.to_string()}),
         ],
     )
     .await
@@ -310,7 +318,7 @@ async fn registrations_are_checked_and_kept_to_the_context_admins() {
     }
 
     // A context admin registers runners without a port (records); one with a port
-    // would get other contexts' jobs: a server admin's.
+    // makes the server connect where it says: a server admin's.
     let record = call(
         &ctx_admin,
         "runner.create",

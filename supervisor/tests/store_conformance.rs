@@ -1317,6 +1317,67 @@ async fn log_lines_keep_their_sequence_numbers(h: Harness) {
     ));
 }
 
+/// Lanes: while (7, SAL) is open, context "7"'s SAL jobs queue there (also when
+/// released back), only `claim_lane` takes them, other contexts (and "07", not the
+/// canonical form) stay on the shared queue; cancelling one takes it off its lane;
+/// closing moves the lane's jobs back to the shared queue in order.
+async fn lanes_route_a_contexts_jobs_and_drain_back(h: Harness) {
+    let in_context = |context: &str| {
+        let mut p = h.params(ScriptType::Sal, vec![]);
+        p.context_id = context.into();
+        p
+    };
+    let queue = async |context: &str| {
+        let id = h.create_with(in_context(context)).await.id;
+        assert_eq!(h.store.start(id).await, Ok(JobStatus::Dispatched));
+        id
+    };
+    let lane = async |max: usize| {
+        decoded(
+            h.store
+                .claim_lane(7, ScriptType::Sal, max, OWNER, LEASE)
+                .await
+                .expect("claim_lane"),
+        )
+    };
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let before = queue("7").await;
+    h.store.set_lane(7, ScriptType::Sal, true).await.unwrap();
+    h.store.set_lane(7, ScriptType::Sal, true).await.unwrap();
+    assert_eq!(h.store.lanes().await.unwrap(), vec![(7, ScriptType::Sal)]);
+    let a = queue("7").await;
+    let b = queue("8").await;
+    let c = queue("07").await;
+    // The shared queue: the job queued before the lane opened, and the other contexts.
+    assert_eq!(ids(h.claim(10).await), vec![before, b, c]);
+    assert_eq!(ids(lane(10).await), vec![a]);
+    // Released back: to the head of its lane again, not to the shared queue.
+    h.store
+        .complete_one(Completion::release(a, 1))
+        .await
+        .unwrap();
+    assert!(h.claim(10).await.is_empty());
+    assert_eq!(ids(lane(10).await), vec![a]);
+    // Cancelled while on the lane: off it.
+    let cancelled = queue("7").await;
+    h.store.cancel(cancelled).await.unwrap();
+    assert!(lane(10).await.is_empty());
+    // Closing: the waiting ones go back, in order, and are claimed from the shared queue.
+    let d = queue("7").await;
+    let e = queue("7").await;
+    h.store.set_lane(7, ScriptType::Sal, false).await.unwrap();
+    assert_eq!(h.store.lanes().await.unwrap(), vec![]);
+    assert!(lane(10).await.is_empty());
+    assert_eq!(ids(h.claim(10).await), vec![d, e]);
+    // Closed: new jobs of the context use the shared queue.
+    let f = queue("7").await;
+    assert_eq!(ids(h.claim(10).await), vec![f]);
+    // Another type's lane does not catch SAL jobs.
+    h.store.set_lane(7, ScriptType::Osis, true).await.unwrap();
+    let g = queue("7").await;
+    assert_eq!(ids(h.claim(10).await), vec![g]);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory_store {
@@ -1339,6 +1400,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    lanes_route_a_contexts_jobs_and_drain_back,
     log_lines_keep_their_sequence_numbers,
     queued_at_follows_every_way_into_the_queue,
     create_then_get_round_trips,

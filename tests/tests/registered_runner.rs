@@ -1,8 +1,10 @@
 //! A runner built on the SDK (`hero-test-runner`, listening on TCP) registered over
-//! JSON-RPC (`runner.create`) with a server that has no runner pools at all: it serves
-//! jobs at once, again after the server restarts on the same Redis, and a replacement
-//! of the registration lets the job the old runner runs finish there exactly once
-//! (the runner's own ledger, `once DIR`, says so) while new jobs go to the new one.
+//! JSON-RPC (`runner.create`) in context 3: it serves that context's jobs at once, again
+//! after the server restarts on the same Redis, and a replacement of the registration
+//! lets the job the old runner runs finish there exactly once (the runner's own ledger,
+//! `once DIR`, says so) while new jobs go to the new one. And it serves its context
+//! only: another context's jobs of its type run on the configured pool, its own never
+//! do, and a replacement that drops the type sends the waiting ones back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
@@ -10,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hero_supervisor::config::ServeConfig;
+use hero_supervisor::job::ScriptType;
+use hero_supervisor::pool::{PoolConfig, Transport};
 use hero_supervisor::rpc::RpcConfig;
 use hero_supervisor::rpc::client::http_client;
 use hero_supervisor::server::{self, RunningServer};
@@ -54,12 +58,17 @@ impl Drop for TcpRunner {
 /// A server on `redis` without any configured runner pool (no token: the caller is
 /// the local server admin).
 async fn start(redis: &RedisServer) -> RunningServer {
+    start_with(Some(redis), Vec::new()).await
+}
+
+/// A server on `redis` (or the memory store) with `pools`.
+async fn start_with(redis: Option<&RedisServer>, pools: Vec<PoolConfig>) -> RunningServer {
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        redis_url: Some(redis.url()),
+        redis_url: redis.map(RedisServer::url),
         rpc: RpcConfig::default(),
         supervisor: SupervisorConfig {
-            pools: Vec::new(),
+            pools,
             ..SupervisorConfig::with_runner_command("unused", Vec::new())
         },
         ..ServeConfig::default()
@@ -82,14 +91,129 @@ fn register(port: u16) -> Value {
         "topic": "v", "local": true, "port": port, "script_types": ["V"]}})
 }
 
-/// `run_job` of a V script (only the registered runner serves V), 20 s at most.
+/// `run_job` of a V script in context 3 (only the registered runner serves V there),
+/// 20 s at most.
 async fn run_v(c: &HttpClient, script: &str) -> Value {
+    run_v_in(c, "3", script).await
+}
+
+/// `run_job` of a V script in `context`, 20 s at most.
+async fn run_v_in(c: &HttpClient, context: &str, script: &str) -> Value {
     call(
         c,
         "run_job",
-        vec![json!(script), json!("V"), json!(null), json!(20)],
+        vec![
+            json!(script),
+            json!("V"),
+            json!(null),
+            json!(20),
+            json!(context),
+        ],
     )
     .await
+}
+
+/// The pool that ran job `id` (`get_job`'s `runner` is `<instance>/<pool>`).
+async fn ran_on(c: &HttpClient, id: &Value) -> String {
+    let job = call(c, "get_job", vec![id.clone()]).await;
+    let runner = job["runner"].as_str().unwrap_or_default();
+    runner.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// A created and started V job in `context` running `script`; its id.
+async fn submit_v(c: &HttpClient, context: &str, script: &str) -> Value {
+    let id = call(
+        c,
+        "create_job",
+        vec![
+            json!({"script": script, "script_type": "V", "context_id": context,
+            "timeout": 20, "retries": 0}),
+        ],
+    )
+    .await;
+    call(c, "start_job", vec![id.clone()]).await;
+    id
+}
+
+/// Waits for job `id` to end; its `get_job`.
+async fn ended(c: &HttpClient, id: &Value) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = call(c, "get_job", vec![id.clone()]).await;
+        if job["status"] == "Finished" || job["status"] == "Error" {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never ended: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A registered runner serves its own context only, on both stores: context 3's V jobs
+/// run on it, context 4's and the default context's on the configured pool. Replaced by
+/// a registration without V, context 3's waiting V jobs go back to the shared queue and
+/// the configured pool runs them: nothing is lost.
+async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>) {
+    let runner = TcpRunner::start();
+    let shared = PoolConfig::new(
+        "shared",
+        vec![ScriptType::V],
+        Transport::Stdio {
+            program: TEST_RUNNER.to_owned(),
+            args: Vec::new(),
+        },
+    );
+    let server = start_with(redis, vec![shared]).await;
+    let c = http_client(&format!("http://{}", server.addr()), None).expect("client");
+    call(&c, "runner.create", vec![register(runner.port)]).await;
+    for (context, pool) in [("3", "ctx3.runner8."), ("4", "shared"), ("", "shared")] {
+        for i in 0..3 {
+            let id = submit_v(&c, context, &format!("echo {context}-{i}")).await;
+            let job = ended(&c, &id).await;
+            assert_eq!(job["output"], format!("{context}-{i}"), "{job}");
+            let ran = ran_on(&c, &id).await;
+            assert!(ran.starts_with(pool), "context {context:?} ran on {ran}");
+        }
+    }
+    // The registered runner goes away: context 3's V jobs wait on its lane, never
+    // taken by the shared pool. Then the registration is replaced by one serving Osis
+    // only: the waiting ones go back to the shared queue and run there, once each.
+    drop(runner);
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        waiting.push(submit_v(&c, "3", &format!("echo w{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &waiting {
+        assert_eq!(
+            call(&c, "get_job_status", vec![id.clone()]).await,
+            "Dispatched"
+        );
+    }
+    let mut osis = register(1);
+    osis["runner"]["script_types"] = json!(["Osis"]);
+    call(&c, "runner.create", vec![osis]).await;
+    for (i, id) in waiting.iter().enumerate() {
+        let job = ended(&c, id).await;
+        assert_eq!(job["status"], "Finished", "{job}");
+        assert_eq!(job["output"], format!("w{i}"), "{job}");
+        assert_eq!(job["attempt"], 1, "{job}");
+        assert_eq!(ran_on(&c, id).await, "shared", "waiting job {i}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_runner_serves_its_context_only_on_memory() {
+    a_registered_runner_serves_its_context_only(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_runner_serves_its_context_only_on_redis() {
+    let redis = RedisServer::start();
+    a_registered_runner_serves_its_context_only(Some(&redis)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +235,10 @@ async fn an_sdk_runner_registered_over_rpc_serves_jobs_across_restarts_and_repla
     let slow = call(
         &c,
         "create_job",
-        vec![json!({"script": "sleep 1.5", "script_type": "V", "timeout": 30, "retries": 0})],
+        vec![
+            json!({"script": "sleep 1.5", "script_type": "V", "timeout": 30, "retries": 0,
+            "context_id": "3"}),
+        ],
     )
     .await;
     call(&c, "start_job", vec![slow.clone()]).await;

@@ -42,14 +42,14 @@ async fn two_hundred_concurrent_run_job_clients_over_http_and_websocket() {
                 if i % 2 == 0 {
                     let client = http_client(&url, None).expect("http client");
                     client
-                        .run_job(script.clone(), script_type.to_owned(), None, Some(30))
+                        .run_job(script.clone(), script_type.to_owned(), None, Some(30), None)
                         .await
                 } else {
                     let client = ws_client(&hero_supervisor::rpc::client::ws_url(&url), None)
                         .await
                         .expect("websocket client");
                     client
-                        .run_job(script.clone(), script_type.to_owned(), None, Some(30))
+                        .run_job(script.clone(), script_type.to_owned(), None, Some(30), None)
                         .await
                 }
             };

@@ -173,7 +173,13 @@ async fn an_rrq_runner_over_tcp_serves_every_outcome_with_no_flag() {
 
     // success
     let out = client
-        .run_job("echo hi from rrq".into(), "Python".into(), None, Some(10))
+        .run_job(
+            "echo hi from rrq".into(),
+            "Python".into(),
+            None,
+            Some(10),
+            None,
+        )
         .await
         .expect("run_job");
     assert_eq!(out, "hi from rrq");
@@ -236,7 +242,13 @@ async fn an_rrq_runner_over_tcp_serves_every_outcome_with_no_flag() {
         let client = client.clone();
         async move {
             let out = client
-                .run_job(format!("echo job {i}"), "Python".into(), None, Some(20))
+                .run_job(
+                    format!("echo job {i}"),
+                    "Python".into(),
+                    None,
+                    Some(20),
+                    None,
+                )
                 .await
                 .expect("run_job");
             assert_eq!(out, format!("job {i}"));
@@ -275,7 +287,7 @@ async fn the_request_carries_the_callers_trace_the_prefix_and_the_enqueue_time()
 
     let before = Utc::now() - chrono::Duration::milliseconds(5);
     let out = traced
-        .run_job("context".into(), "Python".into(), None, Some(10))
+        .run_job("context".into(), "Python".into(), None, Some(10), None)
         .await
         .expect("run_job");
     let after = Utc::now() + chrono::Duration::milliseconds(5);
@@ -314,7 +326,7 @@ async fn the_request_carries_the_callers_trace_the_prefix_and_the_enqueue_time()
         .build(&server.url)
         .expect("client");
     let out = untraced
-        .run_job("context".into(), "Python".into(), None, Some(10))
+        .run_job("context".into(), "Python".into(), None, Some(10), None)
         .await
         .expect("run_job");
     let seen: Value = serde_json::from_str(&out).expect("JSON");
@@ -332,7 +344,7 @@ async fn an_rrq_runner_spawned_by_the_managed_tcp_transport() {
     let server = Server::start(&["--runner", &format!("Python=tcp-managed:{RRQ_RUNNER}")]).await;
     let client = server.client();
     let out = client
-        .run_job("echo managed".into(), "Python".into(), None, Some(10))
+        .run_job("echo managed".into(), "Python".into(), None, Some(10), None)
         .await
         .expect("run_job");
     assert_eq!(out, "managed");
@@ -353,7 +365,7 @@ async fn a_plain_v1_runner_over_stdio_that_dies_on_hello() {
     let server = Server::start(&["--runner", &format!("SAL=stdio:{RRQ_RUNNER} --stdio")]).await;
     let client = server.client();
     let out = client
-        .run_job("echo over stdio".into(), "SAL".into(), None, Some(10))
+        .run_job("echo over stdio".into(), "SAL".into(), None, Some(10), None)
         .await
         .expect("run_job");
     assert_eq!(out, "over stdio");
@@ -371,7 +383,7 @@ async fn a_plain_v1_runner_over_stdio_that_dies_on_hello() {
     .await;
     let out = server
         .client()
-        .run_job("echo off".into(), "SAL".into(), None, Some(10))
+        .run_job("echo off".into(), "SAL".into(), None, Some(10), None)
         .await
         .expect("run_job");
     assert_eq!(out, "off");
@@ -467,7 +479,7 @@ async fn a_runner_that_refuses_the_protocol_is_reported_and_loses_no_job() {
     );
     // A caller waiting on such a job gets the timeout answer; the job stays queued.
     let err = client
-        .run_job("println('x')".into(), "V".into(), None, Some(1))
+        .run_job("println('x')".into(), "V".into(), None, Some(1), None)
         .await
         .expect_err("no runner serves V");
     assert_eq!(

@@ -455,8 +455,9 @@ impl Inner {
     }
 }
 
-/// `run_job`'s params (positional `[script, script_type, prerequisites?, timeout?]` or
-/// named) as `create_job`'s (`[{script, script_type, prerequisites, timeout}]`).
+/// `run_job`'s params (positional `[script, script_type, prerequisites?, timeout?,
+/// context_id?]` or named) as `create_job`'s (`[{script, script_type, prerequisites,
+/// timeout, context_id}]`).
 fn run_job_as_create(params: &str) -> Answer {
     #[derive(Deserialize)]
     struct Named {
@@ -466,12 +467,15 @@ fn run_job_as_create(params: &str) -> Answer {
         prerequisites: Option<Vec<String>>,
         #[serde(default)]
         timeout: Option<u64>,
+        #[serde(default)]
+        context_id: Option<String>,
     }
     type Positional = (
         String,
         String,
         Option<Option<Vec<String>>>,
         Option<Option<u64>>,
+        Option<Option<String>>,
     );
     let bad =
         |e: serde_json::Error| crate::rpc::error::invalid_params(format!("run_job params: {e}"));
@@ -479,14 +483,15 @@ fn run_job_as_create(params: &str) -> Answer {
     let named = match value {
         Value::Array(mut items) => {
             // Trailing optional params may be left out.
-            items.resize(4, Value::Null);
-            let (script, script_type, prerequisites, timeout): Positional =
+            items.resize(5, Value::Null);
+            let (script, script_type, prerequisites, timeout, context_id): Positional =
                 serde_json::from_value(Value::Array(items)).map_err(bad)?;
             Named {
                 script,
                 script_type,
                 prerequisites: prerequisites.flatten(),
                 timeout: timeout.flatten(),
+                context_id: context_id.flatten(),
             }
         }
         other => serde_json::from_value(other).map_err(bad)?,
@@ -497,6 +502,9 @@ fn run_job_as_create(params: &str) -> Answer {
     }
     if let Some(t) = named.timeout {
         create["timeout"] = json!(t);
+    }
+    if let Some(c) = named.context_id {
+        create["context_id"] = json!(c);
     }
     Ok(json!([create]).to_string())
 }
@@ -799,15 +807,19 @@ mod tests {
     fn run_job_params_become_create_job_params() {
         let positional = run_job_as_create(r#"["1+1","rhai"]"#).unwrap();
         assert_eq!(positional, r#"[{"script":"1+1","script_type":"rhai"}]"#);
-        let full = run_job_as_create(r#"["x","rhai",["5"],30]"#).unwrap();
+        let full = run_job_as_create(r#"["x","rhai",["5"],30,"7"]"#).unwrap();
         let v: Value = serde_json::from_str(&full).unwrap();
         assert_eq!(v[0]["prerequisites"], json!(["5"]));
         assert_eq!(v[0]["timeout"], json!(30));
-        let named =
-            run_job_as_create(r#"{"script":"x","script_type":"python","timeout":5}"#).unwrap();
+        assert_eq!(v[0]["context_id"], json!("7"));
+        let named = run_job_as_create(
+            r#"{"script":"x","script_type":"python","timeout":5,"context_id":"9"}"#,
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&named).unwrap();
         assert_eq!(v[0]["script_type"], json!("python"));
         assert_eq!(v[0]["timeout"], json!(5));
+        assert_eq!(v[0]["context_id"], json!("9"));
         for bad in ["", "[1]", r#"{"script":"x"}"#, "not json"] {
             let e = run_job_as_create(bad).unwrap_err();
             assert_eq!(e.code(), -32602, "{bad}");

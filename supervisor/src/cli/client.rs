@@ -33,6 +33,9 @@ pub(crate) enum ClientCommand {
         /// Timeout in seconds (default 300).
         #[arg(long)]
         timeout: Option<u64>,
+        /// The context to run it in (default: the default context).
+        #[arg(long)]
+        context_id: Option<String>,
         /// The script, or `-` to read it from stdin.
         script: String,
     },
@@ -40,6 +43,9 @@ pub(crate) enum ClientCommand {
     Play {
         #[command(flatten)]
         client: ClientArgs,
+        /// The context to run it in (default: the default context).
+        #[arg(long)]
+        context_id: Option<String>,
         /// The script, or `-` to read it from stdin.
         script: String,
     },
@@ -327,20 +333,31 @@ async fn run(command: ClientCommand) -> anyhow::Result<()> {
             client,
             script_type,
             timeout,
+            context_id,
             script,
         } => {
             let output = client
                 .http()?
-                .run_job(read_script(&script)?, script_type, None, timeout)
+                .run_job(
+                    read_script(&script)?,
+                    script_type,
+                    None,
+                    timeout,
+                    context_id,
+                )
                 .await
                 .map_err(rpc_error)?;
             print_text_or_json(&client, &output, &output);
             Ok(())
         }
-        ClientCommand::Play { client, script } => {
+        ClientCommand::Play {
+            client,
+            context_id,
+            script,
+        } => {
             let result = client
                 .http()?
-                .play(read_script(&script)?)
+                .play(read_script(&script)?, context_id)
                 .await
                 .map_err(rpc_error)?;
             print_text_or_json(&client, &result.output, &result);

@@ -10,13 +10,16 @@
 //! ([`Supervisor::detach_pool`]: it stops claiming, its running jobs finish or are handed
 //! back, then it disconnects), so a replacement loses no job.
 //!
-//! Routing is by script type across the whole server: a registered runner's pool
-//! claims from the same per-type queues as the configured pools, so it may run jobs of
-//! any context, and the context's jobs may run on the other pools serving that type
-//! (README, "Registered runners"). Per-context queues come with the per-context key
-//! layout (ARCHITECTURE.md).
+//! Routing is per context: a registered runner's pool serves only its context. Every
+//! (context, script type) that a registration with a port serves has an open *lane*
+//! ([`JobStore::set_lane`]): the context's jobs of that type queued from then on wait
+//! on the lane, and only the pools of that context's registered runners claim from it,
+//! on every instance. Lanes follow the registrations: [`RunnerRegistry::sync`] opens
+//! the missing ones and closes the ones no registration serves any more (their queued
+//! jobs go back to the type's queue), on every instance every [`SYNC_INTERVAL`], so a
+//! lane changed by a crash half-way or a stale read is put right within one interval.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,7 +28,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{CoordinationError, CoordinationStore, RunnerRecord};
+use crate::job::ScriptType;
 use crate::service::Supervisor;
+use crate::store::JobStore;
 
 /// How often every instance re-reads the registrations.
 pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -109,12 +114,56 @@ impl RunnerRegistry {
         }
     }
 
-    /// Applies every registration in the store.
+    /// Applies every registration in the store, then makes the open lanes those the
+    /// registrations serve.
     pub(crate) async fn sync(&self) -> Result<(), CoordinationError> {
-        for record in self.store.runners().await? {
-            self.apply(&record).await;
+        let records = self.store.runners().await?;
+        for record in &records {
+            self.apply(record).await;
         }
+        self.reconcile_lanes(&records).await;
         Ok(())
+    }
+
+    /// [`Self::apply`] for a registration just written (`runner.create`), then the
+    /// lanes of every registration in the store, so its context's jobs route to it at
+    /// once and a replacement's dropped types go back to the shared queues.
+    pub(crate) async fn register(&self, record: &RunnerRecord) -> Result<(), CoordinationError> {
+        self.apply(record).await;
+        let records = self.store.runners().await?;
+        self.reconcile_lanes(&records).await;
+        Ok(())
+    }
+
+    /// Opens the lane of every (context, type) a registration with a port serves and
+    /// closes every other open lane (best effort: a store error is logged, and the
+    /// next sync tries again).
+    async fn reconcile_lanes(&self, records: &[RunnerRecord]) {
+        let store: &Arc<dyn JobStore> = self.supervisor.store();
+        let wanted: BTreeSet<(u32, ScriptType)> = records
+            .iter()
+            .filter(|r| r.socket_addr().is_some())
+            .flat_map(|r| r.script_types.iter().map(|t| (r.context_id, *t)))
+            .collect();
+        let open: BTreeSet<(u32, ScriptType)> = match store.lanes().await {
+            Ok(lanes) => lanes.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the open lanes failed");
+                return;
+            }
+        };
+        for &(context, script_type) in wanted.difference(&open) {
+            match store.set_lane(context, script_type, true).await {
+                Ok(()) => tracing::info!(context, script_type = %script_type, "lane opened"),
+                Err(e) => tracing::warn!(error = %e, context, "opening a lane failed"),
+            }
+        }
+        for &(context, script_type) in open.difference(&wanted) {
+            match store.set_lane(context, script_type, false).await {
+                Ok(()) => tracing::info!(context, script_type = %script_type, "lane closed"),
+                Err(e) => tracing::warn!(error = %e, context, "closing a lane failed"),
+            }
+        }
     }
 
     /// Syncs at once, then every [`SYNC_INTERVAL`], until `stop`.

@@ -241,6 +241,7 @@ impl RunnerRecord {
         );
         pool.hello = self.hello.parse().unwrap_or_default();
         pool.auth_token = self.auth_token.clone();
+        pool.context = Some(self.context_id);
         Some(pool)
     }
 

@@ -51,7 +51,12 @@ impl Dispatcher {
                     break;
                 }
                 let st = types[(next_type + i) % types.len()];
-                match self.store.claim(st, want, &owner, self.config.lease).await {
+                let lease = self.config.lease;
+                let claim = match pool.config.context {
+                    Some(context) => self.store.claim_lane(context, st, want, &owner, lease),
+                    None => self.store.claim(st, want, &owner, lease),
+                };
+                match claim.await {
                     Ok(jobs) => claimed.extend(jobs),
                     Err(e) => {
                         tracing::warn!(error = %e, script_type = %st.as_str(), "claim failed");

@@ -148,6 +148,10 @@ pub struct PoolConfig {
     pub auth_token: Option<String>,
     /// Largest frame either way. Default 16 MiB.
     pub max_frame_len: usize,
+    /// `Some(N)`: the pool serves context N only, claiming from that context's lanes
+    /// (a runner registered in context N: [`crate::store::JobStore::claim_lane`]);
+    /// `None` (default): from the script types' queues.
+    pub context: Option<u32>,
 }
 
 impl PoolConfig {
@@ -166,6 +170,7 @@ impl PoolConfig {
             hello: HelloMode::Auto,
             auth_token: None,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            context: None,
         }
     }
 }

@@ -37,9 +37,10 @@ pub trait HeroApi {
     #[method(name = "whoami", with_extensions)]
     async fn whoami(&self) -> RpcResult<String>;
 
-    /// Runs `script` as SAL and waits for its output.
+    /// Runs `script` as SAL and waits for its output; in context `context_id`
+    /// (extension) when given.
     #[method(name = "play", with_extensions)]
-    async fn play(&self, script: String) -> RpcResult<PlayResult>;
+    async fn play(&self, script: String, context_id: Option<String>) -> RpcResult<PlayResult>;
 
     /// Stores a job as `Created` (not queued); returns its id.
     #[method(name = "create_job", with_extensions)]
@@ -50,7 +51,9 @@ pub trait HeroApi {
     async fn start_job(&self, job_id: String) -> RpcResult<StartJobResult>;
 
     /// Creates, starts and waits for a job; returns its output. `timeout` (seconds, an
-    /// extension) bounds the job and the wait; default 300.
+    /// extension) bounds the job and the wait; default 300. `context_id` (extension):
+    /// the context the job runs in (default: the default context); the caller must be
+    /// one of its executors.
     #[method(name = "run_job", with_extensions)]
     async fn run_job(
         &self,
@@ -58,6 +61,7 @@ pub trait HeroApi {
         script_type: String,
         prerequisites: Option<Vec<String>>,
         timeout: Option<u64>,
+        context_id: Option<String>,
     ) -> RpcResult<String>;
 
     /// The job's status.

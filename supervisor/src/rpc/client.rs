@@ -14,6 +14,11 @@ use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60 + 60);
 /// Largest request a client sends / response it accepts. Default 64 MiB.
 pub const CLIENT_MAX_BODY: u32 = 64 * 1024 * 1024;
+/// Notifications a WebSocket client buffers per subscription before it drops the
+/// subscription (jsonrpsee's client cannot slow the server down on a shared connection;
+/// its default, 1,024, is less than one subscription's backlog of a capped log, 10,000
+/// lines, so a reader slower than the server lost `logs --follow` mid-way).
+pub const CLIENT_SUBSCRIPTION_BUFFER: usize = 16 * 1024;
 
 fn headers(token: Option<&str>) -> Result<HeaderMap, ClientError> {
     let mut headers = HeaderMap::new();
@@ -45,6 +50,7 @@ pub async fn ws_client(url: &str, token: Option<&str>) -> Result<WsClient, Clien
         .request_timeout(CLIENT_REQUEST_TIMEOUT)
         .max_request_size(CLIENT_MAX_BODY)
         .max_response_size(CLIENT_MAX_BODY)
+        .max_buffer_capacity_per_subscription(CLIENT_SUBSCRIPTION_BUFFER)
         .build(ws_url(url))
         .await
 }

@@ -359,10 +359,16 @@ impl HeroApiServer for RpcHandler {
         Ok(who.stamp.unwrap_or_else(|| ANONYMOUS.to_owned()))
     }
 
-    async fn play(&self, ext: &Extensions, script: String) -> RpcResult<PlayResult> {
+    async fn play(
+        &self,
+        ext: &Extensions,
+        script: String,
+        context_id: Option<String>,
+    ) -> RpcResult<PlayResult> {
         let who = self.who(ext).await?;
-        self.may_submit(&who.caller, None).await?;
-        let params = CreateJobParams::new(script, ScriptType::Sal.as_str());
+        self.may_submit(&who.caller, context_id.as_deref()).await?;
+        let mut params = CreateJobParams::new(script, ScriptType::Sal.as_str());
+        params.context_id = context_id;
         let output = self.run(submitted(params, &who, ext)?).await?;
         Ok(PlayResult { output })
     }
@@ -406,12 +412,14 @@ impl HeroApiServer for RpcHandler {
         script_type: String,
         prerequisites: Option<Vec<String>>,
         timeout: Option<u64>,
+        context_id: Option<String>,
     ) -> RpcResult<String> {
         let who = self.who(ext).await?;
-        self.may_submit(&who.caller, None).await?;
+        self.may_submit(&who.caller, context_id.as_deref()).await?;
         let mut params = CreateJobParams::new(script, script_type);
         params.prerequisites = prerequisites.unwrap_or_default();
         params.timeout = timeout;
+        params.context_id = context_id;
         self.run(submitted(params, &who, ext)?).await
     }
 

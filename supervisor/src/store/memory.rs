@@ -36,6 +36,9 @@ struct State {
     index: BTreeSet<(i64, JobId)>,
     /// Ready ids per script type; the front is the head (claimed first).
     queues: HashMap<ScriptType, VecDeque<JobId>>,
+    /// The open lanes (`set_lane`), and their ready ids.
+    routes: BTreeSet<(u32, ScriptType)>,
+    lanes: HashMap<(u32, ScriptType), VecDeque<JobId>>,
     /// `(not_before ms, id)`.
     delayed: BTreeSet<(i64, JobId)>,
     /// `(lease_until ms, id)`.
@@ -88,6 +91,54 @@ impl MemoryStore {
 
     fn now(&self) -> DateTime<Utc> {
         trunc_ms(self.clock.now())
+    }
+
+    /// Claims up to `max` ready jobs of `script_type` from its queue, or from the lane of
+    /// `context` when given.
+    fn claim_from(
+        &self,
+        context: Option<u32>,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Vec<ClaimedJob> {
+        let now = self.now();
+        let until = trunc_ms(deadline(now, lease));
+        let mut ev = Events::new();
+        let mut claimed = Vec::new();
+        {
+            let mut st = self.lock();
+            while claimed.len() < max {
+                let queue = match context {
+                    Some(c) => st.lanes.get_mut(&(c, script_type)),
+                    None => st.queues.get_mut(&script_type),
+                };
+                let Some(id) = queue.and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                let Some(job) = st.jobs.get_mut(&id) else {
+                    continue; // deleted: stale entry
+                };
+                if job.status != JobStatus::Dispatched {
+                    continue; // stale entry
+                }
+                job.status = JobStatus::Started;
+                job.attempt = job.attempt.saturating_add(1);
+                job.started_at = Some(now);
+                job.updated_at = now;
+                job.lease_owner = Some(owner.to_owned());
+                job.runner = Some(owner.to_owned());
+                job.lease_until = Some(until);
+                job.not_before = None;
+                let job = job.clone();
+                st.leases.insert((to_ms(until), id));
+                changed(&mut ev, &job);
+                claimed.push(ClaimedJob::Job(job));
+            }
+        }
+        self.emit(ev);
+        claimed
     }
 
     fn emit(&self, events: Events) {
@@ -218,7 +269,19 @@ impl State {
         let job = self.job_mut(id);
         job.queued_at = Some(now);
         let script_type = job.script_type;
-        let q = self.queues.entry(script_type).or_default();
+        // The lane of the job's context when one is open for the type (its context_id
+        // in canonical decimal form, as Redis matches it).
+        let lane = job
+            .context_id
+            .parse::<u32>()
+            .ok()
+            .filter(|n| n.to_string() == job.context_id)
+            .map(|n| (n, script_type))
+            .filter(|lane| self.routes.contains(lane));
+        let q = match lane {
+            Some(lane) => self.lanes.entry(lane).or_default(),
+            None => self.queues.entry(script_type).or_default(),
+        };
         if front {
             q.push_front(id);
         } else {
@@ -229,6 +292,13 @@ impl State {
 
     fn remove_from_queues(&mut self, job_id: JobId, script_type: ScriptType) {
         if let Some(q) = self.queues.get_mut(&script_type) {
+            q.retain(|&i| i != job_id);
+        }
+        for (_, q) in self
+            .lanes
+            .iter_mut()
+            .filter(|((_, t), _)| *t == script_type)
+        {
             q.retain(|&i| i != job_id);
         }
         self.delayed.retain(|&(_, i)| i != job_id);
@@ -477,38 +547,44 @@ impl JobStore for MemoryStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let now = self.now();
-        let until = trunc_ms(deadline(now, lease));
-        let mut ev = Events::new();
-        let mut claimed = Vec::new();
-        {
-            let mut st = self.lock();
-            while claimed.len() < max {
-                let Some(id) = st.queues.get_mut(&script_type).and_then(|q| q.pop_front()) else {
-                    break;
-                };
-                let Some(job) = st.jobs.get_mut(&id) else {
-                    continue; // deleted: stale entry
-                };
-                if job.status != JobStatus::Dispatched {
-                    continue; // stale entry
-                }
-                job.status = JobStatus::Started;
-                job.attempt = job.attempt.saturating_add(1);
-                job.started_at = Some(now);
-                job.updated_at = now;
-                job.lease_owner = Some(owner.to_owned());
-                job.runner = Some(owner.to_owned());
-                job.lease_until = Some(until);
-                job.not_before = None;
-                let job = job.clone();
-                st.leases.insert((to_ms(until), id));
-                changed(&mut ev, &job);
-                claimed.push(ClaimedJob::Job(job));
-            }
+        Ok(self.claim_from(None, script_type, max, owner, lease))
+    }
+
+    async fn claim_lane(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        Ok(self.claim_from(Some(context), script_type, max, owner, lease))
+    }
+
+    async fn set_lane(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        open: bool,
+    ) -> Result<(), StoreError> {
+        let lane = (context, script_type);
+        let mut st = self.lock();
+        if open {
+            st.routes.insert(lane);
+            return Ok(());
         }
-        self.emit(ev);
-        Ok(claimed)
+        st.routes.remove(&lane);
+        let moved = st.lanes.remove(&lane).unwrap_or_default();
+        if !moved.is_empty() {
+            st.queues.entry(script_type).or_default().extend(moved);
+            drop(st);
+            self.emit(vec![StoreEvent::WorkAvailable { script_type }]);
+        }
+        Ok(())
+    }
+
+    async fn lanes(&self) -> Result<Vec<(u32, ScriptType)>, StoreError> {
+        Ok(self.lock().routes.iter().copied().collect())
     }
 
     async fn renew(
@@ -780,7 +856,13 @@ impl JobStore for MemoryStore {
     }
 
     async fn clear_all(&self) -> Result<(), StoreError> {
-        *self.lock() = State::default();
+        let mut st = self.lock();
+        // The lanes stay open: registrations open them, not jobs.
+        let routes = std::mem::take(&mut st.routes);
+        *st = State {
+            routes,
+            ..State::default()
+        };
         Ok(())
     }
 

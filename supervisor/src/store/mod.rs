@@ -453,6 +453,32 @@ pub trait JobStore: Send + Sync + Debug + 'static {
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
 
+    /// [`JobStore::claim`] from a lane: the ready jobs of context `context` of
+    /// `script_type` while that lane is open ([`JobStore::set_lane`]).
+    async fn claim_lane(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Opens (`open`) or closes the lane of context `context`'s jobs of `script_type`.
+    /// While it is open, every such job queued (started, retried, released, reclaimed)
+    /// goes to the lane, where only [`JobStore::claim_lane`] takes it; jobs queued
+    /// before stay where they are. Closing moves the lane's jobs back to the tail of the
+    /// type's queue, in order, so none waits on a lane nobody serves. Idempotent.
+    async fn set_lane(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        open: bool,
+    ) -> Result<(), StoreError>;
+
+    /// The open lanes, `(context, script type)`, sorted.
+    async fn lanes(&self) -> Result<Vec<(u32, ScriptType)>, StoreError>;
+
     /// Extends `owner`'s leases on `ids` to now + `lease`. Returns the ids whose lease
     /// `owner` no longer holds (finished, reclaimed, deleted, ...).
     async fn renew(
@@ -565,6 +591,12 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 /// `<prefix>:q:work:type:<ScriptType>`: a ready queue's name in both stores.
 pub(crate) fn queue_name(prefix: &str, script_type: ScriptType) -> String {
     format!("{prefix}:q:work:type:{script_type}")
+}
+
+/// `<prefix>:{c<N>}:q:work:type:<ScriptType>`: the lane of context N's jobs of a type
+/// (the per-context key form of ARCHITECTURE.md, hash tag `{c<N>}`).
+pub(crate) fn lane_name(prefix: &str, context: u32, script_type: ScriptType) -> String {
+    format!("{prefix}:{{c{context}}}:q:work:type:{script_type}")
 }
 
 /// Epoch milliseconds: the resolution both stores keep.

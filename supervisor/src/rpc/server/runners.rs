@@ -5,10 +5,12 @@
 //! Decisions:
 //! - Both are for the context's admins and server admins; outsiders get -32001 (as for
 //!   an unknown runner), other members -32006.
-//! - A runner with a `port` is connected to and gets jobs of its script types from
-//!   every context (routing is by script type across the server), so registering one
-//!   is a server admin's: a context admin doing it gets -32006, since it would hand
-//!   them other tenants' jobs. Context admins register runners without a port (records).
+//! - A runner with a `port` gets its context's jobs of its script types (its lanes, see
+//!   [`crate::coordination::registry`]), never another context's. Registering one is
+//!   still a server admin's: it makes the server open connections to an address of the
+//!   registrant's choosing (any port of any host it can reach, loopback included), an
+//!   operator's decision. A context admin doing it gets -32006; context admins
+//!   register runners without a port (records).
 //! - Replacing a registration is a compare-and-set on the record read; its `revision`
 //!   goes up by one, `created_at` stays.
 
@@ -40,7 +42,7 @@ impl RpcHandler {
             .map_err(|e| invalid_params(e.0))?;
         if record.port.is_some() && who.caller != Caller::ServerAdmin {
             return Err(forbidden(
-                "a runner with a port gets jobs of its script types from every context: \
+                "a runner with a port makes the server connect to the address given: \
                  registering one is a server admin's",
             ));
         }
@@ -60,8 +62,11 @@ impl RpcHandler {
                 .await
                 .map_err(store_error)?
             {
-                if let Some(runners) = &self.runners {
-                    runners.apply(&record).await;
+                if let Some(runners) = &self.runners
+                    && let Err(e) = runners.register(&record).await
+                {
+                    // The record is stored: the next sync (2 s) opens its lanes.
+                    tracing::warn!(error = %e, "runner registered; its lanes wait for the next sync");
                 }
                 return Ok(record.to_spec());
             }

@@ -78,6 +78,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Jobs removed per `clear_all` step (one script call each).
 const CLEAR_BATCH: usize = 500;
+/// Jobs route.lua moves from a closed lane back to its type's queue per call.
+const LANE_DRAIN_BATCH: usize = 1_000;
 /// Members of `:required_by` sets one retention call may look at (and prune), so a
 /// prerequisite of very many jobs costs several short calls, not one long one.
 const TRIM_CHECK_BUDGET: usize = 2000;
@@ -164,6 +166,37 @@ impl RedisStore {
 
     fn queue_key(&self, script_type: ScriptType) -> String {
         super::queue_name(&self.config.prefix, script_type)
+    }
+
+    /// claim.lua on ready queue `queue` (a type's queue or a lane).
+    async fn claim_from(
+        &self,
+        queue: String,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = trunc_ms(self.clock.now());
+        let until = trunc_ms(deadline(now, lease));
+        let mut inv = SCRIPTS.claim.prepare_invoke();
+        inv.key(queue)
+            .key(self.key("leases"))
+            .arg(&self.config.prefix)
+            .arg(max)
+            .arg(owner)
+            .arg(to_ms(until))
+            .arg(to_ms(now));
+        for name in CLAIM_FIELDS {
+            inv.arg(name);
+        }
+        let reply: Vec<redis::Value> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode_claimed(reply, owner, now, until)
     }
 
     fn now_ms(&self) -> i64 {
@@ -379,27 +412,68 @@ impl JobStore for RedisStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        if max == 0 {
-            return Ok(Vec::new());
+        self.claim_from(self.queue_key(script_type), max, owner, lease)
+            .await
+    }
+
+    async fn claim_lane(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let lane = super::lane_name(&self.config.prefix, context, script_type);
+        self.claim_from(lane, max, owner, lease).await
+    }
+
+    async fn set_lane(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        open: bool,
+    ) -> Result<(), StoreError> {
+        let keys = [
+            self.key("routes"),
+            super::lane_name(&self.config.prefix, context, script_type),
+            self.queue_key(script_type),
+        ];
+        loop {
+            let left: i64 = SCRIPTS
+                .route
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(&self.config.prefix)
+                .arg(format!("{context}:{script_type}"))
+                .arg(if open { "open" } else { "close" })
+                .arg(LANE_DRAIN_BATCH)
+                .arg(script_type.as_str())
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            if left == 0 {
+                return Ok(());
+            }
         }
-        let now = trunc_ms(self.clock.now());
-        let until = trunc_ms(deadline(now, lease));
-        let mut inv = SCRIPTS.claim.prepare_invoke();
-        inv.key(self.queue_key(script_type))
-            .key(self.key("leases"))
-            .arg(&self.config.prefix)
-            .arg(max)
-            .arg(owner)
-            .arg(to_ms(until))
-            .arg(to_ms(now));
-        for name in CLAIM_FIELDS {
-            inv.arg(name);
-        }
-        let reply: Vec<redis::Value> = inv
-            .invoke_async(&mut self.conn.clone())
+    }
+
+    async fn lanes(&self) -> Result<Vec<(u32, ScriptType)>, StoreError> {
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(self.key("routes"))
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        decode_claimed(reply, owner, now, until)
+        let mut lanes: Vec<(u32, ScriptType)> = fields
+            .iter()
+            .filter_map(|f| {
+                let (context, script_type) = f.split_once(':')?;
+                Some((context.parse().ok()?, script_type.parse().ok()?))
+            })
+            .collect();
+        lanes.sort();
+        Ok(lanes)
     }
 
     async fn renew(
@@ -718,6 +792,13 @@ impl JobStore for RedisStore {
             }
         }
         let mut keys: Vec<String> = ScriptType::ALL.iter().map(|&t| self.queue_key(t)).collect();
+        // The open lanes' queues (the lanes stay open: registrations open them).
+        keys.extend(
+            self.lanes()
+                .await?
+                .into_iter()
+                .map(|(c, t)| super::lane_name(&self.config.prefix, c, t)),
+        );
         keys.push(self.key("delayed"));
         keys.push(self.key("leases"));
         keys.extend(TERMINAL.iter().map(|s| self.key(&format!("done:{s}"))));

@@ -35,6 +35,7 @@ pub(super) struct Scripts {
     pub(super) trim_done: Script,
     pub(super) list_page: Script,
     pub(super) backfill: Script,
+    pub(super) route: Script,
 }
 
 /// The registry, built on first use.
@@ -54,4 +55,5 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     trim_done: lua!("trim_done.lua"),
     list_page: lua!("list_page.lua"),
     backfill: lua!("backfill.lua"),
+    route: lua!("route.lua"),
 });

@@ -1,6 +1,7 @@
 -- common.lua: helpers prepended to every other script (not a script of its own).
--- Keys computed here (<prefix>:job:<id>, its :dependents, the ready queues) are not
--- declared in KEYS: fine on a single Redis, not supported on Redis Cluster.
+-- Keys computed here (<prefix>:job:<id>, its :dependents, the ready queues and lanes,
+-- <prefix>:routes) are not declared in KEYS: fine on a single Redis, not supported on
+-- Redis Cluster.
 -- Times are epoch milliseconds passed in ARGV by the caller (never Redis' clock).
 
 local function jkey(prefix, id)
@@ -9,6 +10,27 @@ end
 
 local function qkey(prefix, script_type)
   return prefix .. ':q:work:type:' .. script_type
+end
+
+-- Whether any context has a lane (<prefix>:routes not empty), looked up once per
+-- script call: without lanes, queueing costs no more than before they existed.
+local lanes_exist = nil
+
+-- The ready queue of job `id` (hash `k`) of `script_type`: its context's lane
+-- (<prefix>:{c<N>}:q:work:type:<T>) when <prefix>:routes routes `<N>:<T>` there (a
+-- runner registered in context N serves T), else the type's canonical queue. The
+-- routes hold only canonical context numbers, so the job's context_id is used as is.
+local function ready_key(prefix, k, script_type)
+  if lanes_exist == nil then
+    lanes_exist = redis.call('EXISTS', prefix .. ':routes') == 1
+  end
+  if lanes_exist then
+    local context = redis.call('HGET', k, 'context_id')
+    if context and redis.call('HEXISTS', prefix .. ':routes', context .. ':' .. script_type) == 1 then
+      return prefix .. ':{c' .. context .. '}:q:work:type:' .. script_type
+    end
+  end
+  return qkey(prefix, script_type)
 end
 
 -- Moves `id` from the status index of `from` (nil: none) to that of `to`
@@ -58,11 +80,12 @@ end
 -- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
 -- Records `now` as the job's queued_at (the next attempt's enqueue_time).
 local function push_ready(prefix, id, script_type, front, now)
-  redis.call('HSET', jkey(prefix, id), 'queued_at', now)
+  local k = jkey(prefix, id)
+  redis.call('HSET', k, 'queued_at', now)
   if front then
-    redis.call('LPUSH', qkey(prefix, script_type), id)
+    redis.call('LPUSH', ready_key(prefix, k, script_type), id)
   else
-    redis.call('RPUSH', qkey(prefix, script_type), id)
+    redis.call('RPUSH', ready_key(prefix, k, script_type), id)
   end
   publish(prefix, { k = 'work', script_type = script_type })
 end
