@@ -123,7 +123,7 @@ paths = {
     "responses": {**ok("The job's status after the request", ref("Stopped")), **errs("400", "401", "403", "404", "413", "503")}}},
  "/v1/jobs/{id}/transcript": {"get": {"operationId": "transcript", "summary": "The job's log lines, paged by sequence number (JSON-RPC `get_job_logs` with `start` and `limit`)",
     "parameters": [job_id_param, q("start", "The sequence number of the first line wanted, inclusive (default 0)", {"type": "integer", "minimum": 0}),
-       q("limit", "Lines at most (default 256, at most 10000)", {"type": "integer", "minimum": 1, "maximum": 10000})],
+       q("limit", "Lines at most (default 256); a larger limit than 10,000 is cut to 10,000", {"type": "integer", "minimum": 1})],
     "responses": {**ok("One page", ref("Transcript")), **errs("400", "401", "404", "503")}}},
  "/v1/jobs/{id}/events/ws": {"get": {"operationId": "jobEvents", "summary": "A plain WebSocket (not JSON-RPC) of the job's events: a `snapshot`, then the log lines from `cursor`, then live `log` and `status` events, then `end` and the close. Text frames, each an `EventFrame`",
     "parameters": [job_id_param, q("cursor", "The sequence number of the first log line wanted (default 0); an event's `cursor` resumes after it", {"type": "integer", "minimum": 0})],

@@ -186,6 +186,15 @@ async fn client_subcommands() {
         server.ok(&["logs", "--json", id]),
         "{\"logs\":\"line one\\nline two\"}\n"
     );
+    // One page: each line after its sequence number, then where to go on.
+    assert_eq!(
+        server.ok(&["logs", "--start", "1", "--limit", "5", id]),
+        "1\tline two\nnext: --start 2\n"
+    );
+    assert_eq!(
+        server.ok(&["logs", "--follow", "--start", "1", id]),
+        "line two\n"
+    );
     let list = server.ok(&["list", "--json"]);
     let ids: Vec<String> = serde_json::from_str(&list).unwrap();
     assert!(ids.contains(&id.to_owned()));
@@ -224,6 +233,12 @@ async fn client_subcommands() {
     let out = server.cli(&["list", "--status", "Done"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_params"));
+    // `--since`: created in the last hour (all of them), and nothing from the future.
+    let recent = server.ok(&["list", "--status", "Error", "--since", "1h"]);
+    assert_eq!(recent.lines().count(), 1, "{recent}");
+    let out = server.cli(&["list", "--since", "1w"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("90s, 30m, 1h or 2d"));
     assert!(server.ok(&["stats"]).starts_with("version "));
     let stats: serde_json::Value = serde_json::from_str(&server.ok(&["stats", "--json"])).unwrap();
     assert_eq!(stats["jobs_by_status"]["Error"], 1, "{stats}");

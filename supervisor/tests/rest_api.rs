@@ -451,6 +451,109 @@ async fn rpc_call(
         .json()
 }
 
+/// Transcript pages by sequence number, on a store whose log cap is 300 lines: 400
+/// lines logged, so 0..100 are gone.
+async fn transcript_pages(server: &TestServer) {
+    let addr = server.addr;
+    let created = post(
+        addr,
+        "/v1/jobs",
+        None,
+        json!({"script": "1", "script_type": "SAL"}),
+    )
+    .await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let job = claim(&server.store).await;
+    let page = |q: &str| {
+        let path = format!("/v1/jobs/{id}/transcript{q}");
+        async move {
+            let a = get(addr, &path, None).await;
+            assert_eq!(a.status, 200, "{path}: {}", a.text);
+            a.json()
+        }
+    };
+    // Nothing logged yet.
+    assert_eq!(
+        page("").await,
+        json!({"job_id": id, "start": 0, "next": 0, "lines": [], "dropped": null})
+    );
+    server
+        .store
+        .append_logs(job.id, &lines(0..400))
+        .await
+        .unwrap();
+
+    // The dropped part of the asked range is named; the page starts at the oldest kept
+    // line and holds `limit` lines from there.
+    let first = page("?start=90&limit=15").await;
+    assert_eq!(first["start"], 100);
+    assert_eq!(first["next"], 115);
+    assert_eq!(first["dropped"], json!({"from": 90, "to": 100}));
+    let seqs: Vec<u64> = first["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (100..115).collect::<Vec<_>>());
+    assert_eq!(first["lines"][0]["line"], "line 100");
+
+    // Walking the pages from `next` gives every kept line once, in order, each its own.
+    let mut next = 100;
+    let mut seen = Vec::new();
+    loop {
+        let p = page(&format!("?start={next}&limit=7")).await;
+        assert_eq!(p["start"], next);
+        assert_eq!(p["dropped"], Value::Null);
+        let got = p["lines"].as_array().unwrap();
+        for l in got {
+            let seq = l["seq"].as_u64().unwrap();
+            assert_eq!(l["line"], format!("line {seq}"));
+            seen.push(seq);
+        }
+        let after = p["next"].as_u64().unwrap();
+        assert_eq!(after, next + got.len() as u64);
+        if got.is_empty() {
+            break;
+        }
+        next = after;
+    }
+    assert_eq!(seen, (100..400).collect::<Vec<_>>());
+    assert_eq!(next, 400);
+
+    // The default limit is 256; a larger one is served, up to 10,000.
+    let default = page("?start=100").await;
+    assert_eq!(default["lines"].as_array().unwrap().len(), 256);
+    assert_eq!(default["next"], 356);
+    let big = page("?start=100&limit=1000000").await;
+    assert_eq!(big["lines"].as_array().unwrap().len(), 300);
+    assert_eq!(big["next"], 400);
+    // Past the end: nothing.
+    let past = page("?start=500").await;
+    assert_eq!(past["lines"], json!([]));
+    get(addr, &format!("/v1/jobs/{id}/transcript?limit=0"), None)
+        .await
+        .expect_error(400, "invalid_params");
+    get(addr, &format!("/v1/jobs/{id}/transcript?begin=1"), None)
+        .await
+        .expect_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn transcript_pages_are_exact_on_the_memory_store() {
+    let mut config = rpc_support::serve_config(RpcConfig::default(), None);
+    config.store.max_log_lines = 300;
+    transcript_pages(&TestServer::serve(config).await).await;
+}
+
+#[tokio::test]
+async fn transcript_pages_are_exact_on_redis() {
+    let redis = RedisServer::start();
+    let mut config = rpc_support::serve_config(RpcConfig::default(), Some(redis.url()));
+    config.store.max_log_lines = 300;
+    transcript_pages(&TestServer::serve(config).await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_ws_snapshot_backlog_live_resume_and_end() {
     let server = TestServer::start().await;
@@ -578,7 +681,8 @@ async fn events_ws_snapshot_backlog_live_resume_and_end() {
 }
 
 /// A cursor whose lines the log cap dropped gets a `cursor_expired` frame, then the
-/// lines kept; on Redis, where the cap is a LTRIM.
+/// lines kept; on Redis, where the cap is a LTRIM. A shutdown ends the stream with an
+/// `error` frame and the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_ws_expired_cursor_is_announced_on_redis() {
     let redis = RedisServer::start();
@@ -620,13 +724,18 @@ async fn events_ws_expired_cursor_is_announced_on_redis() {
             (Some(i), Some(format!("line {i}").as_str()))
         );
     }
-    // Deleting the job ends the stream with an error frame, not silence.
     assert_eq!(ws.frame().await["type"], "status");
-    server.supervisor.delete_job(job.id).await.unwrap();
+    // A server shutting down ends the stream with an error frame, not silence.
+    let stopping = tokio::spawn(server.server.stop());
     let f = ws.frame().await;
     assert_eq!(f["type"], "error", "{f}");
-    assert_eq!(f["error"]["code"], "not_found");
+    assert_eq!(f["error"]["code"], "shutting_down");
+    assert_eq!(f["cursor"], 25);
     assert!(ws.next().await.is_none());
+    tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("the server stops with an event stream open")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hero_supervisor::job::{JobId, JobStatus, ScriptType};
-use hero_supervisor::rpc::types::{CreateJobParams, JobEvent, ListJobsFilter, ListJobsResult};
+use hero_supervisor::rpc::types::{
+    CreateJobParams, JobEvent, ListJobsFilter, ListJobsResult, LogRange,
+};
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
 use hero_supervisor::store::{Completion, JobStore};
 use hero_testkit::RedisServer;
@@ -65,7 +67,14 @@ async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
     assert_eq!(job.params.context_id, "ctx");
     assert_eq!(job.status, JobStatus::Created);
     assert_eq!(client.get_job_output(id.clone()).await.unwrap(), "");
-    assert_eq!(client.get_job_logs(id.clone()).await.unwrap().logs, None);
+    assert_eq!(
+        client
+            .get_job_logs(id.clone(), None, None)
+            .await
+            .unwrap()
+            .logs,
+        None
+    );
 
     assert!(client.start_job(id.clone()).await.unwrap().success);
     assert_eq!(
@@ -80,7 +89,7 @@ async fn exercise(client: &(impl HeroApiClient + Sync), server: &TestServer) {
     assert_eq!(client.get_job_output(id.clone()).await.unwrap(), "42");
     assert_eq!(
         client
-            .get_job_logs(id.clone())
+            .get_job_logs(id.clone(), None, None)
             .await
             .unwrap()
             .logs
@@ -207,7 +216,7 @@ async fn error_codes_from_real_bad_inputs() {
         "job_not_found",
     );
     expect_code(
-        c.get_job_logs(unknown.clone()).await,
+        c.get_job_logs(unknown.clone(), None, None).await,
         -32001,
         "job_not_found",
     );
@@ -322,11 +331,19 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         index,
         line: line.into(),
     };
-    let status = |status| JobEvent::Status { job_id, status };
+    // A status event's cursor: the number of the next line not sent yet.
+    let status = |status, cursor| JobEvent::Status {
+        job_id,
+        status,
+        cursor,
+    };
     // Replay from the cursor, then the current status.
     assert_eq!(next().await.unwrap().unwrap(), log(1, "b"));
     assert_eq!(next().await.unwrap().unwrap(), log(2, "c"));
-    assert_eq!(next().await.unwrap().unwrap(), status(JobStatus::Started));
+    assert_eq!(
+        next().await.unwrap().unwrap(),
+        status(JobStatus::Started, 3)
+    );
     // Live.
     server
         .store
@@ -345,7 +362,10 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         .await
         .unwrap();
     assert_eq!(next().await.unwrap().unwrap(), log(4, "e"));
-    assert_eq!(next().await.unwrap().unwrap(), status(JobStatus::Finished));
+    assert_eq!(
+        next().await.unwrap().unwrap(),
+        status(JobStatus::Finished, 5)
+    );
     // End: the server closes the subscription.
     assert!(next().await.is_none());
 
@@ -370,7 +390,17 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         seen.push(ev.unwrap());
     }
     assert_eq!(seen.len(), 6);
-    assert_eq!(seen.last(), Some(&status(JobStatus::Finished)));
+    assert_eq!(seen.last(), Some(&status(JobStatus::Finished, 5)));
+    // Resuming from a status event's cursor sends only what came after it.
+    let mut sub = ws.subscribe_job_events(id.clone(), Some(5)).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        status(JobStatus::Finished, 5)
+    );
 
     // Unknown and malformed ids are refused.
     expect_code(
@@ -654,7 +684,8 @@ async fn a_subscription_past_the_log_cap_keeps_every_later_line() {
         next().await,
         JobEvent::Status {
             job_id,
-            status: JobStatus::Started
+            status: JobStatus::Started,
+            cursor: 90
         }
     );
     // Far past the cap while the subscriber listens, in small batches: every line, in
@@ -695,7 +726,167 @@ async fn a_subscription_past_the_log_cap_keeps_every_later_line() {
         next().await,
         JobEvent::Status {
             job_id,
-            status: JobStatus::Finished
+            status: JobStatus::Finished,
+            cursor: 300
         }
     );
+}
+
+/// A transcript of 12,000 lines with the default cap of 10,000: every page of
+/// `get_job_logs` and every resumed subscription is exact, by sequence number, and the
+/// lines the cap dropped are named, not skipped silently.
+async fn a_transcript_pages_and_resumes_exactly(server: TestServer) {
+    let ws = server.ws().await;
+    let id = ws
+        .create_job(CreateJobParams::new("x", "SAL"))
+        .await
+        .unwrap();
+    let job_id: JobId = id.parse().unwrap();
+    ws.start_job(id.clone()).await.unwrap();
+    server
+        .store
+        .claim(ScriptType::Sal, 1, "t", LEASE)
+        .await
+        .unwrap();
+    let line = |i: u64| format!("line {i}");
+    for chunk in (0..12_000u64).step_by(1_000) {
+        let batch: Vec<String> = (chunk..chunk + 1_000).map(line).collect();
+        server.store.append_logs(job_id, &batch).await.unwrap();
+    }
+    let c = server.http();
+    // The whole log as before: the 10,000 kept lines.
+    let all = c.get_job_logs(id.clone(), None, None).await.unwrap();
+    assert_eq!(all.page, None);
+    let all = all.logs.unwrap();
+    assert_eq!(all.lines().count(), 10_000);
+    assert!(all.starts_with("line 2000\n"));
+
+    // Paged from 0 with the default limit: the first page names the dropped range.
+    let first = c.get_job_logs(id.clone(), Some(0), None).await.unwrap();
+    let page = first.page.unwrap();
+    assert_eq!(page.dropped, Some(LogRange { from: 0, to: 2_000 }));
+    assert_eq!(
+        (page.start, page.next, page.lines.len()),
+        (2_000, 2_256, 256)
+    );
+    assert_eq!(first.logs, Some(page.lines.join("\n")));
+    // Every page after it, with an odd limit: no gap, no duplicate, every number right.
+    let mut next = page.next;
+    let mut seen: Vec<String> = page.lines;
+    loop {
+        let page = c
+            .get_job_logs(id.clone(), Some(next), Some(999))
+            .await
+            .unwrap()
+            .page
+            .unwrap();
+        assert_eq!(page.start, next);
+        assert_eq!(page.dropped, None);
+        assert_eq!(page.next, next + page.lines.len() as u64);
+        next = page.next;
+        let done = page.lines.len() < 999;
+        seen.extend(page.lines);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(next, 12_000);
+    assert_eq!(seen, (2_000..12_000).map(line).collect::<Vec<_>>());
+    // Past the end: empty, and `next` stays where the log goes on.
+    let past = c
+        .get_job_logs(id.clone(), Some(20_000), Some(5))
+        .await
+        .unwrap();
+    assert_eq!(past.logs, None);
+    let past = past.page.unwrap();
+    assert_eq!(
+        (past.start, past.next, past.lines.len()),
+        (20_000, 20_000, 0)
+    );
+    // A limit above the maximum is cut to it; zero is refused.
+    let big = c
+        .get_job_logs(id.clone(), Some(2_000), Some(1_000_000))
+        .await
+        .unwrap()
+        .page
+        .unwrap();
+    assert_eq!(big.lines.len(), 10_000);
+    expect_code(
+        c.get_job_logs(id.clone(), Some(0), Some(0)).await,
+        -32602,
+        "invalid_params",
+    );
+    // Named params work too.
+    let named = call_raw(
+        server.addr,
+        "get_job_logs",
+        json!({"job_id": id, "start": 11_998, "limit": 10}),
+    )
+    .await;
+    assert_eq!(
+        named["result"],
+        json!({"logs": "line 11998\nline 11999", "lines": ["line 11998", "line 11999"],
+               "start": 11_998, "next": 12_000, "dropped": null})
+    );
+
+    // Subscriptions resumed from several cursors: exactly the lines from there, then
+    // the status with the cursor after the last line.
+    for cursor in [0u64, 2_000, 7_777, 11_999, 12_000] {
+        let mut sub = ws
+            .subscribe_job_events(id.clone(), Some(cursor))
+            .await
+            .unwrap();
+        let mut next_event = async || {
+            tokio::time::timeout(Duration::from_secs(20), sub.next())
+                .await
+                .expect("an event in time")
+                .expect("the stream is open")
+                .unwrap()
+        };
+        let mut want = cursor;
+        if cursor < 2_000 {
+            assert_eq!(
+                next_event().await,
+                JobEvent::CursorExpired {
+                    job_id,
+                    requested: cursor,
+                    resumed_at: 2_000
+                }
+            );
+            want = 2_000;
+        }
+        while want < 12_000 {
+            assert_eq!(
+                next_event().await,
+                JobEvent::Log {
+                    job_id,
+                    index: want,
+                    line: line(want)
+                }
+            );
+            want += 1;
+        }
+        assert_eq!(
+            next_event().await,
+            JobEvent::Status {
+                job_id,
+                status: JobStatus::Started,
+                cursor: 12_000
+            }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_pages_and_resumes_exactly_on_memory() {
+    a_transcript_pages_and_resumes_exactly(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_pages_and_resumes_exactly_on_redis() {
+    let redis = RedisServer::start();
+    a_transcript_pages_and_resumes_exactly(
+        TestServer::with_redis(RpcConfig::default(), redis.url()).await,
+    )
+    .await;
 }

@@ -1260,31 +1260,59 @@ async fn queued_at_follows_every_way_into_the_queue(h: Harness) {
     assert_eq!(h.get(waiting).await.queued_at, at(&h));
 }
 
-/// Every line keeps its sequence number: `logs_from` past the cap (5 lines) and past a
-/// batch larger than the cap, and after the job's keys are gone.
+/// Every line keeps its sequence number: `logs_from` past the cap (5 lines), past a
+/// batch larger than the cap, with a limit, and after the job's keys are gone.
 async fn log_lines_keep_their_sequence_numbers(h: Harness) {
     let id = h.create().await;
     let lines = |r: std::ops::Range<usize>| r.map(|i| format!("line {i}")).collect::<Vec<_>>();
-    assert_eq!(h.store.logs_from(id, 0).await.unwrap(), (0, vec![]));
+    assert_eq!(h.store.logs_from(id, 0, 100).await.unwrap(), (0, vec![]));
     h.store.append_logs(id, &lines(0..3)).await.unwrap();
-    assert_eq!(h.store.logs_from(id, 0).await.unwrap(), (0, lines(0..3)));
-    assert_eq!(h.store.logs_from(id, 2).await.unwrap(), (2, lines(2..3)));
-    assert_eq!(h.store.logs_from(id, 3).await.unwrap(), (3, vec![]));
+    assert_eq!(
+        h.store.logs_from(id, 0, 100).await.unwrap(),
+        (0, lines(0..3))
+    );
+    assert_eq!(
+        h.store.logs_from(id, 2, 100).await.unwrap(),
+        (2, lines(2..3))
+    );
+    assert_eq!(h.store.logs_from(id, 3, 100).await.unwrap(), (3, vec![]));
     // Past the cap: 0 and 1 are gone; asking for them starts at the oldest kept.
     h.store.append_logs(id, &lines(3..7)).await.unwrap();
-    assert_eq!(h.store.logs_from(id, 0).await.unwrap(), (2, lines(2..7)));
-    assert_eq!(h.store.logs_from(id, 5).await.unwrap(), (5, lines(5..7)));
+    assert_eq!(
+        h.store.logs_from(id, 0, 100).await.unwrap(),
+        (2, lines(2..7))
+    );
+    assert_eq!(
+        h.store.logs_from(id, 5, 100).await.unwrap(),
+        (5, lines(5..7))
+    );
     // A batch larger than the cap: only its newest 5 are kept, all are counted.
     h.store.append_logs(id, &lines(7..20)).await.unwrap();
-    assert_eq!(h.store.logs_from(id, 6).await.unwrap(), (15, lines(15..20)));
     assert_eq!(
-        h.store.logs_from(id, 18).await.unwrap(),
+        h.store.logs_from(id, 6, 100).await.unwrap(),
+        (15, lines(15..20))
+    );
+    assert_eq!(
+        h.store.logs_from(id, 18, 100).await.unwrap(),
         (18, lines(18..20))
     );
-    assert_eq!(h.store.logs_from(id, 99).await.unwrap(), (99, vec![]));
+    assert_eq!(h.store.logs_from(id, 99, 100).await.unwrap(), (99, vec![]));
+    // A limit: the first `limit` lines from the cursor, numbered as ever.
+    assert_eq!(
+        h.store.logs_from(id, 16, 2).await.unwrap(),
+        (16, lines(16..18))
+    );
+    assert_eq!(
+        h.store.logs_from(id, 3, 2).await.unwrap(),
+        (15, lines(15..17))
+    );
+    assert_eq!(
+        h.store.logs_from(id, 19, 5).await.unwrap(),
+        (19, lines(19..20))
+    );
     h.store.delete(id).await.unwrap();
     assert!(matches!(
-        h.store.logs_from(id, 0).await,
+        h.store.logs_from(id, 0, 100).await,
         Err(StoreError::NotFound(_))
     ));
 }

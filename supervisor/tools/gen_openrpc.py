@@ -37,7 +37,11 @@ methods = [
    {"name":"output","schema":string}, [IP, TO, JF, ST, FB, INT]),
  m("get_job_status", "The job's status.", [job_id], {"name":"status","schema":S("JobStatus")}, [IP, NF, ST, FB, INT]),
  m("get_job_output", "The job's output; empty until it finished.", [job_id], {"name":"output","schema":string}, [IP, NF, ST, FB, INT]),
- m("get_job_logs", "The job's log lines joined with a newline, or null.", [job_id], {"name":"result","schema":S("JobLogsResult")}, [IP, NF, ST, FB, INT]),
+ m("get_job_logs", "The job's log lines joined with a newline, or null. Extension: with `start` or `limit`, one page `{logs, lines, start, next, dropped}`: `lines[i]` has sequence number `start + i` (a line's 0-based number in the job's log, its own for good, also once the log cap dropped older lines); ask for `next` to go on; `dropped` names the part of the asked range the cap removed.",
+   [job_id,
+    {"name":"start","required":False,"description":"Extension: the sequence number of the first line wanted (default 0).","schema":{"type":"integer","minimum":0}},
+    {"name":"limit","required":False,"description":"Extension: lines per page (default 256; larger is cut to 10,000; 0 is refused).","schema":{"type":"integer","minimum":1}}],
+   {"name":"result","schema":S("JobLogsResult")}, [IP, NF, ST, FB, INT]),
  m("list_jobs", "Without `filter`: every job id the caller may see, oldest first. Extension: with `filter`, one page `{jobs, next_cursor}` of the visible jobs matching it, ordered by (created_at, id); pass `next_cursor` back as the filter's `cursor` until it is null. A page may hold fewer than `limit` jobs while `next_cursor` is not null (each call looks at a bounded number of jobs).",
    [{"name":"filter","required":False,"schema":S("ListJobsFilter")}],
    {"name":"result","schema":{"oneOf":[{"type":"array","items":S("JobId")},S("JobList")]}}, [IP, ST, FB, INT]),
@@ -94,7 +98,9 @@ schemas = {
    "env_vars":{"type":"object","additionalProperties":{"type":"string"}},
    "idempotency_key":{"type":"string","minLength":1,"maxLength":128,"description":"Creating again with the same key (same caller) answers the first job's id and creates nothing, for the retention of signed calls (7 days)."}}},
  "StartJobResult": {"type":"object","required":["success"],"properties":{"success":{"type":"boolean"}}},
- "JobLogsResult": {"type":"object","required":["logs"],"properties":{"logs":{"type":["string","null"]}}},
+ "JobLogsResult": {"type":"object","required":["logs"],"properties":{"logs":{"type":["string","null"]},
+   "lines":{"type":"array","items":{"type":"string"}},"start":{"type":"integer","minimum":0},"next":{"type":"integer","minimum":0},
+   "dropped":{"oneOf":[{"type":"null"},{"type":"object","required":["from","to"],"properties":{"from":{"type":"integer","minimum":0},"to":{"type":"integer","minimum":0}}}]}}},
  "PlayResult": {"type":"object","required":["output"],"properties":{"output":{"type":"string"}}},
  "JobError": {"type":"object","required":["type","message"],"properties":{"type":{"type":"string"},"message":{"type":"string"}}},
  "Job": {"type":"object","required":["id","params","status","attempt","created_at","updated_at"],"properties":{
@@ -135,7 +141,7 @@ schemas = {
    "delayed":{"type":"integer","minimum":0,"description":"Jobs waiting for a retry time."},
    "runners":{"type":"array","items":S("RunnerInfo")}}},
  "JobEvent": {"oneOf":[
-   {"type":"object","required":["type","job_id","status"],"properties":{"type":{"const":"status"},"job_id":S("JobId"),"status":S("JobStatus")}},
+   {"type":"object","required":["type","job_id","status","cursor"],"properties":{"type":{"const":"status"},"job_id":S("JobId"),"status":S("JobStatus"),"cursor":{"type":"integer","minimum":0,"description":"The sequence number of the next log line not sent yet: pass it as `cursor` to resume after this event."}}},
    {"type":"object","required":["type","job_id","index","line"],"properties":{"type":{"const":"log"},"job_id":S("JobId"),"index":{"type":"integer","minimum":0,"description":"The line's sequence number, for good (also once the cap drops older lines)."},"line":{"type":"string"}}},
    {"type":"object","required":["type","job_id","requested","resumed_at"],"description":"Lines from `requested` to `resumed_at` (exclusive) were dropped by the log cap; the stream goes on at `resumed_at`.","properties":{"type":{"const":"cursor_expired"},"job_id":S("JobId"),"requested":{"type":"integer","minimum":0},"resumed_at":{"type":"integer","minimum":0}}}]},
 }

@@ -51,13 +51,20 @@ pub(crate) enum ClientCommand {
     Status(JobArgs),
     /// Print a job's output (empty until it finished).
     Output(JobArgs),
-    /// Print a job's logs; `--follow` streams them until the job ends.
+    /// Print a job's logs; `--start`/`--limit` print one page (each line after its
+    /// sequence number); `--follow` streams them until the job ends.
     Logs {
         #[command(flatten)]
         job: JobArgs,
-        /// Stream new lines (over WebSocket) until the job ends.
+        /// Stream new lines (over WebSocket) until the job ends, from `--start` (default 0).
         #[arg(long, short)]
         follow: bool,
+        /// The sequence number of the first line wanted (0-based, the line's for good).
+        #[arg(long)]
+        start: Option<u64>,
+        /// Lines per page (default 256, at most 10,000).
+        #[arg(long, conflicts_with = "follow")]
+        limit: Option<u64>,
     },
     /// List job ids, oldest first; with a filter flag, one page of job summaries.
     List(ListArgs),
@@ -195,6 +202,9 @@ pub(crate) struct ListArgs {
     /// Only jobs created before this RFC 3339 time.
     #[arg(long)]
     created_before: Option<String>,
+    /// Only jobs created in the last span: `90s`, `30m`, `1h`, `2d`.
+    #[arg(long, value_parser = parse_span, conflicts_with = "created_after")]
+    since: Option<chrono::Duration>,
     /// Jobs per page (1..=1000, default 100).
     #[arg(long)]
     limit: Option<u32>,
@@ -211,13 +221,36 @@ impl ListArgs {
             script_type: self.script_type.clone(),
             context_id: self.context_id.clone(),
             caller_id: self.caller_id.clone(),
-            created_after: self.created_after.clone(),
+            created_after: self.created_after.clone().or_else(|| {
+                self.since.map(|span| {
+                    (chrono::Utc::now() - span).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                })
+            }),
             created_before: self.created_before.clone(),
             limit: self.limit,
             cursor: self.cursor.clone(),
         };
         (f != ListJobsFilter::default()).then_some(f)
     }
+}
+
+/// A span like `90s`, `30m`, `1h` or `2d` (a whole number and one unit).
+fn parse_span(text: &str) -> Result<chrono::Duration, String> {
+    let bad = || format!("{text:?} is not a span such as 90s, 30m, 1h or 2d");
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = (text.get(..split).ok_or_else(bad)?, text.get(split..));
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        Some("s") => 1,
+        Some("m") => 60,
+        Some("h") => 3_600,
+        Some("d") => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds)
+        .filter(|s| *s >= 0)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(bad)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -344,21 +377,42 @@ async fn run(command: ClientCommand) -> anyhow::Result<()> {
             print_text_or_json(&client, &output, &output);
             Ok(())
         }
-        ClientCommand::Logs { job, follow: false } => {
+        ClientCommand::Logs {
+            job,
+            follow: false,
+            start,
+            limit,
+        } => {
             let JobArgs { client, job_id } = job;
             let logs = client
                 .http()?
-                .get_job_logs(job_id)
+                .get_job_logs(job_id, start, limit)
                 .await
                 .map_err(rpc_error)?;
             if client.json {
                 print_json(&logs);
+            } else if let Some(page) = &logs.page {
+                if let Some(gap) = &page.dropped {
+                    print_line(&format!(
+                        "[lines {}..{} were dropped by the log cap]",
+                        gap.from, gap.to
+                    ));
+                }
+                for (seq, line) in (page.start..).zip(&page.lines) {
+                    print_line(&format!("{seq}\t{line}"));
+                }
+                print_line(&format!("next: --start {}", page.next));
             } else if let Some(text) = &logs.logs {
                 print_line(text);
             }
             Ok(())
         }
-        ClientCommand::Logs { job, follow: true } => follow_logs(job).await,
+        ClientCommand::Logs {
+            job,
+            follow: true,
+            start,
+            ..
+        } => follow_logs(job, start).await,
         ClientCommand::List(args) => {
             let client = &args.client;
             let answer = client
@@ -674,13 +728,13 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Streams the job's log lines over the WebSocket subscription until the job ends.
-async fn follow_logs(job: JobArgs) -> anyhow::Result<()> {
+async fn follow_logs(job: JobArgs, start: Option<u64>) -> anyhow::Result<()> {
     let JobArgs { client, job_id } = job;
     let ws = ws_client(&client.url, client.token.as_deref())
         .await
         .with_context(|| format!("cannot connect to {}", client.url))?;
     let mut events = ws
-        .subscribe_job_events(job_id, None)
+        .subscribe_job_events(job_id, start)
         .await
         .map_err(rpc_error)?;
     while let Some(event) = events.next().await {
@@ -749,5 +803,30 @@ fn print_text_or_json(client: &ClientArgs, text: &str, value: &impl Serialize) {
         print_json(value);
     } else if !text.is_empty() {
         print_line(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_span;
+
+    #[test]
+    fn spans_read_as_seconds_minutes_hours_days() {
+        assert_eq!(parse_span("90s"), Ok(chrono::Duration::seconds(90)));
+        assert_eq!(parse_span("30m"), Ok(chrono::Duration::minutes(30)));
+        assert_eq!(parse_span("1h"), Ok(chrono::Duration::hours(1)));
+        assert_eq!(parse_span("2d"), Ok(chrono::Duration::days(2)));
+        for bad in [
+            "",
+            "h",
+            "1",
+            "1w",
+            "-1h",
+            "1.5h",
+            "99999999999999999d",
+            "1é",
+        ] {
+            assert!(parse_span(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

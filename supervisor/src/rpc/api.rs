@@ -68,9 +68,16 @@ pub trait HeroApi {
     #[method(name = "get_job_output", with_extensions)]
     async fn get_job_output(&self, job_id: String) -> RpcResult<String>;
 
-    /// The job's log lines joined with `\n`, or `null`.
+    /// The job's log lines joined with `\n`, or `null`. With `start` (a sequence
+    /// number, default 0) or `limit` (default 256, at most 10,000) (extension): one page
+    /// `{logs, lines, start, next, dropped}` (see [`JobLogsResult`]).
     #[method(name = "get_job_logs", with_extensions)]
-    async fn get_job_logs(&self, job_id: String) -> RpcResult<JobLogsResult>;
+    async fn get_job_logs(
+        &self,
+        job_id: String,
+        start: Option<u64>,
+        limit: Option<u64>,
+    ) -> RpcResult<JobLogsResult>;
 
     /// Without `filter`: every visible job id, oldest first. With one (extension): a page
     /// `{jobs: [summary], next_cursor}` of the visible jobs matching it, ordered by

@@ -14,6 +14,10 @@ use crate::job::{JobId, JobStatus};
 use crate::service::Supervisor;
 use crate::store::StoreEvent;
 
+/// Log lines a stream reads from the store at once: a long backlog goes out in
+/// batches, each read bounded.
+const EVENT_LOG_BATCH: usize = 1_000;
+
 /// Where a job's events go.
 pub(crate) trait EventSink {
     /// Sends `event`; `false` when the receiver is gone.
@@ -62,9 +66,10 @@ pub(crate) async fn stream_job_events<S: EventSink>(
         // drops its oldest lines moves nothing under the cursor.
         let (first, lines) = supervisor
             .store()
-            .logs_from(id, next_line)
+            .logs_from(id, next_line, EVENT_LOG_BATCH)
             .await
             .map_err(|e| to_rpc_error(e.into()))?;
+        let more = lines.len() >= EVENT_LOG_BATCH;
         let status = supervisor.get_job_status(id).await.map_err(to_rpc_error)?;
         if first > next_line {
             // The lines from the cursor on were dropped by the cap: say so, then
@@ -89,8 +94,16 @@ pub(crate) async fn stream_job_events<S: EventSink>(
             }
             next_line = index.saturating_add(1);
         }
+        if more {
+            // A long backlog: send it in batches before anything else.
+            continue;
+        }
         if last_status != Some(status) {
-            let event = JobEvent::Status { job_id: id, status };
+            let event = JobEvent::Status {
+                job_id: id,
+                status,
+                cursor: next_line,
+            };
             if !sink.send(&event).await {
                 return Ok(None);
             }

@@ -911,8 +911,8 @@ impl EventSink for Frames {
     async fn send(&mut self, event: &JobEvent) -> bool {
         let (cursor, event_id) = match event {
             JobEvent::Log { index, .. } => (index.saturating_add(1), format!("log:{index}")),
-            JobEvent::Status { status, .. } => {
-                (self.cursor, format!("status:{status}:{}", self.cursor))
+            JobEvent::Status { status, cursor, .. } => {
+                (*cursor, format!("status:{status}:{cursor}"))
             }
             JobEvent::CursorExpired {
                 requested,

@@ -27,9 +27,10 @@ use super::error::{
 use super::events::stream_job_events;
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
-    FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobInfo, JobLoadParams,
-    JobLogsResult, ListJobsFilter, ListJobsResult, MessageCreateParams, MessageLoadParams,
-    PlayResult, RunnerCreateParams, RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
+    DEFAULT_LOG_PAGE, FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobInfo,
+    JobLoadParams, JobLogsResult, ListJobsFilter, ListJobsResult, LogPage, LogRange, MAX_LOG_PAGE,
+    MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams, RunnerInfo,
+    RunnerLoadParams, StartJobResult, StatsResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
@@ -335,16 +336,49 @@ impl HeroApiServer for RpcHandler {
             .map_err(to_rpc_error)
     }
 
-    async fn get_job_logs(&self, ext: &Extensions, job_id: String) -> RpcResult<JobLogsResult> {
+    async fn get_job_logs(
+        &self,
+        ext: &Extensions,
+        job_id: String,
+        start: Option<u64>,
+        limit: Option<u64>,
+    ) -> RpcResult<JobLogsResult> {
         let id = parse_job_id(&job_id)?;
         let who = self.who(ext).await?;
         self.job_for(&who.caller, id, Role::Reader).await?;
-        let logs = self
+        if start.is_none() && limit.is_none() {
+            let logs = self
+                .supervisor
+                .get_job_logs(id)
+                .await
+                .map_err(to_rpc_error)?;
+            return Ok(JobLogsResult { logs, page: None });
+        }
+        let start = start.unwrap_or(0);
+        let limit = match limit {
+            Some(0) => return Err(invalid_params("limit must be at least 1")),
+            Some(n) => n.min(MAX_LOG_PAGE),
+            None => DEFAULT_LOG_PAGE,
+        };
+        let (first, lines) = self
             .supervisor
-            .get_job_logs(id)
+            .store()
+            .logs_from(id, start, usize::try_from(limit).unwrap_or(usize::MAX))
             .await
-            .map_err(to_rpc_error)?;
-        Ok(JobLogsResult { logs })
+            .map_err(|e| to_rpc_error(e.into()))?;
+        let next = first.saturating_add(lines.len() as u64);
+        Ok(JobLogsResult {
+            logs: (!lines.is_empty()).then(|| lines.join("\n")),
+            page: Some(LogPage {
+                lines,
+                start: first,
+                next,
+                dropped: (first > start).then_some(LogRange {
+                    from: start,
+                    to: first,
+                }),
+            }),
+        })
     }
 
     async fn list_jobs(

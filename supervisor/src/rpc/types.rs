@@ -109,11 +109,49 @@ pub struct StartJobResult {
     pub success: bool,
 }
 
+/// Lines a page of `get_job_logs` serves when no `limit` is given.
+pub const DEFAULT_LOG_PAGE: u64 = 256;
+/// The most lines one page of `get_job_logs` serves (a larger `limit` is cut to it).
+pub const MAX_LOG_PAGE: u64 = 10_000;
+
 /// Result of `get_job_logs`.
+///
+/// Without `start` and `limit` it is `{logs}`: every kept line. With either (extension)
+/// it is one page, `{logs, lines, start, next, dropped}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobLogsResult {
-    /// The log lines joined with `\n`; `null` when the job has logged nothing.
+    /// The log lines joined with `\n` (the page's, when paged); `null` when there are
+    /// none.
     pub logs: Option<String>,
+    /// The page, when `start` or `limit` was given.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<LogPage>,
+}
+
+/// One page of a job's log: lines by their sequence numbers. A line's sequence number
+/// is the count of lines the job logged before it: 0-based, its own for good, also once
+/// the log cap dropped older lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// The lines, oldest first; `lines[i]` has sequence number `start + i`.
+    pub lines: Vec<String>,
+    /// The sequence number of `lines[0]` (or, with no lines, where the log goes on).
+    pub start: u64,
+    /// The sequence number to ask for next: `start + lines.len()`. Fewer lines than the
+    /// limit means the page reached the end of the log as it is now.
+    pub next: u64,
+    /// The part of the asked range that the log cap dropped before it was read
+    /// (`[from, to)`, `to` = `start`); `null` when nothing asked for was lost.
+    pub dropped: Option<LogRange>,
+}
+
+/// A range of log sequence numbers, `from` inclusive, `to` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRange {
+    /// The first number in the range.
+    pub from: u64,
+    /// The first number after it.
+    pub to: u64,
 }
 
 /// Result of `play`.
@@ -421,6 +459,10 @@ pub enum JobEvent {
         job_id: JobId,
         /// Its status.
         status: JobStatus,
+        /// The cursor to resume from after this event: the sequence number of the next
+        /// log line not sent yet (every line before it was sent before this event).
+        #[serde(default)]
+        cursor: u64,
     },
     /// A log line; `index` counts from 0, and the cursor to resume after it is `index + 1`.
     Log {

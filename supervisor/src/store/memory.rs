@@ -813,7 +813,12 @@ impl JobStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn logs_from(&self, id: JobId, from: u64) -> Result<(u64, Vec<String>), StoreError> {
+    async fn logs_from(
+        &self,
+        id: JobId,
+        from: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
         let st = self.lock();
         st.job(id)?;
         let dropped = st.logs_dropped.get(&id).copied().unwrap_or(0);
@@ -822,7 +827,7 @@ impl JobStore for MemoryStore {
         let lines = st
             .logs
             .get(&id)
-            .map(|l| l.iter().skip(skip).cloned().collect())
+            .map(|l| l.iter().skip(skip).take(limit.max(1)).cloned().collect())
             .unwrap_or_default();
         Ok((first, lines))
     }

@@ -541,11 +541,17 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// The job's log lines, oldest first.
     async fn logs(&self, id: JobId) -> Result<Vec<String>, StoreError>;
 
-    /// The job's kept log lines from sequence number `from` on, with the sequence number
-    /// of the first one. Every line appended gets the next number for good (the first
-    /// is 0), also once older lines are trimmed by the cap; when `from` was trimmed
-    /// (or never kept), the answer starts at the oldest kept line, above `from`.
-    async fn logs_from(&self, id: JobId, from: u64) -> Result<(u64, Vec<String>), StoreError>;
+    /// At most `limit` (at least 1) of the job's kept log lines from sequence number
+    /// `from` on, with the sequence number of the first one. Every line appended gets
+    /// the next number for good (the first is 0), also once older lines are trimmed by
+    /// the cap; when `from` was trimmed (or never kept), the answer starts at the oldest
+    /// kept line, above `from`.
+    async fn logs_from(
+        &self,
+        id: JobId,
+        from: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), StoreError>;
 
     /// A receiver of every later [`StoreEvent`]. Subscribe first, then read the state.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;

@@ -771,12 +771,16 @@ impl JobStore for RedisStore {
         Ok(lines)
     }
 
-    async fn logs_from(&self, id: JobId, from: u64) -> Result<(u64, Vec<String>), StoreError> {
+    async fn logs_from(
+        &self,
+        id: JobId,
+        from: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
         let key = self.job_key(id);
         let keys = [key.clone(), format!("{key}:logs")];
-        let reply = self
-            .run(&SCRIPTS.logs_from, &keys, vec![from.to_string()])
-            .await?;
+        let args = vec![from.to_string(), limit.max(1).to_string()];
+        let reply = self.run(&SCRIPTS.logs_from, &keys, args).await?;
         match reply.as_slice() {
             [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
             [ok, first, lines @ ..] if ok == "OK" => {
