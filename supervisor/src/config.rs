@@ -569,6 +569,31 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_from_file_then_flags() {
+        assert!(
+            ServeConfig::resolve(ServeOverrides::default())
+                .unwrap()
+                .rpc
+                .cors_origins
+                .is_empty()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        std::fs::write(&path, "cors_origins = [\"https://a.example\"]\n").unwrap();
+        let c = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.rpc.cors_origins, ["https://a.example"]);
+        let c = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.cors_origins = vec!["https://b.example".into(), "http://c.example:8080".into()];
+        }))
+        .unwrap();
+        assert_eq!(
+            c.rpc.cors_origins,
+            ["https://b.example", "http://c.example:8080"]
+        );
+    }
+
+    #[test]
     fn retention_from_file_and_flags() {
         let c = ServeConfig::resolve(ServeOverrides::default()).unwrap();
         assert_eq!(

@@ -2,7 +2,8 @@
 //! with `curl`" runs in bash with real `curl` against the real `hero-supervisor` binary
 //! (built-in runner, a token), and every line it prints must match its `#>` line.
 //! `"…"` in an expected answer stands for any value; an object may have more fields than
-//! the expected one names; arrays must have the same length.
+//! the expected one names; arrays must have the same length. Also: the binary refuses a
+//! malformed `--cors-origin` at startup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Child, Command, Stdio};
@@ -139,5 +140,36 @@ async fn the_readme_rest_walk_through_runs_as_written() {
         let got: Value = serde_json::from_str(answer)
             .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {answer}"));
         assert!(matches(want, &got), "expected {want}\n     got {got}");
+    }
+}
+
+/// `--cors-origin` and `HERO_CORS_ORIGINS` are checked before the server serves: a
+/// malformed origin, or `*` beside others, is a start error naming it.
+#[test]
+fn a_bad_cors_origin_is_refused_at_startup() {
+    for (flags, env, named) in [
+        (
+            vec!["--cors-origin", "ops.example.com"],
+            None,
+            "ops.example.com",
+        ),
+        (vec![], Some("https://a.example,*"), "https://a.example"),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&flags)
+            .env_remove("HERO_CORS_ORIGINS")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        if let Some(v) = env {
+            cmd.env("HERO_CORS_ORIGINS", v);
+        }
+        let out = cmd.output().expect("run hero-supervisor");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} {env:?} started");
+        assert!(
+            stderr.contains("invalid CORS origin") && stderr.contains(named),
+            "{stderr}"
+        );
     }
 }
