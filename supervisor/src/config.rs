@@ -18,6 +18,7 @@
 //! runners = ["Python=tcp://127.0.0.1:9000", "V=stdio:my-v-runner --stdio"]  # --runner (repeatable)
 //! server_key_file = "/var/lib/hero/server.key"  # HERO_SERVER_KEY_FILE, --server-key (HERO_SERVER_KEY: the hex itself)
 //! return_hosts = ["127.0.0.0/8", "::1", "localhost"]  # HERO_RETURN_HOSTS (comma-separated), --return-host (repeatable)
+//! cors_origins = ["https://ops.example.com"]  # HERO_CORS_ORIGINS (comma-separated), --cors-origin (repeatable); "*" alone: any
 //! delivery_window_secs = 86400       # HERO_DELIVERY_WINDOW_SECS, --delivery-window-secs
 //! keep_finished_secs = 86400         # HERO_KEEP_FINISHED_SECS, --keep-finished-secs
 //! keep_finished_count = 100000       # HERO_KEEP_FINISHED_COUNT, --keep-finished-count
@@ -166,6 +167,9 @@ pub struct ServeOverrides {
     pub keep_finished_secs: Option<u64>,
     /// Retention: ended jobs kept per terminal status at most (default 100,000).
     pub keep_finished_count: Option<usize>,
+    /// Browser origins allowed to call across origins (CORS); when not empty they
+    /// replace the file's list (default none: no CORS headers).
+    pub cors_origins: Vec<String>,
 }
 
 /// The config file's keys; all optional.
@@ -194,6 +198,8 @@ struct FileConfig {
     delivery_window_secs: Option<u64>,
     keep_finished_secs: Option<u64>,
     keep_finished_count: Option<usize>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 /// One `[[tokens]]` entry: a bearer token (or its SHA-256, so the file need not hold
@@ -331,6 +337,11 @@ impl ServeConfig {
                 .unwrap_or(DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION),
             tokens: token_grants(&file.tokens)?,
             calls,
+            cors_origins: if args.cors_origins.is_empty() {
+                file.cors_origins
+            } else {
+                args.cors_origins
+            },
             ..RpcConfig::default()
         };
         let runners = if args.runners.is_empty() {
@@ -555,6 +566,31 @@ mod tests {
         assert_eq!(c.store.prefix, "hero");
         assert_eq!(c.supervisor.pools.len(), 1);
         assert_eq!(c.supervisor.pools[0].script_types, ScriptType::ALL.to_vec());
+    }
+
+    #[test]
+    fn cors_origins_from_file_then_flags() {
+        assert!(
+            ServeConfig::resolve(ServeOverrides::default())
+                .unwrap()
+                .rpc
+                .cors_origins
+                .is_empty()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hero.toml");
+        std::fs::write(&path, "cors_origins = [\"https://a.example\"]\n").unwrap();
+        let c = ServeConfig::resolve(args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.rpc.cors_origins, ["https://a.example"]);
+        let c = ServeConfig::resolve(args(|a| {
+            a.config = Some(path.clone());
+            a.cors_origins = vec!["https://b.example".into(), "http://c.example:8080".into()];
+        }))
+        .unwrap();
+        assert_eq!(
+            c.rpc.cors_origins,
+            ["https://b.example", "http://c.example:8080"]
+        );
     }
 
     #[test]

@@ -194,6 +194,45 @@ async fn https_and_wss_with_a_trusted_certificate() {
     assert!(wss.whoami().await.is_err(), "the WSS connection ended");
 }
 
+/// The REST face is served over HTTPS by the same middleware: the same token, the same
+/// JSON 401.
+#[tokio::test]
+async fn rest_over_https_with_the_same_token() {
+    let pki = Pki::new();
+    let server = start_tls(&pki, |_| {}).await;
+    let base = format!("https://127.0.0.1:{}", server.addr().port());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&pki.der()).unwrap())
+        .build()
+        .unwrap();
+    let runtime = client
+        .get(format!("{base}/v1/runtime"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(runtime.status().as_u16(), 200);
+    let body: serde_json::Value = runtime.json().await.unwrap();
+    assert_eq!(body["server_admin"], true);
+    let created = client
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"script": "1", "script_type": "SAL", "start": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let refused = client
+        .get(format!("{base}/v1/runtime"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_not_trusting_the_certificate_fails() {
     let pki = Pki::new();

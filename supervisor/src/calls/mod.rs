@@ -44,10 +44,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jsonrpsee::Extensions;
-use jsonrpsee::core::server::{MethodCallback, Methods};
-use jsonrpsee::types::{ErrorObjectOwned, Id, Params};
+use jsonrpsee::core::server::Methods;
+use jsonrpsee::types::ErrorObjectOwned;
 use serde::Deserialize;
-use serde_json::{Value, json, value::RawValue};
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,7 @@ pub use store::{CallStore, CallStoreError, MemoryCalls, Queue, RedisCalls};
 
 use crate::job::JobId;
 use crate::rpc::auth::Session;
+use crate::rpc::invoke::Answer;
 use crate::service::{Supervisor, SupervisorError, job_result};
 
 /// The encryption scheme a caller may name in `encryption`.
@@ -178,15 +179,6 @@ fn error_text(e: &ErrorObjectOwned) -> String {
     json!({"error": {"code": e.code(), "message": e.message(), "data": e.data()}}).to_string()
 }
 
-/// How a method answered: its result's JSON text, or its error.
-type Answer = Result<String, ErrorObjectOwned>;
-
-#[derive(Deserialize)]
-struct ResponseParts {
-    result: Option<Box<RawValue>>,
-    error: Option<ErrorObjectOwned>,
-}
-
 impl Calls {
     /// The service over `methods` (what calls may name), the store `config` names (or
     /// memory), and the server key (or a fresh one). Spawns its background tasks on the
@@ -246,10 +238,7 @@ impl Calls {
     /// Whether `method` may be called through `rpc_in` (a served method call; not a
     /// subscription, not a call method).
     pub(crate) fn callable(&self, method: &str) -> bool {
-        matches!(
-            self.inner.methods.method(method),
-            Some(MethodCallback::Async(_) | MethodCallback::Sync(_))
-        )
+        crate::rpc::invoke::is_callable(&self.inner.methods, method)
     }
 
     /// Claims `record` (status `pending`, leased); `Some(existing)` when the call was
@@ -396,27 +385,13 @@ impl Inner {
 
     /// Calls served method `method` with `params` (JSON text) and `ext`.
     async fn call(&self, method: &str, params: &str, ext: Extensions) -> Answer {
-        let params = params.trim();
-        let params = Params::new((!params.is_empty()).then_some(params)).into_owned();
-        let id = Id::Number(0);
-        let response = match self.methods.method(method) {
-            Some(MethodCallback::Async(cb)) => {
-                (cb)(id, params, Default::default(), self.max_response_bytes, ext).await
-            }
-            Some(MethodCallback::Sync(cb)) => (cb)(id, params, self.max_response_bytes, ext),
-            _ => {
-                return Err(crate::rpc::error::invalid_params(format!(
+        crate::rpc::invoke::call_method(&self.methods, method, params, ext, self.max_response_bytes)
+            .await
+            .unwrap_or_else(|| {
+                Err(crate::rpc::error::invalid_params(format!(
                     "method {method} cannot be called through rpc_in"
-                )));
-            }
-        };
-        let parts: ResponseParts = serde_json::from_str(response.to_json().get())
-            .map_err(|e| crate::rpc::error::internal(format!("unreadable answer: {e}")))?;
-        match (parts.result, parts.error) {
-            (_, Some(e)) => Err(e),
-            (Some(result), None) => Ok(result.get().to_string()),
-            (None, None) => Ok("null".into()),
-        }
+                )))
+            })
     }
 
     /// `run_job` as create, start, wait: the job id is stored as soon as it exists.

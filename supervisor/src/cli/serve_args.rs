@@ -81,6 +81,16 @@ pub(crate) struct ServeArgs {
         value_name = "RULE"
     )]
     pub(crate) return_hosts: Vec<String>,
+    /// A browser origin (`https://host[:port]`) allowed to call JSON-RPC and REST
+    /// across origins (CORS); `*` alone allows any. Repeatable [default: none, no CORS
+    /// headers]. Credentials are never allowed.
+    #[arg(
+        long = "cors-origin",
+        env = "HERO_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub(crate) cors_origins: Vec<String>,
     /// How long delivery of a result is retried, in seconds [default: 86400].
     #[arg(long, env = "HERO_DELIVERY_WINDOW_SECS")]
     pub(crate) delivery_window_secs: Option<u64>,
@@ -115,6 +125,7 @@ impl ServeArgs {
             server_key: self.server_key,
             server_key_file: self.server_key_file,
             return_hosts: self.return_hosts,
+            cors_origins: self.cors_origins,
             delivery_window_secs: self.delivery_window_secs,
             keep_finished_secs: self.keep_finished_secs,
             keep_finished_count: self.keep_finished_count,

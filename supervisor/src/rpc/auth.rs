@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use jsonrpsee::server::HttpBody;
 use jsonrpsee::types::ErrorObjectOwned;
 use k256::ecdsa::signature::Verifier;
@@ -68,7 +68,7 @@ pub const DEFAULT_MAX_PENDING_NONCES: usize = 10_000;
 pub const NONCE_PREFIX: &str = "hero-auth:";
 
 /// The W3C trace-context request header.
-const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: &str = "traceparent";
 
 /// The identity of one connection (WebSocket) or one request (HTTP).
 ///
@@ -219,11 +219,9 @@ fn bearer_grant(header: Option<&HeaderValue>, tokens: &[TokenGrant]) -> Option<G
     found
 }
 
+/// The JSON 401 (`{"error": {"code": "unauthorized", ..}}`), with `WWW-Authenticate`.
 fn unauthorized_response() -> Response<HttpBody> {
-    let mut resp = Response::new(HttpBody::from(
-        "unauthorized: missing or wrong bearer token\n",
-    ));
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let mut resp = super::rest::unauthorized_response();
     resp.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp

@@ -6,6 +6,10 @@
 //! - [`auth`]: the bearer-token layer and secp256k1 signature authentication.
 //! - [`client`]: HTTP and WebSocket clients with the bearer token set.
 //! - [`tls`]: HTTPS and WSS on the same port (`--tls-cert`/`--tls-key`), with rustls.
+//! - [`rest`]: the REST face under `/v1` (and its OpenAPI document), calling the
+//!   served methods in-process; `invoke` (private) is how, shared with the signed calls.
+//! - `events` (private): a job's event stream, for the subscription and the REST
+//!   WebSocket alike.
 //! - `server` (private): the API implemented on the [`Supervisor`] facade.
 //!
 //! [`start_on`] binds, checks the security rules and starts serving; the returned
@@ -20,6 +24,9 @@ pub mod auth;
 mod calls_api;
 pub mod client;
 pub mod error;
+mod events;
+pub(crate) mod invoke;
+pub mod rest;
 mod server;
 pub mod tls;
 pub mod types;
@@ -31,6 +38,7 @@ use std::time::Duration;
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::{RandomStringIdProvider, Server, ServerConfig, ServerHandle, stop_channel};
 use serde_json::Value;
+use tower_http::cors::CorsLayer;
 
 pub use self::api::{HeroApiClient, HeroApiServer};
 use self::auth::{
@@ -39,6 +47,7 @@ use self::auth::{
 pub use self::calls_api::{
     CallState, CallsApiClient, CallsApiServer, RpcAccepted, RpcInParams, RpcRefParams, ServerInfo,
 };
+use self::rest::RestLayer;
 use self::server::{CallsHandler, RpcHandler};
 use self::tls::{TlsError, TlsFiles, TlsServer};
 use crate::access::{Directory, MemoryDirectory};
@@ -117,6 +126,12 @@ pub struct RpcConfig {
     /// Serve HTTPS and WSS with this certificate and key instead of plain HTTP and WS.
     /// Default none.
     pub tls: Option<TlsFiles>,
+    /// Browser origins allowed to call JSON-RPC and REST across origins (CORS), each
+    /// `scheme://host[:port]`, or `*` alone for every origin. Default none: no CORS
+    /// headers, and a preflight goes to the auth layer like any request. Credentials
+    /// (cookies) are never allowed: the API authenticates with a bearer token, which a
+    /// page sends in `Authorization` without them.
+    pub cors_origins: Vec<String>,
 }
 
 impl RpcConfig {
@@ -147,6 +162,7 @@ impl Default for RpcConfig {
             coordination: None,
             calls: CallsConfig::default(),
             tls: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -170,6 +186,7 @@ impl std::fmt::Debug for RpcConfig {
             .field("tokens", &self.tokens.len())
             .field("calls", &self.calls)
             .field("tls", &self.tls)
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +210,14 @@ pub enum StartError {
     /// The TLS certificate or key can't be used (unreadable, not PEM, not a pair).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A CORS origin is not `scheme://host[:port]`, or `*` is not alone.
+    #[error("invalid CORS origin {origin:?}: {reason}")]
+    CorsOrigin {
+        /// The origin as configured.
+        origin: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -283,14 +308,72 @@ pub fn check_listen(addr: SocketAddr, config: &RpcConfig) -> Result<(), StartErr
 #[derive(Debug)]
 pub struct Checked {
     tls: Option<TlsServer>,
+    cors: Option<CorsLayer>,
 }
 
 /// Checks `config` for serving on `addr`: [`check_listen`], then reads the TLS
 /// certificate and key, if any ([`StartError::Tls`] names the file).
 pub fn check(addr: SocketAddr, config: &RpcConfig) -> Result<Checked, StartError> {
     check_listen(addr, config)?;
+    let cors = cors_layer(&config.cors_origins)?;
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
-    Ok(Checked { tls })
+    Ok(Checked { tls, cors })
+}
+
+/// How long a browser may cache a preflight's answer.
+pub const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The CORS layer of `origins` (see [`RpcConfig::cors_origins`]); `None` for none.
+/// Allows `GET`, `POST` and the request headers the API reads (`Authorization`,
+/// `Content-Type`, `traceparent`), exposes `Location` and `WWW-Authenticate`, and never
+/// allows credentials.
+pub fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, StartError> {
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, LOCATION, WWW_AUTHENTICATE};
+    use tower_http::cors::AllowOrigin;
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let bad = |origin: &str, reason| StartError::CorsOrigin {
+        origin: origin.to_owned(),
+        reason,
+    };
+    let allow = if origins.iter().any(|o| o == "*") {
+        if let Some(other) = origins.iter().find(|o| *o != "*") {
+            return Err(bad(other, "`*` allows every origin: list it alone"));
+        }
+        AllowOrigin::any()
+    } else {
+        let mut values = Vec::with_capacity(origins.len());
+        for origin in origins {
+            let url = url::Url::parse(origin)
+                .map_err(|_| bad(origin, "expected scheme://host[:port]"))?;
+            let serialized = url.origin().ascii_serialization();
+            if !matches!(url.scheme(), "http" | "https")
+                || serialized != origin.trim_end_matches('/')
+            {
+                return Err(bad(
+                    origin,
+                    "expected http(s)://host[:port], without path, query or user",
+                ));
+            }
+            let value = http::HeaderValue::from_str(&serialized)
+                .map_err(|_| bad(origin, "not a valid header value"))?;
+            values.push(value);
+        }
+        AllowOrigin::list(values)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([http::Method::GET, http::Method::POST])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                HeaderName::from_static(auth::TRACEPARENT),
+            ])
+            .expose_headers([LOCATION, WWW_AUTHENTICATE])
+            .max_age(CORS_MAX_AGE),
+    ))
 }
 
 /// Serves the API on `addr` (HTTP and WebSocket on one port, or HTTPS and WSS with
@@ -324,11 +407,6 @@ pub async fn start_checked(
         // default is an integer, which a client generated from the document refuses).
         .set_id_provider(RandomStringIdProvider::new(16))
         .build();
-    let http_middleware =
-        tower::ServiceBuilder::new().layer(BearerAuthLayer::with_grants(config.grants()));
-    let builder = Server::builder()
-        .set_config(server_config)
-        .set_http_middleware(http_middleware);
     let auth = config.auth_token.is_some() || !config.tokens.is_empty();
     let mut handler = handler(supervisor.clone(), &config);
     let runners = Arc::new(RunnerRegistry::new(
@@ -342,6 +420,22 @@ pub async fn start_checked(
     let deadlines = handler.deadlines.clone();
     supervisor.spawn_background(|stop| deadlines.run(stop));
     let module = module_of(handler, &config);
+    let rest = RestLayer::new(rest::RestConfig {
+        methods: (*module).clone(),
+        supervisor: supervisor.clone(),
+        max_request_body_bytes: config.max_request_body_bytes as usize,
+        max_response_body_bytes: config.max_response_body_bytes as usize,
+        max_event_streams: config.max_connections as usize,
+    });
+    // Outside in: CORS (a preflight carries no token: it is answered here), the bearer
+    // token, then the REST face, which answers `/v1` and passes the rest to jsonrpsee.
+    let http_middleware = tower::ServiceBuilder::new()
+        .layer(tower::util::option_layer(checked.cors))
+        .layer(BearerAuthLayer::with_grants(config.grants()))
+        .layer(rest);
+    let builder = Server::builder()
+        .set_config(server_config)
+        .set_http_middleware(http_middleware);
     let Some(tls) = checked.tls else {
         let server = builder
             .build(addr)

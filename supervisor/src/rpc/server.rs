@@ -10,7 +10,6 @@ use jsonrpsee::core::{
 use jsonrpsee::server::PendingSubscriptionSink;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 mod calls;
 mod coordinator;
@@ -25,12 +24,13 @@ use super::auth::{Grant, NonceStore, Session, authenticate_session, canonical_pu
 use super::error::{
     context_not_found, forbidden, internal, invalid_params, not_found, parse_job_id, to_rpc_error,
 };
+use super::events::stream_job_events;
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
-    DEFAULT_LOG_PAGE, FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobEvent,
-    JobInfo, JobLoadParams, JobLogsResult, ListJobsFilter, ListJobsResult, LogPage, LogRange,
-    MAX_LOG_PAGE, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
-    RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
+    DEFAULT_LOG_PAGE, FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobInfo,
+    JobLoadParams, JobLogsResult, ListJobsFilter, ListJobsResult, LogPage, LogRange, MAX_LOG_PAGE,
+    MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams, RunnerInfo,
+    RunnerLoadParams, StartJobResult, StatsResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
@@ -43,12 +43,7 @@ use crate::job::Job;
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::service::Supervisor;
 use crate::service::SupervisorError;
-use crate::store::StoreEvent;
 use crate::trace::TraceParent;
-
-/// Log lines a subscription reads from the store at once: a long backlog goes out in
-/// batches, each read bounded.
-const EVENT_LOG_BATCH: usize = 1_000;
 
 /// State shared by every call.
 #[derive(Debug, Clone)]
@@ -222,105 +217,6 @@ impl RpcHandler {
             .submit_and_wait(params)
             .await
             .map_err(to_rpc_error)
-    }
-
-    /// Sends `event`; `false` when the subscriber is gone.
-    async fn send(sink: &jsonrpsee::server::SubscriptionSink, event: &JobEvent) -> bool {
-        match to_json_raw_value(event) {
-            Ok(msg) => sink.send(msg).await.is_ok(),
-            Err(e) => {
-                tracing::error!(error = %e, "job event does not serialize");
-                false
-            }
-        }
-    }
-
-    /// Streams job `id`'s events to the accepted subscription. Returns the terminal
-    /// status, or `None` when the subscriber went away first.
-    ///
-    /// Subscribes to the store's events *before* reading the state (see `store` docs), and
-    /// reads the logs before the status, so every line logged before the terminal status
-    /// is sent before it.
-    async fn stream_events(
-        &self,
-        id: JobId,
-        sink: &jsonrpsee::server::SubscriptionSink,
-        mut events: tokio::sync::broadcast::Receiver<StoreEvent>,
-        cursor: u64,
-    ) -> Result<Option<JobStatus>, ErrorObjectOwned> {
-        let mut next_line = cursor;
-        let mut last_status: Option<JobStatus> = None;
-        loop {
-            // Only the lines not sent yet, by their sequence numbers: a capped log that
-            // drops its oldest lines moves nothing under the cursor.
-            let (first, lines) = self
-                .supervisor
-                .store()
-                .logs_from(id, next_line, EVENT_LOG_BATCH)
-                .await
-                .map_err(|e| to_rpc_error(e.into()))?;
-            let more = lines.len() >= EVENT_LOG_BATCH;
-            let status = self
-                .supervisor
-                .get_job_status(id)
-                .await
-                .map_err(to_rpc_error)?;
-            if first > next_line {
-                // The lines from the cursor on were dropped by the cap: say so, then
-                // go on from the oldest one kept.
-                let event = JobEvent::CursorExpired {
-                    job_id: id,
-                    requested: next_line,
-                    resumed_at: first,
-                };
-                if !Self::send(sink, &event).await {
-                    return Ok(None);
-                }
-            }
-            for (offset, line) in (first..).zip(lines) {
-                let index = offset;
-                let event = JobEvent::Log {
-                    job_id: id,
-                    index,
-                    line,
-                };
-                if !Self::send(sink, &event).await {
-                    return Ok(None);
-                }
-                next_line = index.saturating_add(1);
-            }
-            if more {
-                // A long backlog: send it in batches before anything else.
-                continue;
-            }
-            if last_status != Some(status) {
-                let event = JobEvent::Status {
-                    job_id: id,
-                    status,
-                    cursor: next_line,
-                };
-                if !Self::send(sink, &event).await {
-                    return Ok(None);
-                }
-                last_status = Some(status);
-            }
-            if status.is_terminal() {
-                return Ok(Some(status));
-            }
-            // Wait for a change of this job (or a lag, after which we re-read anyway).
-            loop {
-                tokio::select! {
-                    event = events.recv() => match event {
-                        Ok(StoreEvent::JobChanged { id: changed, .. }
-                            | StoreEvent::LogAppended { id: changed }) if changed == id => break,
-                        Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => break,
-                        Ok(_) => continue,
-                        Err(RecvError::Closed) => return Err(internal("supervisor shutting down")),
-                    },
-                    () = sink.closed() => return Ok(None),
-                }
-            }
-        }
     }
 }
 
@@ -712,10 +608,8 @@ impl HeroApiServer for RpcHandler {
             pending.reject(e).await;
             return Ok(());
         }
-        let sink = pending.accept().await?;
-        match self
-            .stream_events(id, &sink, events, cursor.unwrap_or(0))
-            .await
+        let mut sink = pending.accept().await?;
+        match stream_job_events(&self.supervisor, id, &mut sink, events, cursor.unwrap_or(0)).await
         {
             Ok(Some(status)) => Err(close_with(
                 &json!({ "code": "job_ended", "job_id": id, "status": status }),

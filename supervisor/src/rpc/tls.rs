@@ -23,8 +23,11 @@ use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tower::layer::util::{Identity, Stack};
+use tower::util::Either;
+use tower_http::cors::CorsLayer;
 
 use super::auth::BearerAuthLayer;
+use super::rest::RestLayer;
 
 /// How long a client has to finish the TLS handshake; a connection that has not is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,8 +145,12 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsError> {
 }
 
 /// jsonrpsee's per-connection service builder with the HTTP middleware every server
-/// of this crate runs (the bearer auth layer) and no RPC middleware.
-pub(super) type ServiceBuilder = TowerServiceBuilder<Identity, Stack<BearerAuthLayer, Identity>>;
+/// of this crate runs (CORS when configured, the bearer auth layer, the REST face) and
+/// no RPC middleware.
+pub(super) type ServiceBuilder = TowerServiceBuilder<
+    Identity,
+    Stack<RestLayer, Stack<BearerAuthLayer, Stack<Either<CorsLayer, Identity>, Identity>>>,
+>;
 
 /// What each connection is served with.
 pub(super) struct Serving {
