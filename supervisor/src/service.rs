@@ -272,6 +272,9 @@ impl Supervisor {
                         }) if changed == id => {
                             return status.is_terminal();
                         }
+                        Ok(StoreEvent::JobDeleted { id: changed }) if changed == id => {
+                            return true;
+                        }
                         Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                             return true;
                         }

@@ -898,3 +898,76 @@ async fn a_transcript_pages_and_resumes_exactly_on_redis() {
     )
     .await;
 }
+
+/// Deleting a job ends whoever follows it at once, on both stores: a subscriber's
+/// stream closes (with `job_not_found`) and a `get_job`-style waiter on a job nobody
+/// runs (`run_job` of a type without runners) answers `job_not_found`, neither waiting
+/// for its timeout. Also for `clear_all_jobs`.
+async fn deleting_a_job_ends_its_followers(server: TestServer) {
+    let ws = server.ws().await;
+    for clear in [false, true] {
+        let id = ws
+            .create_job(CreateJobParams::new("x", "SAL"))
+            .await
+            .unwrap();
+        ws.start_job(id.clone()).await.unwrap();
+        let mut sub = ws.subscribe_job_events(id.clone(), None).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the status in time");
+        assert!(
+            matches!(first, Some(Ok(JobEvent::Status { .. }))),
+            "{first:?}"
+        );
+        // A run_job of a type nobody serves waits for its job.
+        let c = server.http();
+        let waiter = tokio::spawn(async move {
+            c.run_job("y".into(), "V".into(), None, Some(3600), None)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        if clear {
+            ws.clear_all_jobs().await.unwrap();
+        } else {
+            ws.delete_job(id.clone()).await.unwrap();
+            // The waiter's job: the one V job there is.
+            let ListJobsResult::Page(page) = ws
+                .list_jobs(Some(ListJobsFilter {
+                    script_type: Some("V".into()),
+                    ..ListJobsFilter::default()
+                }))
+                .await
+                .unwrap()
+            else {
+                panic!("a page");
+            };
+            assert_eq!(page.jobs.len(), 1);
+            ws.delete_job(page.jobs[0].id.to_string()).await.unwrap();
+        }
+        let end = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the stream ends in time, not at the job's timeout");
+        assert!(end.is_none(), "{end:?}");
+        let answer = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("run_job answers in time")
+            .unwrap();
+        expect_code(answer, -32001, "job_not_found");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_ends_its_followers_on_memory() {
+    deleting_a_job_ends_its_followers(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_ends_its_followers_on_redis() {
+    let redis = RedisServer::start();
+    deleting_a_job_ends_its_followers(
+        TestServer::with_redis(RpcConfig::default(), redis.url()).await,
+    )
+    .await;
+}

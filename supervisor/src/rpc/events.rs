@@ -117,7 +117,8 @@ pub(crate) async fn stream_job_events<S: EventSink>(
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(StoreEvent::JobChanged { id: changed, .. }
-                        | StoreEvent::LogAppended { id: changed }) if changed == id => break,
+                        | StoreEvent::LogAppended { id: changed }
+                        | StoreEvent::JobDeleted { id: changed }) if changed == id => break,
                     Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => break,
                     Ok(_) => continue,
                     Err(RecvError::Closed) => return Err(internal("supervisor shutting down")),

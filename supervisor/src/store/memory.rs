@@ -427,6 +427,7 @@ impl State {
 
     fn remove_job(&mut self, id: JobId, now: DateTime<Utc>, ev: &mut Events) -> Option<Job> {
         let job = self.jobs.remove(&id)?;
+        ev.push(StoreEvent::JobDeleted { id });
         self.index.remove(&(to_ms(job.created_at), id));
         if let Some(until) = job.lease_until {
             self.leases.remove(&(to_ms(until), id));
@@ -856,13 +857,17 @@ impl JobStore for MemoryStore {
     }
 
     async fn clear_all(&self) -> Result<(), StoreError> {
-        let mut st = self.lock();
-        // The lanes stay open: registrations open them, not jobs.
-        let routes = std::mem::take(&mut st.routes);
-        *st = State {
-            routes,
-            ..State::default()
-        };
+        {
+            let mut st = self.lock();
+            // The lanes stay open: registrations open them, not jobs.
+            let routes = std::mem::take(&mut st.routes);
+            *st = State {
+                routes,
+                ..State::default()
+            };
+        }
+        // Every job is gone: whoever follows one re-reads (and finds it gone).
+        self.emit(vec![StoreEvent::Resync]);
         Ok(())
     }
 

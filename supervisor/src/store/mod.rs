@@ -418,6 +418,11 @@ pub enum StoreEvent {
         /// The job.
         id: JobId,
     },
+    /// The job was deleted (`delete`, `clear_all`): whoever follows it stops.
+    JobDeleted {
+        /// The job.
+        id: JobId,
+    },
     /// Events may have been lost (the store's event connection was replaced after a
     /// failure): like a lagged receiver, re-read whatever you wait for.
     Resync,

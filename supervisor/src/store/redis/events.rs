@@ -53,6 +53,9 @@ enum WireEvent {
     Log { id: JobId },
     #[serde(rename = "cancel")]
     Cancel { id: JobId },
+    /// Jobs deleted (`delete`, a `clear_all` step).
+    #[serde(rename = "deleted")]
+    Deleted { ids: Vec<JobId> },
 }
 
 impl WireEvent {
@@ -72,6 +75,11 @@ impl WireEvent {
             WireEvent::Work { script_type } => send(StoreEvent::WorkAvailable { script_type }),
             WireEvent::Log { id } => send(StoreEvent::LogAppended { id }),
             WireEvent::Cancel { id } => send(StoreEvent::CancelRequested { id }),
+            WireEvent::Deleted { ids } => {
+                for id in ids {
+                    send(StoreEvent::JobDeleted { id });
+                }
+            }
         }
     }
 }
@@ -188,6 +196,13 @@ mod tests {
         assert_eq!(
             check(&format!(r#"{{"k":"cancel","id":"{a}"}}"#)),
             Some(vec![StoreEvent::CancelRequested { id: a }])
+        );
+        assert_eq!(
+            check(&format!(r#"{{"k":"deleted","ids":["{a}","{b}"]}}"#)),
+            Some(vec![
+                StoreEvent::JobDeleted { id: a },
+                StoreEvent::JobDeleted { id: b }
+            ])
         );
     }
 

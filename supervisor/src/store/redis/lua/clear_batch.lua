@@ -11,4 +11,7 @@ for _, id in ipairs(ids) do
   redis.call('UNLINK', k, k .. ':logs', k .. ':dependents', k .. ':required_by')
   redis.call('ZREM', KEYS[1], id)
 end
+if #ids > 0 then
+  publish(prefix, { k = 'deleted', ids = ids })
+end
 return #ids

@@ -32,4 +32,5 @@ for _, d in ipairs(redis.call('SMEMBERS', dkey)) do
   end
 end
 redis.call('DEL', KEYS[1], dkey, KEYS[1] .. ':logs', KEYS[1] .. ':required_by')
+publish(prefix, { k = 'deleted', ids = { id } })
 return { 'OK' }
