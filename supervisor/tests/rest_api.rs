@@ -825,6 +825,7 @@ async fn cors_preflight_is_answered_before_auth_for_listed_origins_only() {
         denied.header("access-control-allow-origin").as_deref(),
         Some(origin)
     );
+    // Another site: refused outright (the origin guard), token or not.
     let other = request_with(
         server.addr,
         "GET",
@@ -834,10 +835,12 @@ async fn cors_preflight_is_answered_before_auth_for_listed_origins_only() {
         &[("origin", "https://evil.example.com")],
     )
     .await;
+    other.expect_error(403, "forbidden_origin");
     assert_eq!(other.header("access-control-allow-origin"), None);
 
-    // Without CORS configured: no CORS headers, and a preflight is just a request
-    // (here without the token: 401).
+    // Without CORS configured: no CORS headers, and a preflight from another site is
+    // refused like any request from there; one from the server's own origin is just a
+    // request (here without the token: 401).
     let plain = TestServer::with_config(with_tokens()).await;
     let answer = request_with(
         plain.addr,
@@ -851,8 +854,82 @@ async fn cors_preflight_is_answered_before_auth_for_listed_origins_only() {
         ],
     )
     .await;
-    answer.expect_error(401, "unauthorized");
+    answer.expect_error(403, "forbidden_origin");
     assert_eq!(answer.header("access-control-allow-origin"), None);
+    let own = format!("http://{}", plain.addr);
+    let answer = request_with(
+        plain.addr,
+        "OPTIONS",
+        "/v1/jobs",
+        None,
+        None,
+        &[("origin", &own), ("access-control-request-method", "POST")],
+    )
+    .await;
+    answer.expect_error(401, "unauthorized");
+}
+
+/// The status line of a WebSocket upgrade of `path` sent with `origin` (none: no
+/// header), over a raw socket.
+async fn upgrade_status(addr: std::net::SocketAddr, path: &str, origin: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{origin}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut head))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&head[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The embedded default (loopback, no token: the local user is a server admin) does
+/// not let a web page of another site in: browsers apply no CORS to WebSocket upgrades,
+/// so without the origin guard any page could open `ws://127.0.0.1:<port>` and run
+/// scripts. Tools without `Origin`, and pages of the server's own origin, still get in.
+#[tokio::test]
+async fn pages_of_other_sites_cannot_open_a_websocket_on_the_default_server() {
+    let server = TestServer::start().await;
+    let own = format!("http://{}", server.addr);
+    for path in [
+        "/",
+        "/v1/jobs/00000000-0000-4000-8000-000000000000/events/ws",
+    ] {
+        let refused = upgrade_status(server.addr, path, Some("https://evil.example.com")).await;
+        assert!(refused.contains(" 403 "), "{path}: {refused}");
+        let null = upgrade_status(server.addr, path, Some("null")).await;
+        assert!(null.contains(" 403 "), "{path}: {null}");
+    }
+    let tool = upgrade_status(server.addr, "/", None).await;
+    assert!(tool.contains(" 101 "), "{tool}");
+    let page = upgrade_status(server.addr, "/", Some(&own)).await;
+    assert!(page.contains(" 101 "), "{page}");
+    // A cross-site POST (a "simple" request, no preflight) is refused before it runs.
+    let answer = request_with(
+        server.addr,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(r#"{"script": "1", "script_type": "SAL"}"#.to_owned()),
+        &[("origin", "https://evil.example.com")],
+    )
+    .await;
+    answer.expect_error(403, "forbidden_origin");
+    let listed = hero_supervisor::rpc::HeroApiClient::list_jobs(&server.http(), None)
+        .await
+        .unwrap();
+    assert_eq!(listed.into_ids().len(), 0, "nothing was created");
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod client;
 pub mod error;
 mod events;
 pub(crate) mod invoke;
+pub mod origin;
 pub mod rest;
 mod server;
 pub mod tls;
@@ -427,10 +428,12 @@ pub async fn start_checked(
         max_response_body_bytes: config.max_response_body_bytes as usize,
         max_event_streams: config.max_connections as usize,
     });
-    // Outside in: CORS (a preflight carries no token: it is answered here), the bearer
-    // token, then the REST face, which answers `/v1` and passes the rest to jsonrpsee.
+    // Outside in: CORS (a preflight carries no token: it is answered here), the origin
+    // guard (a page of another site is refused, `origin.rs`), the bearer token, then
+    // the REST face, which answers `/v1` and passes the rest to jsonrpsee.
     let http_middleware = tower::ServiceBuilder::new()
         .layer(tower::util::option_layer(checked.cors))
+        .layer(origin::OriginGuardLayer::new(&config.cors_origins))
         .layer(BearerAuthLayer::with_grants(config.grants()))
         .layer(rest);
     let builder = Server::builder()

@@ -184,7 +184,7 @@ pub(crate) struct RestError {
 }
 
 impl RestError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         RestError {
             status,
             code,
@@ -197,7 +197,7 @@ impl RestError {
         RestError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    fn response(self) -> Response<HttpBody> {
+    pub(crate) fn response(self) -> Response<HttpBody> {
         let mut error = Map::new();
         error.insert("code".into(), Value::from(self.code));
         error.insert("message".into(), Value::from(self.message));

@@ -27,6 +27,7 @@ use tower::util::Either;
 use tower_http::cors::CorsLayer;
 
 use super::auth::BearerAuthLayer;
+use super::origin::OriginGuardLayer;
 use super::rest::RestLayer;
 
 /// How long a client has to finish the TLS handshake; a connection that has not is closed.
@@ -149,7 +150,13 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsError> {
 /// no RPC middleware.
 pub(super) type ServiceBuilder = TowerServiceBuilder<
     Identity,
-    Stack<RestLayer, Stack<BearerAuthLayer, Stack<Either<CorsLayer, Identity>, Identity>>>,
+    Stack<
+        RestLayer,
+        Stack<
+            BearerAuthLayer,
+            Stack<OriginGuardLayer, Stack<Either<CorsLayer, Identity>, Identity>>,
+        >,
+    >,
 >;
 
 /// What each connection is served with.
