@@ -61,11 +61,21 @@ pub(crate) const SCRIPTS: [Script; 2] = [
 
 /// Which runner serves the scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunnerKind {
-    /// `serve`'s default: `hero-supervisor runner --stdio`.
+enum RunnerKind {
+    /// `serve`'s default: `hero-supervisor runner --stdio`, or `--builtin-runner`.
     Builtin,
     /// `hero-noop-runner` for every type.
     Noop,
+}
+
+/// The runners of one comparison.
+#[derive(Debug, Clone)]
+pub(crate) struct Runners {
+    /// `hero-noop-runner`.
+    pub(crate) noop: PathBuf,
+    /// A `hero-runner` executable run as `PATH --stdio` in place of `serve`'s own
+    /// built-in runner (the same code, from another build); `None`: `serve`'s own.
+    pub(crate) builtin: Option<PathBuf>,
 }
 
 /// Figures of one store: per round, the no-op runner on the SAL script, then the built-in
@@ -121,7 +131,7 @@ pub(crate) fn supervisor_binary() -> Result<PathBuf> {
 impl ServeProcess {
     async fn start(
         supervisor: &Path,
-        noop: &Path,
+        runners: &Runners,
         store: StoreKind,
         runner: RunnerKind,
     ) -> Result<ServeProcess> {
@@ -149,12 +159,20 @@ impl ServeProcess {
         if let Some(redis) = &redis {
             command.arg("--redis-url").arg(redis.url());
         }
-        if runner == RunnerKind::Noop {
-            // The same pool settings as the built-in runner's: one process, hello on.
-            command.arg("--runner").arg(format!(
-                "SAL,OSIS,Python,V=stdio:{};hello=on",
-                noop.display()
-            ));
+        // The same pool settings as the built-in runner's: one process, hello on.
+        let pool = |command: String| format!("SAL,OSIS,Python,V=stdio:{command};hello=on");
+        match (runner, &runners.builtin) {
+            (RunnerKind::Noop, _) => {
+                command
+                    .arg("--runner")
+                    .arg(pool(runners.noop.display().to_string()));
+            }
+            (RunnerKind::Builtin, Some(path)) => {
+                command
+                    .arg("--runner")
+                    .arg(pool(format!("{} --stdio", path.display())));
+            }
+            (RunnerKind::Builtin, None) => {}
         }
         let child = command
             .spawn()
@@ -354,13 +372,14 @@ fn check(output: String, expect: &str) -> Result<()> {
 /// Both runners on `store`, `rounds` alternating rounds of `calls` calls per script.
 pub(crate) async fn run(
     store: StoreKind,
-    noop: &Path,
+    runners: &Runners,
     calls: usize,
     rounds: usize,
 ) -> Result<StoreFigures> {
     let supervisor = supervisor_binary()?;
-    let noop_server = ServeProcess::start(&supervisor, noop, store, RunnerKind::Noop).await?;
-    let builtin_server = ServeProcess::start(&supervisor, noop, store, RunnerKind::Builtin).await?;
+    let noop_server = ServeProcess::start(&supervisor, runners, store, RunnerKind::Noop).await?;
+    let builtin_server =
+        ServeProcess::start(&supervisor, runners, store, RunnerKind::Builtin).await?;
     let mut figures = StoreFigures {
         noop: Vec::new(),
         builtin: vec![Vec::new(); SCRIPTS.len()],

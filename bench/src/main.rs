@@ -24,7 +24,8 @@
 //! `--clients N` (concurrent HTTP clients and `redis-benchmark -c`, default 50),
 //! `--rpc-calls N` (idle round trips, default 2,000), `--steady-calls N` (calls in the
 //! steady state, default 20,000), `--builtin-calls N` (calls per script and round in
-//! `builtin-http`, default 10,000; its rounds are `--repeat`).
+//! `builtin-http`, default 10,000; its rounds are `--repeat`), `--builtin-runner PATH`
+//! (`builtin-http` measures this `hero-runner` instead of `serve`'s built-in runner).
 
 mod builtin_http;
 mod burn_down;
@@ -103,6 +104,10 @@ struct Args {
     /// `run_job` calls per script and round in `builtin-http` (rounds: `--repeat`).
     #[arg(long, default_value_t = 10_000)]
     builtin_calls: usize,
+    /// `builtin-http`: measure this `hero-runner` executable (run as `PATH --stdio`) as the
+    /// built-in runner instead of `serve`'s own, e.g. one built from another commit.
+    #[arg(long, value_name = "PATH")]
+    builtin_runner: Option<PathBuf>,
     /// Internal: the child process of the retention scenario.
     #[arg(long, hide = true)]
     retention_probe: bool,
@@ -593,7 +598,11 @@ async fn builtin_http_rows(
         )
     };
     for store in [StoreKind::Memory, StoreKind::Redis] {
-        let figures = builtin_http::run(store, noop, args.builtin_calls, args.repeat).await?;
+        let runners = builtin_http::Runners {
+            noop: noop.to_owned(),
+            builtin: args.builtin_runner.clone(),
+        };
+        let figures = builtin_http::run(store, &runners, args.builtin_calls, args.repeat).await?;
         let (noop_rate, p50, p99, noop_cpu) = medians(&figures.noop);
         rows.push(Row {
             scenario: "builtin-http".to_owned(),
@@ -625,6 +634,13 @@ async fn builtin_http_rows(
                 met: Some(ratio >= TARGET_BUILTIN_RATIO),
             });
         }
+    }
+    if let Some(path) = &args.builtin_runner {
+        notes.push(format!(
+            "builtin-http: the built-in runner measured is `{} --stdio` (--builtin-runner), \
+             as a `--runner` pool with the default pool's settings.",
+            path.display()
+        ));
     }
     notes.push(format!(
         "builtin-http: `hero-supervisor serve` child processes (default worker threads), \
