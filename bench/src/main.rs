@@ -14,16 +14,23 @@
 //! private Redis, same `--jobs` and `--repeat`, by `bench/peers/bullmq/burn_down.mjs`:
 //! needs Node.js and npm, installs the locked BullMQ there on first use, and its row says
 //! "not measured: <reason>" when it cannot run), `memory`, `rpc`, `retention` (the memory
-//! store's RSS over 200,000 finished jobs, retention on and off). Other flags:
+//! store's RSS over 200,000 finished jobs, retention on and off), `builtin-http` (a real
+//! `hero-supervisor serve` process, 64 HTTP clients calling `run_job` of a trivial SAL and
+//! OSIS script, the built-in runner against `hero-noop-runner`, memory store and Redis;
+//! needs `cargo build --release -p hero-supervisor` too). Other flags:
 //! `--processes 1,2` (runner processes tried in the burn-down; the best is reported),
 //! `--in-flight N` (pool's requests in flight per runner process, default 512),
 //! `--repeat K` (runs per burn-down setting, the median is reported; default 3),
 //! `--clients N` (concurrent HTTP clients and `redis-benchmark -c`, default 50),
 //! `--rpc-calls N` (idle round trips, default 2,000), `--steady-calls N` (calls in the
-//! steady state, default 20,000).
+//! steady state, default 20,000), `--builtin-calls N` (calls per script and round in
+//! `builtin-http`, default 10,000; its rounds are `--repeat`), `--builtin-runner PATH`
+//! (`builtin-http` measures this `hero-runner` instead of `serve`'s built-in runner).
 
+mod builtin_http;
 mod burn_down;
 mod ceiling;
+mod latency;
 mod machine;
 mod memory;
 mod output;
@@ -94,6 +101,13 @@ struct Args {
     /// `run_job` calls in the steady state.
     #[arg(long, default_value_t = 20_000)]
     steady_calls: usize,
+    /// `run_job` calls per script and round in `builtin-http` (rounds: `--repeat`).
+    #[arg(long, default_value_t = 10_000)]
+    builtin_calls: usize,
+    /// `builtin-http`: measure this `hero-runner` executable (run as `PATH --stdio`) as the
+    /// built-in runner instead of `serve`'s own, e.g. one built from another commit.
+    #[arg(long, value_name = "PATH")]
+    builtin_runner: Option<PathBuf>,
     /// Internal: the child process of the retention scenario.
     #[arg(long, hide = true)]
     retention_probe: bool,
@@ -114,8 +128,13 @@ struct Args {
 impl Args {
     /// What clap does not check.
     fn check(&self) -> Result<()> {
-        if self.jobs == 0 || self.repeat == 0 || self.processes.is_empty() || self.clients == 0 {
-            bail!("--jobs, --repeat, --processes and --clients must be positive");
+        if self.jobs == 0
+            || self.repeat == 0
+            || self.processes.is_empty()
+            || self.clients == 0
+            || self.builtin_calls == 0
+        {
+            bail!("--jobs, --repeat, --processes, --clients and --builtin-calls must be positive");
         }
         Ok(())
     }
@@ -130,7 +149,7 @@ impl Args {
     }
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "burn-down",
     "burn-down-memory",
     "burn-down-redis",
@@ -138,6 +157,7 @@ const SCENARIOS: [&str; 7] = [
     "memory",
     "rpc",
     "retention",
+    "builtin-http",
 ];
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -363,6 +383,10 @@ async fn run(args: Args) -> Result<()> {
         retention_rows(&mut rows, &mut notes).await?;
     }
 
+    if args.wants("builtin-http") {
+        builtin_http_rows(&args, &runner, &ceiling, &mut rows, &mut notes).await?;
+    }
+
     notes.push(format!(
         "Burn-down: jobs created and started through the store before the supervisor starts; \
          timed from Supervisor::start (includes spawning the runner processes) to the last \
@@ -541,6 +565,95 @@ async fn rpc_rows(
          `hero_supervisor::rpc` server); build with `--features rpc`."
             .to_owned(),
     );
+    Ok(())
+}
+
+/// Built-in runner calls/s at least this fraction of the no-op runner's (DESIGN.md).
+const TARGET_BUILTIN_RATIO: f64 = 0.75;
+
+/// The `builtin-http` rows: per store the no-op runner, then the built-in runner on each
+/// script with its ratio to the no-op runner's calls/s (medians over the rounds).
+async fn builtin_http_rows(
+    args: &Args,
+    noop: &std::path::Path,
+    ceiling: &Ceiling,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    // Medians over the rounds: calls/s, p50, p99, runner CPU µs per call.
+    let medians = |runs: &[builtin_http::Measured]| {
+        (
+            median(runs.iter().map(|m| m.latencies.per_sec()).collect()),
+            median(runs.iter().map(|m| m.latencies.quantile_ms(0.5)).collect()),
+            median(runs.iter().map(|m| m.latencies.quantile_ms(0.99)).collect()),
+            median(runs.iter().map(|m| m.cpu_per_call().1).collect()),
+        )
+    };
+    let setting = |runner: &str, script: &str| {
+        format!(
+            "HTTP run_job {script}, {runner}, {} clients, {} calls, median of {}",
+            builtin_http::CLIENTS,
+            thousands(args.builtin_calls as f64),
+            args.repeat
+        )
+    };
+    for store in [StoreKind::Memory, StoreKind::Redis] {
+        let runners = builtin_http::Runners {
+            noop: noop.to_owned(),
+            builtin: args.builtin_runner.clone(),
+        };
+        let figures = builtin_http::run(store, &runners, args.builtin_calls, args.repeat).await?;
+        let (noop_rate, p50, p99, noop_cpu) = medians(&figures.noop);
+        rows.push(Row {
+            scenario: "builtin-http".to_owned(),
+            store: store.name().to_owned(),
+            setting: setting("hero-noop-runner", builtin_http::SCRIPTS[0].name),
+            figure: format!(
+                "{} calls/s; p50 {p50:.3} ms, p99 {p99:.3} ms; runner CPU {noop_cpu:.0} µs/call",
+                thousands(noop_rate)
+            ),
+            ceiling: vs_ceiling(noop_rate, ceiling),
+            target: "reference".to_owned(),
+            met: None,
+        });
+        for (script, runs) in builtin_http::SCRIPTS.iter().zip(&figures.builtin) {
+            let (rate, p50, p99, cpu) = medians(runs);
+            let ratio = rate / noop_rate;
+            rows.push(Row {
+                scenario: "builtin-http".to_owned(),
+                store: store.name().to_owned(),
+                setting: setting("built-in runner", script.name),
+                figure: format!(
+                    "{} calls/s; p50 {p50:.3} ms, p99 {p99:.3} ms; runner CPU {cpu:.0} µs/call; \
+                     {:.0}% of no-op",
+                    thousands(rate),
+                    100.0 * ratio
+                ),
+                ceiling: vs_ceiling(rate, ceiling),
+                target: format!(">= {:.0}% of no-op", 100.0 * TARGET_BUILTIN_RATIO),
+                met: Some(ratio >= TARGET_BUILTIN_RATIO),
+            });
+        }
+    }
+    if let Some(path) = &args.builtin_runner {
+        notes.push(format!(
+            "builtin-http: the built-in runner measured is `{} --stdio` (--builtin-runner), \
+             as a `--runner` pool with the default pool's settings.",
+            path.display()
+        ));
+    }
+    notes.push(format!(
+        "builtin-http: `hero-supervisor serve` child processes (default worker threads), \
+         one with its built-in runner (`hero-supervisor runner --stdio`, the default pool) \
+         and one with `--runner SAL,OSIS,Python,V=stdio:hero-noop-runner;hello=on`, side by \
+         side on the same store (memory, or a private redis-server each), measured in \
+         alternating rounds; {} HTTP/1.1 keep-alive clients (hyper, in the bench process) \
+         POST `run_job` and check every output; {} warm-up calls per client first. Runner \
+         CPU: user + system time of the runner process during the calls \
+         (`/proc/<pid>/stat`, 10 ms ticks), divided by the calls.",
+        builtin_http::CLIENTS,
+        builtin_http::WARM_UP_PER_CLIENT
+    ));
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use hero_supervisor::config::ServeConfig;
@@ -13,41 +13,10 @@ use hero_supervisor::server;
 use hero_testkit::RedisServer;
 
 use crate::burn_down;
+use crate::latency::Latencies;
 
 /// Calls before measuring (connections, runner, Redis scripts loaded).
 const WARM_UP: usize = 200;
-
-/// Latencies of a series of calls.
-#[derive(Debug, Clone)]
-pub(crate) struct Latencies {
-    pub(crate) calls: usize,
-    pub(crate) wall_secs: f64,
-    sorted: Vec<Duration>,
-}
-
-impl Latencies {
-    fn new(mut all: Vec<Duration>, wall_secs: f64) -> Latencies {
-        all.sort_unstable();
-        Latencies {
-            calls: all.len(),
-            wall_secs,
-            sorted: all,
-        }
-    }
-
-    /// The `q` quantile (0..=1), nearest rank.
-    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
-        if self.sorted.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((q * self.sorted.len() as f64).ceil() as usize).clamp(1, self.sorted.len());
-        self.sorted[rank - 1].as_secs_f64() * 1e3
-    }
-
-    pub(crate) fn per_sec(&self) -> f64 {
-        self.calls as f64 / self.wall_secs
-    }
-}
 
 /// Idle round trips, then the steady state with `clients` concurrent clients.
 #[derive(Debug, Clone)]
