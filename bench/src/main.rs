@@ -14,7 +14,7 @@
 //! private Redis, same `--jobs` and `--repeat`, by `bench/peers/bullmq/burn_down.mjs`:
 //! needs Node.js and npm, installs the locked BullMQ there on first use, and its row says
 //! "not measured: <reason>" when it cannot run), `memory`, `rpc`, `retention` (the memory
-//! store's RSS over 200,000 finished jobs, retention on and off), `builtin-http` (a real
+//! store's RSS over 1,000,000 finished jobs, retention on and off), `builtin-http` (a real
 //! `hero-supervisor serve` process, 64 HTTP clients calling `run_job` of a trivial SAL and
 //! OSIS script, the built-in runner against `hero-noop-runner`, memory store and Redis;
 //! needs `cargo build --release -p hero-supervisor` too). Other flags:

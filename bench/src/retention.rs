@@ -20,7 +20,7 @@ use crate::machine::own_rss_kb;
 /// Jobs finished per round.
 pub(crate) const ROUND: usize = 20_000;
 /// Rounds per probe.
-pub(crate) const ROUNDS: usize = 10;
+pub(crate) const ROUNDS: usize = 50;
 /// `keep_finished_count` of the probe with retention on.
 pub(crate) const KEEP: usize = 10_000;
 /// Jobs per store call (claim, complete).
