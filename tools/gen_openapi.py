@@ -9,7 +9,7 @@ def err_resp(desc): return {"description": desc, "content": {"application/json":
 E = {
  "400": err_resp("Bad request: `invalid_request` (malformed body or query), `invalid_params`, `invalid_job_id`"),
  "401": err_resp("`unauthorized`: missing or wrong bearer token (with `WWW-Authenticate: Bearer`)"),
- "403": err_resp("`forbidden`: the caller's role does not allow this"),
+ "403": err_resp("`forbidden`: the caller's role does not allow this; `forbidden_origin`: a page of another site (the request's `Origin` is neither the server's own nor a configured CORS origin)"),
  "404": err_resp("`not_found`: no such job, or one of a context the caller has no role in (the two answer alike)"),
  "409": err_resp("`conflict`: the job is not in a state that allows this"),
  "413": err_resp("`payload_too_large`: the body is larger than the server's `max_request_body_bytes`"),
@@ -25,7 +25,7 @@ ntime = {"type": ["string", "null"], "format": "date-time"}
 schemas = {
  "Error": {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {"error": {
     "type": "object", "required": ["code", "message"], "properties": {
-      "code": {"type": "string", "enum": ["invalid_request", "invalid_params", "invalid_job_id", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "job_failed", "payload_too_large", "storage_unavailable", "busy", "timeout", "websocket_required", "internal"]},
+      "code": {"type": "string", "enum": ["invalid_request", "invalid_params", "invalid_job_id", "unauthorized", "forbidden", "forbidden_origin", "not_found", "method_not_allowed", "conflict", "job_failed", "payload_too_large", "storage_unavailable", "busy", "timeout", "websocket_required", "internal"]},
       "message": {"type": "string"},
       "job_id": {"type": "string", "description": "The job the error concerns, when there is one"}}}}},
  "JobStatus": {"type": "string", "enum": ["Created", "Dispatched", "WaitingForPrerequisites", "Started", "Error", "Finished"]},
@@ -38,6 +38,7 @@ schemas = {
     "jobs_by_status": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
     "jobs_by_script_type": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
     "queued": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+    "lanes": {"type": "array", "description": "Ready jobs on each open lane (a context's own queue of a script type, served by its registered runners)", "items": {"type": "object", "required": ["context_id", "script_type", "queued"], "properties": {"context_id": {"type": "integer", "minimum": 0}, "script_type": {"type": "string"}, "queued": {"type": "integer", "minimum": 0}}}},
     "delayed": {"type": "integer", "minimum": 0},
     "runners": {"type": "array", "items": {"type": "object"}, "description": "The runner pools, as `list_runners` shows them"}}},
  "JobSubmit": {"type": "object", "required": ["script", "script_type"], "properties": {

@@ -140,6 +140,7 @@ schemas = {
    "jobs_by_status":{"type":"object","additionalProperties":{"type":"integer"},"description":"Every status, zeros included."},
    "jobs_by_script_type":{"type":"object","additionalProperties":{"type":"integer"},"description":"Jobs stored per script type."},
    "queued":{"type":"object","additionalProperties":{"type":"integer"},"description":"Ready jobs per script type's queue."},
+   "lanes":{"type":"array","description":"Ready jobs on each open lane: a context's own queue of a script type, served only by the runners registered in that context.","items":{"type":"object","required":["context_id","script_type","queued"],"properties":{"context_id":{"type":"integer","minimum":0},"script_type":{"type":"string"},"queued":{"type":"integer","minimum":0}}}},
    "delayed":{"type":"integer","minimum":0,"description":"Jobs waiting for a retry time."},
    "runners":{"type":"array","items":S("RunnerInfo")}}},
  "JobEvent": {"oneOf":[

@@ -192,6 +192,12 @@ async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>
             "Dispatched"
         );
     }
+    let stats = call(&c, "stats", vec![]).await;
+    assert_eq!(
+        stats["lanes"],
+        json!([{"context_id": 3, "script_type": "V", "queued": 3}]),
+        "{stats}"
+    );
     let mut osis = register(1);
     osis["runner"]["script_types"] = json!(["Osis"]);
     call(&c, "runner.create", vec![osis]).await;
@@ -202,6 +208,12 @@ async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>
         assert_eq!(job["attempt"], 1, "{job}");
         assert_eq!(ran_on(&c, id).await, "shared", "waiting job {i}");
     }
+    let stats = call(&c, "stats", vec![]).await;
+    assert_eq!(
+        stats["lanes"],
+        json!([{"context_id": 3, "script_type": "OSIS", "queued": 0}]),
+        "{stats}"
+    );
     server.stop().await;
 }
 

@@ -483,6 +483,12 @@ async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     stats.delayed
                 ),
             ];
+            for lane in &stats.lanes {
+                lines.push(format!(
+                    "lane context {} {}: queued {}",
+                    lane.context_id, lane.script_type, lane.queued
+                ));
+            }
             for r in &stats.runners {
                 lines.push(format!(
                     "runner {}\t{}\tconnected {}/{}\tin flight {}/{}",

@@ -28,9 +28,9 @@ use super::events::stream_job_events;
 use super::types::{
     ANONYMOUS, ActorCreateParams, ContextCreateParams, CreateJobParams, DEFAULT_CONTEXT,
     DEFAULT_LOG_PAGE, FlowCreateParams, FlowLoadParams, IdParams, JobCreateParams, JobInfo,
-    JobLoadParams, JobLogsResult, ListJobsFilter, ListJobsResult, LogPage, LogRange, MAX_LOG_PAGE,
-    MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams, RunnerInfo,
-    RunnerLoadParams, StartJobResult, StatsResult,
+    JobLoadParams, JobLogsResult, LaneDepth, ListJobsFilter, ListJobsResult, LogPage, LogRange,
+    MAX_LOG_PAGE, MessageCreateParams, MessageLoadParams, PlayResult, RunnerCreateParams,
+    RunnerInfo, RunnerLoadParams, StartJobResult, StatsResult,
 };
 use crate::access::{
     self, Actor, ActorCreate, Caller, Context, ContextCreate, Denied, Directory, DirectoryError,
@@ -419,6 +419,15 @@ impl HeroApiServer for RpcHandler {
                 .collect(),
             jobs_by_script_type: named(&counts.by_script_type),
             queued: named(&counts.queued),
+            lanes: counts
+                .lanes
+                .iter()
+                .map(|&(context_id, t, queued)| LaneDepth {
+                    context_id,
+                    script_type: t.to_string(),
+                    queued,
+                })
+                .collect(),
             delayed: counts.delayed,
             runners: self.supervisor.list_runners(),
         })

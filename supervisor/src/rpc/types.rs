@@ -432,10 +432,25 @@ pub struct StatsResult {
     pub jobs_by_script_type: Counts,
     /// Ready jobs per script type's queue.
     pub queued: Counts,
+    /// Ready jobs on each open lane (a context's own queue of a type, served by its
+    /// registered runners), sorted by context and type.
+    #[serde(default)]
+    pub lanes: Vec<LaneDepth>,
     /// Jobs scheduled for a later attempt (retry backoff).
     pub delayed: u64,
     /// The runner pools, as `list_runners` shows them.
     pub runners: Vec<RunnerInfo>,
+}
+
+/// One open lane of `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneDepth {
+    /// The context whose jobs it holds.
+    pub context_id: u32,
+    /// Their script type.
+    pub script_type: String,
+    /// Ready jobs on it.
+    pub queued: u64,
 }
 
 /// One entry of `list_runners`: a runner pool (the domain type is the wire type).

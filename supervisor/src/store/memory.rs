@@ -822,6 +822,11 @@ impl JobStore for MemoryStore {
                 .iter()
                 .map(|t| (*t, st.queues.get(t).map_or(0, |q| q.len() as u64)))
                 .collect(),
+            lanes: st
+                .routes
+                .iter()
+                .map(|&(c, t)| (c, t, st.lanes.get(&(c, t)).map_or(0, |q| q.len() as u64)))
+                .collect(),
             delayed: st.delayed.len() as u64,
         })
     }

@@ -389,6 +389,8 @@ pub struct JobCounts {
     pub by_script_type: Vec<(ScriptType, u64)>,
     /// Ready jobs per script type's queue.
     pub queued: Vec<(ScriptType, u64)>,
+    /// Ready jobs on each open lane: `(context, script type, jobs)`, sorted.
+    pub lanes: Vec<(u32, ScriptType, u64)>,
     /// Jobs scheduled for a later attempt.
     pub delayed: u64,
 }

@@ -676,6 +676,7 @@ impl JobStore for RedisStore {
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let open = self.lanes().await?;
         let mut pipe = redis::pipe();
         for s in JobStatus::ALL {
             pipe.zcard(self.key(&format!("status:{s}")));
@@ -687,6 +688,9 @@ impl JobStore for RedisStore {
             pipe.llen(self.queue_key(t));
         }
         pipe.zcard(self.key("delayed"));
+        for &(c, t) in &open {
+            pipe.llen(super::lane_name(&self.config.prefix, c, t));
+        }
         let all: Vec<Option<i64>> = pipe
             .query_async(&mut self.conn.clone())
             .await
@@ -699,10 +703,16 @@ impl JobStore for RedisStore {
         let types = take(ScriptType::ALL.len());
         let queues = take(ScriptType::ALL.len());
         let delayed = take(1).first().copied().unwrap_or(0);
+        let lanes = take(open.len());
         Ok(JobCounts {
             by_status: JobStatus::ALL.iter().copied().zip(statuses).collect(),
             by_script_type: ScriptType::ALL.iter().copied().zip(types).collect(),
             queued: ScriptType::ALL.iter().copied().zip(queues).collect(),
+            lanes: open
+                .iter()
+                .zip(lanes)
+                .map(|(&(c, t), n)| (c, t, n))
+                .collect(),
             delayed,
         })
     }
