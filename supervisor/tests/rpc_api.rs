@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hero_supervisor::job::{JobId, JobStatus, ScriptType};
+use hero_supervisor::job::{Job, JobId, JobStatus, ScriptType};
 use hero_supervisor::rpc::types::{
     CreateJobParams, JobEvent, ListJobsFilter, ListJobsResult, LogRange,
 };
 use hero_supervisor::rpc::{HeroApiClient, OPENRPC_JSON, RpcConfig, error, rpc_module};
 use hero_supervisor::store::{Completion, JobStore};
 use hero_testkit::RedisServer;
+use jsonrpsee::ws_client::WsClient;
 use rpc_support::{TestServer, call_raw, expect_code, post};
 use serde_json::{Value, json};
 
@@ -303,15 +304,13 @@ async fn storage_and_internal_errors_from_redis() {
     expect_code(c.list_jobs(None).await, -32010, "storage_unavailable");
 }
 
-#[tokio::test]
-async fn subscription_replays_from_cursor_streams_live_and_ends() {
-    let server = TestServer::start().await;
-    let ws = server.ws().await;
+/// A SAL job created and started over `ws`, then claimed straight from the store (the
+/// test plays the runner): its id as the API shows it, and the claimed job.
+async fn running_sal_job(server: &TestServer, ws: &WsClient) -> (String, Job) {
     let id = ws
         .create_job(CreateJobParams::new("x", "SAL"))
         .await
         .unwrap();
-    let job_id: JobId = id.parse().unwrap();
     ws.start_job(id.clone()).await.unwrap();
     let job = server
         .store
@@ -321,6 +320,16 @@ async fn subscription_replays_from_cursor_streams_live_and_ends() {
         .remove(0)
         .into_job()
         .expect("a decodable job");
+    assert_eq!(job.id.to_string(), id);
+    (id, job)
+}
+
+#[tokio::test]
+async fn subscription_replays_from_cursor_streams_live_and_ends() {
+    let server = TestServer::start().await;
+    let ws = server.ws().await;
+    let (id, job) = running_sal_job(&server, &ws).await;
+    let job_id = job.id;
     let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
     server
         .store
@@ -641,20 +650,8 @@ async fn a_subscription_past_the_log_cap_keeps_every_later_line() {
     config.store.max_log_lines = 50;
     let server = TestServer::serve(config).await;
     let ws = server.ws().await;
-    let id = ws
-        .create_job(CreateJobParams::new("x", "SAL"))
-        .await
-        .unwrap();
-    let job_id: JobId = id.parse().unwrap();
-    ws.start_job(id.clone()).await.unwrap();
-    let job = server
-        .store
-        .claim(ScriptType::Sal, 1, "t", LEASE)
-        .await
-        .unwrap()
-        .remove(0)
-        .into_job()
-        .expect("a decodable job");
+    let (id, job) = running_sal_job(&server, &ws).await;
+    let job_id = job.id;
     let lines = |r: std::ops::Range<u64>| r.map(|i| format!("line {i}")).collect::<Vec<_>>();
     // 90 lines before anyone listens: 0..40 are gone.
     server
@@ -745,17 +742,8 @@ async fn a_subscription_past_the_log_cap_keeps_every_later_line() {
 /// lines the cap dropped are named, not skipped silently.
 async fn a_transcript_pages_and_resumes_exactly(server: TestServer) {
     let ws = server.ws().await;
-    let id = ws
-        .create_job(CreateJobParams::new("x", "SAL"))
-        .await
-        .unwrap();
-    let job_id: JobId = id.parse().unwrap();
-    ws.start_job(id.clone()).await.unwrap();
-    server
-        .store
-        .claim(ScriptType::Sal, 1, "t", LEASE)
-        .await
-        .unwrap();
+    let (id, job) = running_sal_job(&server, &ws).await;
+    let job_id = job.id;
     let line = |i: u64| format!("line {i}");
     for chunk in (0..12_000u64).step_by(1_000) {
         let batch: Vec<String> = (chunk..chunk + 1_000).map(line).collect();
