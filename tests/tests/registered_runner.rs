@@ -168,6 +168,9 @@ async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>
     let server = start_with(redis, vec![shared]).await;
     let c = http_client(&format!("http://{}", server.addr()), None).expect("client");
     call(&c, "runner.create", vec![register(runner.port)]).await;
+    // Each runner is told the queue the job came from: the lane, or the shared queue.
+    assert_eq!(run_v_in(&c, "3", "queue").await, "hero:{c3}:q:work:type:V");
+    assert_eq!(run_v_in(&c, "4", "queue").await, "hero:q:work:type:V");
     for (context, pool) in [("3", "ctx3.runner8."), ("4", "shared"), ("", "shared")] {
         for i in 0..3 {
             let id = submit_v(&c, context, &format!("echo {context}-{i}")).await;

@@ -16,7 +16,14 @@ use crate::job::Job;
 use crate::pool::{CallError, RequestSlot, RunnerConnection};
 
 impl Dispatcher {
-    pub(super) async fn run_attempt(self: Arc<Self>, owner: Arc<str>, job: Job, slot: RequestSlot) {
+    /// Runs one attempt of claimed `job`, taken from ready queue `queue`.
+    pub(super) async fn run_attempt(
+        self: Arc<Self>,
+        owner: Arc<str>,
+        job: Job,
+        queue: String,
+        slot: RequestSlot,
+    ) {
         let id = job.id;
         let stop = CancellationToken::new();
         let release = CancellationToken::new();
@@ -34,7 +41,7 @@ impl Dispatcher {
         if job.cancel_requested {
             stop.cancel();
         }
-        let verdict = self.execute(&slot.conn, &job, &stop, &release).await;
+        let verdict = self.execute(&slot.conn, &job, queue, &stop, &release).await;
         // The request slot is free again before the store hears of it.
         drop(slot);
         if let Some(pause) = outcome::pause_before_writing(&verdict) {
@@ -57,13 +64,13 @@ impl Dispatcher {
         &self,
         conn: &Arc<RunnerConnection>,
         job: &Job,
+        queue_name: String,
         stop: &CancellationToken,
         release: &CancellationToken,
     ) -> Verdict {
         let request_id = uuid::Uuid::new_v4().to_string();
         let timeout = Duration::from_secs(job.timeout_secs.max(1));
         let deadline = crate::store::deadline(self.config.clock.now(), timeout);
-        let queue_name = self.store.queue_name(job.script_type);
         let request = build_request(
             job,
             &request_id,

@@ -89,8 +89,13 @@ impl Dispatcher {
                     }
                 };
                 let Some(permit) = permits.pop() else { break };
+                // The queue it came from, as the runner is told (`context.queue_name`).
+                let queue = match pool.config.context {
+                    Some(context) => self.store.lane_queue_name(context, job.script_type),
+                    None => self.store.queue_name(job.script_type),
+                };
                 self.jobs
-                    .spawn(self.clone().run_attempt(owner.clone(), job, permit));
+                    .spawn(self.clone().run_attempt(owner.clone(), job, queue, permit));
             }
         }
     }

@@ -466,6 +466,10 @@ impl JobStore for MemoryStore {
         super::queue_name(&self.config.prefix, script_type)
     }
 
+    fn lane_queue_name(&self, context: u32, script_type: ScriptType) -> String {
+        super::lane_name(&self.config.prefix, context, script_type)
+    }
+
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut st = self.lock();
         if st.jobs.contains_key(&job.id) {

@@ -593,6 +593,11 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// `context.queue_name`: `<prefix>:q:work:type:<ScriptType>`, the Redis key (the
     /// memory store names its queues the same way, with its configured prefix).
     fn queue_name(&self, script_type: ScriptType) -> String;
+
+    /// The name of the lane of context `context`'s jobs of `script_type`
+    /// (`<prefix>:{c<N>}:q:work:type:<ScriptType>`), as a runner serving it sees it in a
+    /// request's `context.queue_name`.
+    fn lane_queue_name(&self, context: u32, script_type: ScriptType) -> String;
 }
 
 /// `<prefix>:q:work:type:<ScriptType>`: a ready queue's name in both stores.

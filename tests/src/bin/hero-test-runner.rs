@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `echo TEXT` | success, output TEXT |
 //! | `worker` | success, output the request's `worker_id` (which supervisor ran it) |
+//! | `queue` | success, output the request's `queue_name` (the queue the job came from) |
 //! | `sleep SECS` | success after SECS, unless cancelled first |
 //! | `fail MSG` | error MSG (retried while attempts remain) |
 //! | `invalid MSG` | error of type `invalid_request` (never retried) |
@@ -49,6 +50,7 @@ async fn handle(req: ExecutionRequest, ctx: HandlerContext) -> Result<Value, Han
     match cmd {
         "echo" => Ok(json!(arg)),
         "worker" => Ok(json!(req.context.worker_id.unwrap_or_default())),
+        "queue" => Ok(json!(req.context.queue_name)),
         "sleep" => {
             let secs: f64 = arg.parse().unwrap_or(1.0);
             tokio::select! {

@@ -360,6 +360,10 @@ impl JobStore for RedisStore {
         self.queue_key(script_type)
     }
 
+    fn lane_queue_name(&self, context: u32, script_type: ScriptType) -> String {
+        super::lane_name(&self.config.prefix, context, script_type)
+    }
+
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut job = job.clone();
         job.status = JobStatus::Created;
