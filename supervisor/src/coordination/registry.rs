@@ -117,12 +117,10 @@ impl RunnerRegistry {
     /// Applies every registration in the store, then makes the open lanes those the
     /// registrations serve.
     pub(crate) async fn sync(&self) -> Result<(), CoordinationError> {
-        let records = self.store.runners().await?;
-        for record in &records {
-            self.apply(record).await;
+        for record in self.store.runners().await? {
+            self.apply(&record).await;
         }
-        self.reconcile_lanes(&records).await;
-        Ok(())
+        self.reconcile_lanes().await
     }
 
     /// [`Self::apply`] for a registration just written (`runner.create`), then the
@@ -130,28 +128,33 @@ impl RunnerRegistry {
     /// once and a replacement's dropped types go back to the shared queues.
     pub(crate) async fn register(&self, record: &RunnerRecord) -> Result<(), CoordinationError> {
         self.apply(record).await;
-        let records = self.store.runners().await?;
-        self.reconcile_lanes(&records).await;
-        Ok(())
+        self.reconcile_lanes().await
     }
 
     /// Opens the lane of every (context, type) a registration with a port serves and
-    /// closes every other open lane (best effort: a store error is logged, and the
-    /// next sync tries again).
-    async fn reconcile_lanes(&self, records: &[RunnerRecord]) {
+    /// closes every other open lane (a lane error is logged, and the next sync tries
+    /// again).
+    ///
+    /// The open lanes are read *before* the registrations: a lane another instance has
+    /// just opened was opened after its registration was stored, so the registrations
+    /// read afterwards include it, and no instance closes a lane it has not seen wanted.
+    async fn reconcile_lanes(&self) -> Result<(), CoordinationError> {
         let store: &Arc<dyn JobStore> = self.supervisor.store();
-        let wanted: BTreeSet<(u32, ScriptType)> = records
-            .iter()
-            .filter(|r| r.socket_addr().is_some())
-            .flat_map(|r| r.script_types.iter().map(|t| (r.context_id, *t)))
-            .collect();
         let open: BTreeSet<(u32, ScriptType)> = match store.lanes().await {
             Ok(lanes) => lanes.into_iter().collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the open lanes failed");
-                return;
+                return Ok(());
             }
         };
+        let wanted: BTreeSet<(u32, ScriptType)> = self
+            .store
+            .runners()
+            .await?
+            .iter()
+            .filter(|r| r.socket_addr().is_some())
+            .flat_map(|r| r.script_types.iter().map(|t| (r.context_id, *t)))
+            .collect();
         for &(context, script_type) in wanted.difference(&open) {
             match store.set_lane(context, script_type, true).await {
                 Ok(()) => tracing::info!(context, script_type = %script_type, "lane opened"),
@@ -164,6 +167,7 @@ impl RunnerRegistry {
                 Err(e) => tracing::warn!(error = %e, context, "closing a lane failed"),
             }
         }
+        Ok(())
     }
 
     /// Syncs at once, then every [`SYNC_INTERVAL`], until `stop`.
