@@ -131,8 +131,8 @@ impl Work {
         self.drain.add(&other.drain);
     }
 
-    /// The markdown table: per command, calls and usec per job while queueing, while
-    /// draining and in all; then every command and redis-server's CPU.
+    /// The markdown table: per command, calls and usec per job while queueing and while
+    /// draining, and usec per call over both; then every command and redis-server's CPU.
     pub(crate) fn table(&self) -> String {
         let jobs = self.jobs.max(1) as f64;
         let mut names: Vec<&String> = self
@@ -149,37 +149,37 @@ impl Work {
             let (q, d) = (get(&self.queue, n), get(&self.drain, n));
             std::cmp::Reverse(q.1 + d.1)
         });
+        let per_job = |x: u64| x as f64 / jobs;
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| command | queue calls/job | drain calls/job | calls/job | usec/job | usec/call |"
+            "| command | queue calls/job | queue usec/job | drain calls/job | drain usec/job | usec/call |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for n in names {
             let (q, d) = (get(&self.queue, n), get(&self.drain, n));
-            let (calls, usec) = (q.0 + d.0, q.1 + d.1);
             let _ = writeln!(
                 out,
-                "| {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+                "| {} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} |",
                 n.to_uppercase(),
-                q.0 as f64 / jobs,
-                d.0 as f64 / jobs,
-                calls as f64 / jobs,
-                usec as f64 / jobs,
-                usec as f64 / calls.max(1) as f64,
+                per_job(q.0),
+                per_job(q.1),
+                per_job(d.0),
+                per_job(d.1),
+                (q.1 + d.1) as f64 / (q.0 + d.0).max(1) as f64,
             );
         }
         let _ = writeln!(
             out,
-            "| all commands (total_commands_processed) | {:.3} | {:.3} | {:.3} | - | - |",
-            self.queue.total_commands as f64 / jobs,
-            self.drain.total_commands as f64 / jobs,
-            (self.queue.total_commands + self.drain.total_commands) as f64 / jobs,
+            "| all commands (total_commands_processed) | {:.3} | - | {:.3} | - | - |",
+            per_job(self.queue.total_commands),
+            per_job(self.drain.total_commands),
         );
         let _ = writeln!(
             out,
-            "| redis-server CPU (used_cpu_user + used_cpu_sys) | - | - | - | {:.2} | - |",
-            (self.queue.cpu_usec + self.drain.cpu_usec) as f64 / jobs,
+            "| redis-server CPU (used_cpu_user + used_cpu_sys) | - | {:.2} | - | {:.2} | - |",
+            per_job(self.queue.cpu_usec),
+            per_job(self.drain.cpu_usec),
         );
         out
     }
@@ -221,8 +221,8 @@ mod tests {
             drain: Delta::default(),
         };
         let table = work.table();
-        assert!(table.contains("| EVALSHA | 2.000 | 0.000 | 2.000 | 30.00 | 15.00 |"));
-        assert!(table.contains("| ZADD | 2.000 | 0.000 | 2.000 | 6.00 | 3.00 |"));
+        assert!(table.contains("| EVALSHA | 2.000 | 30.00 | 0.000 | 0.00 | 15.00 |"));
+        assert!(table.contains("| ZADD | 2.000 | 6.00 | 0.000 | 0.00 | 3.00 |"));
         let evalsha = table.find("EVALSHA").unwrap_or(usize::MAX);
         let zadd = table.find("ZADD").unwrap_or(0);
         assert!(evalsha < zadd, "most time first");
