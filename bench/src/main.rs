@@ -29,8 +29,8 @@
 
 mod builtin_http;
 mod burn_down;
-mod commandstats;
 mod ceiling;
+mod commandstats;
 mod latency;
 mod machine;
 mod memory;

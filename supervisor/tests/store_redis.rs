@@ -555,7 +555,11 @@ async fn a_new_store_needs_no_backfill_walk() {
         .await
         .unwrap();
     assert_eq!(mark, None);
-    assert_eq!(again.backfill_indexes(500).await, Ok(3), "the walk looks at them");
+    assert_eq!(
+        again.backfill_indexes(500).await,
+        Ok(3),
+        "the walk looks at them"
+    );
     assert_eq!(again.backfill_indexes(500).await, Ok(0), "then it is done");
     let c = again.counts().await.unwrap();
     assert_eq!(
