@@ -828,8 +828,8 @@ impl JobStore for RedisStore {
         keys.push(self.key("counts"));
         keys.push(self.key("backfill"));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
-        // Empty now: nothing an older version wrote is left to index.
-        self.mark_indexed().await;
+        // No key is left, the walk's mark included: its first call finds little to
+        // walk and marks it done.
         Ok(())
     }
 
