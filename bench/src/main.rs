@@ -26,6 +26,9 @@
 //! steady state, default 20,000), `--builtin-calls N` (calls per script and round in
 //! `builtin-http`, default 10,000; its rounds are `--repeat`), `--builtin-runner PATH`
 //! (`builtin-http` measures this `hero-runner` instead of `serve`'s built-in runner).
+//!
+//! After a Redis burn-down the report ends with a table of Redis' work per job
+//! (`commandstats.rs`: `INFO commandstats`, `stats`, `cpu` of the private redis-server).
 
 mod builtin_http;
 mod burn_down;
