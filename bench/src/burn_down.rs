@@ -17,6 +17,8 @@ use hero_supervisor::{Supervisor, SupervisorConfig};
 use hero_testkit::RedisServer;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::commandstats::{Snapshot, Work};
+
 /// Store calls in flight while queuing.
 const QUEUE_CONCURRENCY: usize = 64;
 
@@ -44,6 +46,11 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
+    /// The private Redis' URL (none for the memory store).
+    pub(crate) fn redis_url(&self) -> Option<String> {
+        self._redis.as_ref().map(RedisServer::url)
+    }
+
     pub(crate) async fn new(kind: StoreKind) -> Result<Backend> {
         Ok(match kind {
             StoreKind::Memory => Backend {
@@ -147,13 +154,15 @@ pub(crate) async fn queue(store: &Arc<dyn JobStore>, n: usize, keep: bool) -> Re
 }
 
 /// One burn-down run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Run {
     pub(crate) jobs: usize,
     pub(crate) queue_secs: f64,
     pub(crate) drain_secs: f64,
     /// Events the counter missed (broadcast lag); those jobs were checked with `get`.
     pub(crate) lagged: u64,
+    /// Redis' counters over the queueing and the drain (Redis store only).
+    pub(crate) work: Option<Work>,
 }
 
 impl Run {
@@ -173,9 +182,18 @@ pub(crate) async fn run(
 ) -> Result<Run> {
     let backend = Backend::new(kind).await?;
     let store = backend.store.clone();
+    let url = backend.redis_url();
+    let before_queue = match &url {
+        Some(url) => Some(Snapshot::read(url).await?),
+        None => None,
+    };
     let queued_at = Instant::now();
     let ids = queue(&store, jobs, true).await?;
     let queue_secs = queued_at.elapsed().as_secs_f64();
+    let before_drain = match &url {
+        Some(url) => Some(Snapshot::read(url).await?),
+        None => None,
+    };
     let index: HashMap<JobId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut done = vec![false; ids.len()];
     let mut remaining = ids.len();
@@ -241,6 +259,19 @@ pub(crate) async fn run(
         .unwrap_or_default()
         .as_secs_f64()
         .max(1e-3);
+    // Read before the shutdown: the drain's work, not the pool's stopping.
+    let work = match (&url, before_queue, before_drain) {
+        (Some(url), Some(q), Some(d)) => {
+            let after = Snapshot::read(url).await?;
+            Some(Work {
+                jobs: jobs as u64,
+                runs: 1,
+                queue: d.since(&q),
+                drain: after.since(&d),
+            })
+        }
+        _ => None,
+    };
     supervisor.shutdown().await;
     drop(store);
     drop(backend);
@@ -249,5 +280,6 @@ pub(crate) async fn run(
         queue_secs,
         drain_secs,
         lagged,
+        work,
     })
 }

@@ -26,10 +26,14 @@
 //! steady state, default 20,000), `--builtin-calls N` (calls per script and round in
 //! `builtin-http`, default 10,000; its rounds are `--repeat`), `--builtin-runner PATH`
 //! (`builtin-http` measures this `hero-runner` instead of `serve`'s built-in runner).
+//!
+//! After a Redis burn-down the report ends with a table of Redis' work per job
+//! (`commandstats.rs`: `INFO commandstats`, `stats`, `cpu` of the private redis-server).
 
 mod builtin_http;
 mod burn_down;
 mod ceiling;
+mod commandstats;
 mod latency;
 mod machine;
 mod memory;
@@ -225,6 +229,7 @@ async fn run(args: Args) -> Result<()> {
     let machine = machine::Machine::detect();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let mut tables = Vec::new();
 
     // The ceiling: the bench's own private redis-server, at the HTTP client count and at
     // one client (the store talks to Redis over one multiplexed connection).
@@ -253,8 +258,10 @@ async fn run(args: Args) -> Result<()> {
             continue;
         }
         let mut by_processes = Vec::new();
+        let mut work_by_processes = Vec::new();
         for &p in &args.processes {
             let mut rates = Vec::new();
+            let mut work = commandstats::Work::default();
             for r in 1..=args.repeat {
                 let run = burn_down::run(kind, args.jobs, p, args.in_flight, &runner).await?;
                 progress(&format!(
@@ -269,8 +276,12 @@ async fn run(args: Args) -> Result<()> {
                     run.lagged
                 ));
                 rates.push(run.jobs_per_sec());
+                if let Some(w) = &run.work {
+                    work.add(w);
+                }
             }
             by_processes.push((p, median(rates)));
+            work_by_processes.push((p, work));
         }
         let Some(&(best_p, best)) = by_processes.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
             continue;
@@ -305,6 +316,21 @@ async fn run(args: Args) -> Result<()> {
             target: format!(">= {} jobs/s", thousands(target)),
             met: Some(best >= target),
         });
+        if let Some((_, work)) = work_by_processes
+            .iter()
+            .find(|(p, w)| *p == best_p && w.runs > 0)
+        {
+            tables.push(format!(
+                "Redis work per job, burn-down redis, {best_p} runner process(es), {} runs of {} jobs \
+                 (`INFO commandstats`/`stats`/`cpu` of the private redis-server read before queueing, \
+                 before the supervisor starts and after the last job finished; queue = create + start \
+                 per job, drain = the supervisor's claims, completions and upkeep; a command a script \
+                 runs is counted under its own name too and its time is inside EVALSHA's):\n\n{}",
+                work.runs,
+                thousands(args.jobs as f64),
+                work.table()
+            ));
+        }
     }
 
     if args.wants("peer-bullmq") {
@@ -397,7 +423,7 @@ async fn run(args: Args) -> Result<()> {
         machine.cores,
         worker_threads()
     ));
-    output::report(&machine, &ceiling_lines, &rows, &notes);
+    output::report(&machine, &ceiling_lines, &rows, &notes, &tables);
     Ok(())
 }
 

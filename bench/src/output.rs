@@ -23,8 +23,15 @@ pub(crate) fn progress(line: &str) {
     eprintln!("[hero-bench] {line}");
 }
 
-/// The report: the machine, the Redis ceiling, the table, the notes.
-pub(crate) fn report(machine: &Machine, ceiling: &[String], rows: &[Row], notes: &[String]) {
+/// The report: the machine, the Redis ceiling, the table, the notes, then further
+/// tables (each with its caption).
+pub(crate) fn report(
+    machine: &Machine,
+    ceiling: &[String],
+    rows: &[Row],
+    notes: &[String],
+    tables: &[String],
+) {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -58,6 +65,10 @@ pub(crate) fn report(machine: &Machine, ceiling: &[String], rows: &[Row], notes:
         for n in notes {
             let _ = writeln!(out, "- {n}");
         }
+    }
+    for t in tables {
+        let _ = writeln!(out);
+        let _ = write!(out, "{t}");
     }
     print!("{out}");
 }

@@ -448,7 +448,8 @@ async fn backfill_indexes_jobs_an_older_version_stored() {
     for r in store.complete(&items).await {
         r.unwrap();
     }
-    // What an older version would have left: no status, retention or count keys.
+    // What an older version would have left: no status, retention or count keys, and
+    // not the mark this version sets on a store it found empty.
     let mut conn = raw(&server).await;
     let mut forget = redis::pipe();
     for s in JobStatus::ALL {
@@ -457,7 +458,8 @@ async fn backfill_indexes_jobs_an_older_version_stored() {
     forget
         .del("hero:done:Finished")
         .del("hero:done:Error")
-        .del("hero:counts");
+        .del("hero:counts")
+        .del("hero:backfill");
     let _: () = forget.query_async(&mut conn).await.unwrap();
     // And one job this version stored after the upgrade.
     let new = queued(&store, &clock, 1).await[0];
@@ -521,4 +523,51 @@ async fn backfill_indexes_jobs_an_older_version_stored() {
     }
     assert_eq!(store.list_ids().await.unwrap().len(), 401);
     let _ = old_queued;
+}
+
+/// A store that connects to a Redis with no jobs marks the upgrade walk done, so the
+/// retention loop never walks the jobs it indexes itself; one that finds jobs and no
+/// mark (an older version's store) leaves the walk to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_needs_no_backfill_walk() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let mut conn = raw(&server).await;
+    let mark: Option<String> = redis::cmd("GET")
+        .arg("hero:backfill")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mark.as_deref(), Some("done"));
+    queued(&store, &clock, 3).await;
+    assert_eq!(store.backfill_indexes(500).await, Ok(0), "nothing walked");
+
+    // An older version's store: jobs, no mark. A new connection leaves it to the walk.
+    let _: () = redis::cmd("DEL")
+        .arg("hero:backfill")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (again, _) = connect(&server).await;
+    let mark: Option<String> = redis::cmd("GET")
+        .arg("hero:backfill")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mark, None);
+    assert_eq!(
+        again.backfill_indexes(500).await,
+        Ok(3),
+        "the walk looks at them"
+    );
+    assert_eq!(again.backfill_indexes(500).await, Ok(0), "then it is done");
+    let c = again.counts().await.unwrap();
+    assert_eq!(
+        c.by_script_type
+            .iter()
+            .find(|(t, _)| *t == ScriptType::Sal)
+            .map(|(_, n)| *n),
+        Some(3),
+        "jobs this version indexed are not counted twice"
+    );
 }

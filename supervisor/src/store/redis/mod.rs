@@ -20,7 +20,7 @@
 //! | `<prefix>:leases` | ZSET | `Started` jobs, score `lease_until` ms |
 //! | `<prefix>:jobs` | ZSET | index of every job for `list_jobs`, score `created_at` ms |
 //! | `<prefix>:status:<Status>` | ZSET | index per status, score `created_at` ms: the status filter of `list` |
-//! | `<prefix>:backfill` | STRING | the upgrade walk's cursor over `<prefix>:jobs` (`<ms> <id>`), `done` once every older job is indexed |
+//! | `<prefix>:backfill` | STRING | the upgrade walk's cursor over `<prefix>:jobs` (`<ms> <id>`), `done` once every older job is indexed; set to `done` at connect when `<prefix>:jobs` is empty (mark_indexed.lua) |
 //! | `<prefix>:counts` | HASH | `type:<ScriptType>`: jobs stored per script type |
 //! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
 //! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
@@ -147,13 +147,31 @@ impl RedisStore {
                 ));
             }
         }
-        Ok(RedisStore {
+        let store = RedisStore {
             conn,
             config,
             clock,
             events,
             _listener: listener,
-        })
+        };
+        store.mark_indexed().await;
+        Ok(store)
+    }
+
+    /// A store with no jobs yet has nothing for the upgrade walk (`backfill_indexes`) to
+    /// index: mark the walk done (mark_indexed.lua), so retention never walks the jobs
+    /// this version indexes itself. Best effort: when it fails, the walk runs as for an
+    /// upgraded store (the same result, only more work).
+    async fn mark_indexed(&self) {
+        let marked: Result<i64, _> = SCRIPTS
+            .mark_indexed
+            .key(self.key("jobs"))
+            .key(self.key("backfill"))
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = marked {
+            tracing::debug!(error = %unavailable(e), "could not mark a new store as indexed");
+        }
     }
 
     fn job_key(&self, id: JobId) -> String {
@@ -824,6 +842,8 @@ impl JobStore for RedisStore {
         keys.push(self.key("counts"));
         keys.push(self.key("backfill"));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
+        // No key is left, the walk's mark included: its first call finds little to
+        // walk and marks it done.
         Ok(())
     }
 

@@ -35,6 +35,7 @@ pub(super) struct Scripts {
     pub(super) trim_done: Script,
     pub(super) list_page: Script,
     pub(super) backfill: Script,
+    pub(super) mark_indexed: Script,
     pub(super) route: Script,
 }
 
@@ -55,5 +56,6 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     trim_done: lua!("trim_done.lua"),
     list_page: lua!("list_page.lua"),
     backfill: lua!("backfill.lua"),
+    mark_indexed: lua!("mark_indexed.lua"),
     route: lua!("route.lua"),
 });

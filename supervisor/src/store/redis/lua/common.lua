@@ -34,15 +34,19 @@ local function ready_key(prefix, k, script_type)
 end
 
 -- Moves `id` from the status index of `from` (nil: none) to that of `to`
--- (<prefix>:status:<status>, score created_at ms, read from the <prefix>:jobs index).
-local function restatus(prefix, id, from, to)
+-- (<prefix>:status:<status>, score created_at ms). `created` is the job's created_at
+-- field when the caller read it with the status (no lookup then); when absent or not
+-- an integer, the score is read from the <prefix>:jobs index.
+local function restatus(prefix, id, from, to, created)
   if from == to then
     return
   end
   if from then
     redis.call('ZREM', prefix .. ':status:' .. from, id)
   end
-  local created = redis.call('ZSCORE', prefix .. ':jobs', id)
+  if type(created) ~= 'string' or not string.match(created, '^%-?%d+$') then
+    created = redis.call('ZSCORE', prefix .. ':jobs', id)
+  end
   if created then
     redis.call('ZADD', prefix .. ':status:' .. to, created, id)
   end
@@ -78,16 +82,22 @@ local function changed_many(prefix, ids, status)
 end
 
 -- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
--- Records `now` as the job's queued_at (the next attempt's enqueue_time).
-local function push_ready(prefix, id, script_type, front, now)
+-- The caller has set the job's queued_at (the next attempt's enqueue_time) to now,
+-- usually in the HSET that made it Dispatched; push_ready below does it itself.
+local function enqueue(prefix, id, script_type, front)
   local k = jkey(prefix, id)
-  redis.call('HSET', k, 'queued_at', now)
   if front then
     redis.call('LPUSH', ready_key(prefix, k, script_type), id)
   else
     redis.call('RPUSH', ready_key(prefix, k, script_type), id)
   end
   publish(prefix, { k = 'work', script_type = script_type })
+end
+
+-- enqueue, recording `now` as the job's queued_at first.
+local function push_ready(prefix, id, script_type, front, now)
+  redis.call('HSET', jkey(prefix, id), 'queued_at', now)
+  enqueue(prefix, id, script_type, front)
 end
 
 -- Ends job `id` in Error (lease and schedule cleared) and announces it.
@@ -148,7 +158,7 @@ local function release_dependents(prefix, done, now)
   redis.call('DEL', dkey)
   for _, d in ipairs(deps) do
     local dk = jkey(prefix, d)
-    local f = redis.call('HMGET', dk, 'status', 'prerequisites', 'script_type')
+    local f = redis.call('HMGET', dk, 'status', 'prerequisites', 'script_type', 'created_at')
     local prerequisites = prerequisites_of(f[2])
     if f[1] == 'WaitingForPrerequisites' and not prerequisites then
       end_error(prefix, d, cjson.encode({ type = 'corrupt',
@@ -163,10 +173,10 @@ local function release_dependents(prefix, done, now)
         end
       end
       if ready then
-        redis.call('HSET', dk, 'status', 'Dispatched', 'updated_at', now)
-        restatus(prefix, d, 'WaitingForPrerequisites', 'Dispatched')
+        redis.call('HSET', dk, 'status', 'Dispatched', 'updated_at', now, 'queued_at', now)
+        restatus(prefix, d, 'WaitingForPrerequisites', 'Dispatched', f[4])
         changed(prefix, d, 'Dispatched')
-        push_ready(prefix, d, f[3], false, now)
+        enqueue(prefix, d, f[3], false)
       end
     end
   end

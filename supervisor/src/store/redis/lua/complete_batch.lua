@@ -47,7 +47,7 @@ for i = 3, #ARGV - 4, 5 do
   elseif kind == 'release' then
     redis.call('HDEL', k, 'lease_owner', 'lease_until')
     redis.call('HINCRBY', k, 'attempt', -1)
-    redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now)
+    redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now, 'queued_at', now)
     dispatched[#dispatched + 1] = id
     released[#released + 1] = { id, f[4] }
   else
@@ -83,7 +83,7 @@ if #dispatched > 0 then
   changed_many(prefix, dispatched, 'Dispatched')
 end
 for _, r in ipairs(released) do
-  push_ready(prefix, r[1], r[2], true, now)
+  enqueue(prefix, r[1], r[2], true)
 end
 for _, id in ipairs(parents) do
   release_dependents(prefix, id, now)

@@ -15,13 +15,22 @@ for i = 5, 4 + n do
     return { 'PREREQ_MISSING', ARGV[i] }
   end
 end
+-- Every field in one HSET; the script type (for the count) is among them.
+local fields, script_type = {}, '?'
 for i = 5 + n, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  if ARGV[i] == 'script_type' then
+    script_type = ARGV[i + 1]
+  end
+end
+if #fields > 0 then
+  redis.call('HSET', KEYS[1], unpack(fields))
 end
 for i = 5, 4 + n do
   redis.call('SADD', jkey(prefix, ARGV[i]) .. ':required_by', id)
 end
 redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('ZADD', prefix .. ':status:Created', ARGV[3], id)
-redis.call('HINCRBY', prefix .. ':counts', 'type:' .. (redis.call('HGET', KEYS[1], 'script_type') or '?'), 1)
+redis.call('HINCRBY', prefix .. ':counts', 'type:' .. script_type, 1)
 return { 'OK' }

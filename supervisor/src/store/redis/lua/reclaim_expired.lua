@@ -11,7 +11,8 @@ local handled = {}
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local k = jkey(prefix, id)
-  local f = redis.call('HMGET', k, 'status', 'attempt', 'retries', 'script_type', 'lease_owner')
+  local f = redis.call('HMGET', k, 'status', 'attempt', 'retries', 'script_type', 'lease_owner',
+    'created_at')
   if f[1] == 'Started' then
     table.insert(handled, id)
     local attempt, max_attempts = tonumber(f[2]), tonumber(f[3]) + 1
@@ -21,10 +22,10 @@ for _, id in ipairs(expired) do
       fail_dependents(prefix, id, now)
     else
       clear_lease(prefix, k, id)
-      redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now)
-      restatus(prefix, id, 'Started', 'Dispatched')
+      redis.call('HSET', k, 'status', 'Dispatched', 'updated_at', now, 'queued_at', now)
+      restatus(prefix, id, 'Started', 'Dispatched', f[6])
       changed(prefix, id, 'Dispatched')
-      push_ready(prefix, id, f[4], false, now)
+      enqueue(prefix, id, f[4], false)
     end
   end
 end

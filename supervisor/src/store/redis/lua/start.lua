@@ -4,7 +4,7 @@
 -- ARGV[1]: prefix   ARGV[2]: id   ARGV[3]: now ms
 -- Returns: {'OK', new status} | {'NOT_FOUND'} | {'BAD_STATE', status}
 local prefix, id, now = ARGV[1], ARGV[2], ARGV[3]
-local f = redis.call('HMGET', KEYS[1], 'status', 'prerequisites', 'script_type')
+local f = redis.call('HMGET', KEYS[1], 'status', 'prerequisites', 'script_type', 'created_at')
 if not f[1] then
   return { 'NOT_FOUND' }
 end
@@ -37,12 +37,12 @@ if #waiting > 0 then
     redis.call('HSET', jkey(prefix, p), 'has_dependents', '1')
   end
   redis.call('HSET', KEYS[1], 'status', 'WaitingForPrerequisites', 'updated_at', now)
-  restatus(prefix, id, 'Created', 'WaitingForPrerequisites')
+  restatus(prefix, id, 'Created', 'WaitingForPrerequisites', f[4])
   changed(prefix, id, 'WaitingForPrerequisites')
   return { 'OK', 'WaitingForPrerequisites' }
 end
-redis.call('HSET', KEYS[1], 'status', 'Dispatched', 'updated_at', now)
-restatus(prefix, id, 'Created', 'Dispatched')
+redis.call('HSET', KEYS[1], 'status', 'Dispatched', 'updated_at', now, 'queued_at', now)
+restatus(prefix, id, 'Created', 'Dispatched', f[4])
 changed(prefix, id, 'Dispatched')
-push_ready(prefix, id, f[3], false, now)
+enqueue(prefix, id, f[3], false)
 return { 'OK', 'Dispatched' }

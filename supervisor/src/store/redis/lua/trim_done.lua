@@ -16,7 +16,14 @@ local prefix, status, now = ARGV[1], ARGV[2], ARGV[3]
 local cutoff, keep, max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local budget = tonumber(ARGV[7])
 local over = redis.call('ZCARD', KEYS[1]) - keep
-local head = redis.call('ZRANGE', KEYS[1], 0, max - 1, 'WITHSCORES')
+-- Within the count, only jobs ended at or before the cutoff are past retention: read
+-- just those (most ticks: none) instead of the first `max`.
+local head
+if over > 0 then
+  head = redis.call('ZRANGE', KEYS[1], 0, max - 1, 'WITHSCORES')
+else
+  head = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[4], 'BYSCORE', 'LIMIT', 0, max, 'WITHSCORES')
+end
 local removed, kept, handled, more = 0, 0, 0, 0
 
 -- 'needed', 'free', or 'unknown' (budget spent before an answer).
