@@ -567,14 +567,16 @@ async fn tcp_managed_tcp_external_and_plain_v1_pools() {
     let _ = external.wait();
 }
 
-/// `stop_job` through one instance stops a job running on another (same Redis).
+/// `stop_job` through one instance stops a job running on another (same Redis): the job
+/// would sleep 120 s; it ends cancelled within 20 s (loose on purpose, so a loaded
+/// machine does not fail it; a stop that is not delivered takes the 120 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_through_one_instance_stops_a_job_running_on_another() {
     let b = redis().await;
     let runner = supervisor(&b).await;
     // The front instance serves no script type: it never runs anything itself.
     let front = Supervisor::start(config(vec![]), b.store.clone());
-    let id = submit(&front, params("sleep 30")).await;
+    let id = submit(&front, params("sleep 120")).await;
     wait_for_status(&front, id, JobStatus::Started).await;
     let stopped_at = std::time::Instant::now();
     front.stop_job(id).await.unwrap();
@@ -582,7 +584,7 @@ async fn stop_through_one_instance_stops_a_job_running_on_another() {
     assert_eq!(job.status, JobStatus::Error);
     assert_eq!(job.error.unwrap().error_type, "cancelled");
     assert!(
-        stopped_at.elapsed() < Duration::from_secs(5),
+        stopped_at.elapsed() < Duration::from_secs(20),
         "took {:?}",
         stopped_at.elapsed()
     );
