@@ -508,5 +508,9 @@ fn new_job(mut params: JobParams) -> Job {
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::generate);
     params.traceparent = Some(trace.to_string());
-    Job::new(JobId::new(), params, chrono::Utc::now())
+    Job::new(
+        JobId::for_context_id(&params.context_id),
+        params,
+        chrono::Utc::now(),
+    )
 }

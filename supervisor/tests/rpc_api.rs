@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hero_supervisor::job::{Job, JobId, JobStatus, ScriptType};
+use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::types::{
     CreateJobParams, JobEvent, ListJobsFilter, ListJobsResult, LogRange,
 };
@@ -163,6 +164,54 @@ async fn named_params_and_case_insensitive_script_types() {
     assert_eq!(started["result"], json!({"success": true}));
     let logs = call_raw(server.addr, "get_job_logs", json!([id])).await;
     assert_eq!(logs["result"], json!({"logs": null}));
+}
+
+/// A job of numbered context N gets an id that says N (its key namespace); a job may
+/// wait only on jobs of its own context: another one's is -32602 with a message that
+/// says why, and nothing is created.
+#[tokio::test]
+async fn jobs_of_a_context_get_its_ids_and_wait_only_on_its_jobs() {
+    let server = TestServer::start().await;
+    let c = server.http();
+    let in_context = |context: &str, prerequisites: Vec<String>| {
+        let mut p = CreateJobParams::new("print(1)", "SAL");
+        p.context_id = Some(context.into());
+        p.prerequisites = prerequisites;
+        p
+    };
+    let seven = c.create_job(in_context("7", vec![])).await.unwrap();
+    assert!(seven.starts_with("00000007-"), "{seven}");
+    assert_eq!(JobId::parse(&seven).unwrap().context(), Some(7));
+    let plain = c.create_job(in_context("team-a", vec![])).await.unwrap();
+    assert_eq!(JobId::parse(&plain).unwrap().context(), None);
+    // Same context: fine.
+    let after = c
+        .create_job(in_context("7", vec![seven.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(JobId::parse(&after).unwrap().context(), Some(7));
+    let before = c.list_jobs(None).await.unwrap();
+    for (context, prerequisite) in [("8", &seven), ("team-a", &seven), ("7", &plain)] {
+        let err = c
+            .create_job(in_context(context, vec![prerequisite.clone()]))
+            .await
+            .expect_err("a prerequisite of another context");
+        let answer = ErrorAnswer::from_client_error(&err).expect("a JSON-RPC error");
+        assert_eq!(
+            (answer.code, answer.data_code()),
+            (-32602, "invalid_params")
+        );
+        assert!(
+            answer.message.contains("only on jobs of its own context"),
+            "{}",
+            answer.message
+        );
+    }
+    assert_eq!(
+        c.list_jobs(None).await.unwrap(),
+        before,
+        "nothing was created"
+    );
 }
 
 #[tokio::test]

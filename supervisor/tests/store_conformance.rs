@@ -24,6 +24,9 @@ struct Harness {
     store: Arc<dyn JobStore>,
     clock: Arc<ManualClock>,
     redis: Option<RedisServer>,
+    /// The `context_id` of the jobs the helpers create: "ctx" (the default namespace),
+    /// or "42", so that the whole suite also runs in a numbered context's namespace.
+    context: &'static str,
 }
 
 /// Retention in these tests: an hour, 20 jobs per terminal status.
@@ -40,17 +43,18 @@ fn config() -> StoreConfig {
     }
 }
 
-async fn memory() -> Harness {
+async fn memory(context: &'static str) -> Harness {
     let clock = Arc::new(ManualClock::default());
     let store = MemoryStore::new(config(), clock.clone());
     Harness {
         store: Arc::new(store),
         clock,
         redis: None,
+        context,
     }
 }
 
-async fn redis() -> Harness {
+async fn redis(context: &'static str) -> Harness {
     let server = RedisServer::start();
     let clock = Arc::new(ManualClock::default());
     let store = RedisStore::connect(&server.url(), config(), clock.clone())
@@ -60,6 +64,7 @@ async fn redis() -> Harness {
         store: Arc::new(store),
         clock,
         redis: Some(server),
+        context,
     }
 }
 
@@ -70,7 +75,7 @@ impl Harness {
             script: "print(1)".into(),
             script_type,
             caller_id: "caller".into(),
-            context_id: "ctx".into(),
+            context_id: self.context.into(),
             timeout: Some(30),
             prerequisites,
             retries: None,
@@ -79,7 +84,12 @@ impl Harness {
     }
 
     async fn create_with(&self, params: JobParams) -> Job {
-        let job = Job::new(JobId::new(), params, self.clock.now());
+        // The id of the job's namespace, as the supervisor gives it.
+        let job = Job::new(
+            JobId::for_context_id(&params.context_id),
+            params,
+            self.clock.now(),
+        );
         self.store.create(&job).await.expect("create");
         job
     }
@@ -283,9 +293,9 @@ async fn list_ids_oldest_first(h: Harness) {
 
 async fn create_with_missing_prerequisite_fails(h: Harness) {
     let existing = h.create().await;
-    let missing = JobId::new();
+    let missing = JobId::for_context_id(h.context);
     let job = Job::new(
-        JobId::new(),
+        JobId::for_context_id(h.context),
         h.params(ScriptType::Sal, vec![existing, missing]),
         h.clock.now(),
     );
@@ -1317,11 +1327,12 @@ async fn log_lines_keep_their_sequence_numbers(h: Harness) {
     ));
 }
 
-/// Lanes: while (7, SAL) is open, context "7"'s SAL jobs queue there (also when
-/// released back), only `claim_lane` takes them, other contexts (and "07", not the
-/// canonical form) stay on the shared queue; cancelling one takes it off its lane;
-/// closing moves the lane's jobs back to the shared queue in order.
-async fn lanes_route_a_contexts_jobs_and_drain_back(h: Harness) {
+/// Lanes: while (7, SAL) is open, only `claim_lane` takes context 7's SAL jobs, queued
+/// before or after it opened (also when released back); other contexts (and "07", not
+/// the canonical form, so of the default namespace) stay with the shared claim;
+/// cancelling one takes it off its queue; closing hands the waiting ones to the shared
+/// claim, in order.
+async fn lanes_route_a_contexts_jobs_and_hand_them_back(h: Harness) {
     let in_context = |context: &str| {
         let mut p = h.params(ScriptType::Sal, vec![]);
         p.context_id = context.into();
@@ -1340,7 +1351,6 @@ async fn lanes_route_a_contexts_jobs_and_drain_back(h: Harness) {
                 .expect("claim_lane"),
         )
     };
-    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     let before = queue("7").await;
     h.store.set_lane(7, ScriptType::Sal, true).await.unwrap();
     h.store.set_lane(7, ScriptType::Sal, true).await.unwrap();
@@ -1348,10 +1358,15 @@ async fn lanes_route_a_contexts_jobs_and_drain_back(h: Harness) {
     let a = queue("7").await;
     let b = queue("8").await;
     let c = queue("07").await;
-    // The shared queue: the job queued before the lane opened, and the other contexts.
-    assert_eq!(ids(h.claim(10).await), vec![before, b, c]);
-    assert_eq!(ids(lane(10).await), vec![a]);
-    // Released back: to the head of its lane again, not to the shared queue.
+    // The shared claim: the other namespaces only.
+    let shared = ids(h.claim(10).await);
+    assert_eq!(shared.len(), 2, "{shared:?}");
+    assert_eq!(
+        shared.iter().copied().collect::<HashSet<_>>(),
+        HashSet::from([b, c])
+    );
+    assert_eq!(ids(lane(10).await), vec![before, a]);
+    // Released back: to the head of its lane again, not to the shared claim.
     h.store
         .complete_one(Completion::release(a, 1))
         .await
@@ -1362,14 +1377,21 @@ async fn lanes_route_a_contexts_jobs_and_drain_back(h: Harness) {
     let cancelled = queue("7").await;
     h.store.cancel(cancelled).await.unwrap();
     assert!(lane(10).await.is_empty());
-    // Closing: the waiting ones go back, in order, and are claimed from the shared queue.
+    // Closing: the waiting ones go to the shared claim, in order.
     let d = queue("7").await;
     let e = queue("7").await;
+    let mut events = h.store.subscribe();
     h.store.set_lane(7, ScriptType::Sal, false).await.unwrap();
+    assert_eq!(
+        events.recv().await.unwrap(),
+        StoreEvent::WorkAvailable {
+            script_type: ScriptType::Sal
+        },
+        "closing a lane with waiting jobs wakes the shared claimers"
+    );
     assert_eq!(h.store.lanes().await.unwrap(), vec![]);
-    assert!(lane(10).await.is_empty());
     assert_eq!(ids(h.claim(10).await), vec![d, e]);
-    // Closed: new jobs of the context use the shared queue.
+    // Closed: new jobs of the context go to the shared claim.
     let f = queue("7").await;
     assert_eq!(ids(h.claim(10).await), vec![f]);
     // Another type's lane does not catch SAL jobs.
@@ -1378,13 +1400,163 @@ async fn lanes_route_a_contexts_jobs_and_drain_back(h: Harness) {
     assert_eq!(ids(h.claim(10).await), vec![g]);
 }
 
+/// Jobs of numbered contexts live in their own namespaces: every store operation finds
+/// them by id, a shared claim takes from every namespace, a listing merges them in
+/// `(created_at, id)` order (exactly, page by page) or keeps to one context, and the
+/// counts add them up.
+async fn contexts_have_namespaces_that_listings_and_counts_merge(h: Harness) {
+    let mut made = Vec::new();
+    for (i, context) in ["3", "ctx", "4", "3", "x", "4", "3"].iter().enumerate() {
+        let mut p = h.params(ScriptType::Sal, vec![]);
+        p.context_id = (*context).into();
+        let job = h.create_with(p).await;
+        made.push((job.id, *context));
+        assert_eq!(
+            job.id.context(),
+            context.parse::<u32>().ok(),
+            "job {i} of context {context}"
+        );
+        // One millisecond apart, one pair in the same millisecond (ordered by id).
+        if i != 2 {
+            h.clock.advance(Span::milliseconds(1));
+        }
+    }
+    let mut expected: Vec<(i64, JobId)> = Vec::new();
+    for (id, _) in &made {
+        expected.push((h.get(*id).await.created_at.timestamp_millis(), *id));
+    }
+    expected.sort();
+    let expected: Vec<JobId> = expected.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(h.store.list_ids().await.unwrap(), expected);
+    // Paged by 2 over every namespace: the same order, nothing twice or missed.
+    let mut filter = JobFilter {
+        limit: 2,
+        ..JobFilter::default()
+    };
+    let mut paged = Vec::new();
+    loop {
+        let page = h.store.list(&filter, 1000).await.unwrap();
+        assert!(page.jobs.len() <= 2);
+        paged.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
+    // One context: its namespace only.
+    let page = h
+        .store
+        .list(
+            &JobFilter {
+                context_id: Some("3".into()),
+                limit: 10,
+                ..JobFilter::default()
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    let of_3: Vec<JobId> = expected
+        .iter()
+        .copied()
+        .filter(|id| id.context() == Some(3))
+        .collect();
+    assert_eq!(page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), of_3);
+    // Every operation finds a job by its id, whatever its namespace.
+    for &(id, _) in &made {
+        assert_eq!(h.store.start(id).await, Ok(JobStatus::Dispatched));
+    }
+    let counts = h.store.counts().await.unwrap();
+    let sal = |v: &[(ScriptType, u64)]| {
+        v.iter()
+            .find(|(t, _)| *t == ScriptType::Sal)
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(sal(&counts.queued), Some(7));
+    assert_eq!(sal(&counts.by_script_type), Some(7));
+    let claimed = ids(h.claim(100).await);
+    assert_eq!(claimed.len(), 7);
+    assert_eq!(
+        claimed.iter().copied().collect::<HashSet<_>>(),
+        made.iter().map(|(id, _)| *id).collect::<HashSet<_>>()
+    );
+    h.store
+        .append_logs(made[0].0, &["one".into()])
+        .await
+        .unwrap();
+    assert_eq!(h.store.logs(made[0].0).await.unwrap(), vec!["one"]);
+    let items: Vec<Completion> = claimed
+        .iter()
+        .map(|&id| Completion::finish(id, 1, "done"))
+        .collect();
+    assert!(h.store.complete(&items).await.iter().all(Result::is_ok));
+    for &(id, _) in &made {
+        assert_eq!(h.status(id).await, JobStatus::Finished);
+    }
+    let counts = h.store.counts().await.unwrap();
+    let finished = counts
+        .by_status
+        .iter()
+        .find(|(s, _)| *s == JobStatus::Finished)
+        .map(|(_, n)| *n);
+    assert_eq!(finished, Some(7));
+    h.store.delete(made[0].0).await.unwrap();
+    assert!(matches!(
+        h.store.get(made[0].0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    h.store.clear_all().await.unwrap();
+    assert!(h.store.list_ids().await.unwrap().is_empty());
+    let counts = h.store.counts().await.unwrap();
+    assert!(counts.by_status.iter().all(|(_, n)| *n == 0), "{counts:?}");
+}
+
+/// A flood of ready jobs in one context does not starve the others: successive shared
+/// claims start at the next namespace in turn.
+async fn a_flooded_context_does_not_starve_the_others(h: Harness) {
+    let queue = async |context: &str| {
+        let mut p = h.params(ScriptType::Sal, vec![]);
+        p.context_id = context.into();
+        let id = h.create_with(p).await.id;
+        h.store.start(id).await.unwrap();
+        id
+    };
+    for _ in 0..50 {
+        queue("3").await;
+    }
+    let quiet = [queue("4").await, queue("ctx").await];
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(h.claim(1).await.into_iter().map(|j| j.id));
+    }
+    for id in quiet {
+        assert!(seen.contains(&id), "{id} waited behind the flood: {seen:?}");
+    }
+}
+
+/// A job may wait only on jobs of its own namespace, so every script touches one
+/// context's keys; the store's own check names a prerequisite it cannot find there.
+async fn prerequisites_in_another_namespace_are_not_found(h: Harness) {
+    let mut p = h.params(ScriptType::Sal, vec![]);
+    p.context_id = "5".into();
+    let other = h.create_with(p).await.id;
+    let mut p = h.params(ScriptType::Sal, vec![other]);
+    p.context_id = "6".into();
+    let job = Job::new(JobId::for_context_id("6"), p, h.clock.now());
+    assert_eq!(
+        h.store.create(&job).await,
+        Err(StoreError::PrerequisiteNotFound(other))
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory_store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::memory().await).await;
+                    super::$test(super::memory("ctx").await).await;
                 }
             )*
         }
@@ -1392,7 +1564,24 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::redis().await).await;
+                    super::$test(super::redis("ctx").await).await;
+                }
+            )*
+        }
+        /// The same tests with every job in context 42's namespace.
+        mod memory_store_in_a_context {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::memory("42").await).await;
+                }
+            )*
+        }
+        mod redis_store_in_a_context {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::redis("42").await).await;
                 }
             )*
         }
@@ -1400,7 +1589,10 @@ macro_rules! conformance {
 }
 
 conformance!(
-    lanes_route_a_contexts_jobs_and_drain_back,
+    lanes_route_a_contexts_jobs_and_hand_them_back,
+    contexts_have_namespaces_that_listings_and_counts_merge,
+    a_flooded_context_does_not_starve_the_others,
+    prerequisites_in_another_namespace_are_not_found,
     log_lines_keep_their_sequence_numbers,
     queued_at_follows_every_way_into_the_queue,
     create_then_get_round_trips,
@@ -1994,6 +2186,10 @@ async fn retention_leaves_nothing_behind(h: Harness) {
 }
 
 /// The claimed jobs; every job these tests store decodes.
+fn ids(jobs: Vec<Job>) -> Vec<JobId> {
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
 fn decoded(claimed: Vec<ClaimedJob>) -> Vec<Job> {
     claimed
         .into_iter()

@@ -571,3 +571,121 @@ async fn a_new_store_needs_no_backfill_walk() {
         "jobs this version indexed are not counted twice"
     );
 }
+
+/// Every key name in `server`.
+async fn all_keys(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("KEYS").arg("*").query_async(conn).await.unwrap()
+}
+
+/// A job of context 42 keeps every key of its own under `hero:{c42}:` (one hash tag, so
+/// one Redis Cluster slot); the server-wide keys are the namespace registry and the
+/// type's ready set. A second store (another instance, which has not seen the job
+/// created) claims it from there, and the ready set forgets the emptied queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numbered_context_keeps_its_keys_in_its_own_namespace() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let mut p = params();
+    p.context_id = "42".into();
+    let job = Job::new(JobId::for_context_id("42"), p, clock.now());
+    store.create(&job).await.unwrap();
+    store.start(job.id).await.unwrap();
+    store.append_logs(job.id, &["a line".into()]).await.unwrap();
+    let plain = new_job(&clock);
+    store.create(&plain).await.unwrap();
+
+    let mut conn = raw(&server).await;
+    let keys = all_keys(&mut conn).await;
+    let id = job.id.to_string();
+    for key in [
+        format!("hero:{{c42}}:job:{id}"),
+        format!("hero:{{c42}}:job:{id}:logs"),
+        "hero:{c42}:jobs".to_owned(),
+        "hero:{c42}:status:Dispatched".to_owned(),
+        "hero:{c42}:counts".to_owned(),
+        "hero:{c42}:q:work:type:SAL".to_owned(),
+        format!("hero:job:{}", plain.id),
+        "hero:spaces".to_owned(),
+        "hero:ready:SAL".to_owned(),
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    // Nothing of context 42's job outside its namespace.
+    for key in &keys {
+        let namespaced = key.starts_with("hero:{c42}:");
+        let server_wide =
+            ["hero:spaces", "hero:ready:SAL", "hero:backfill"].contains(&key.as_str());
+        let default = !key.contains("{c42}") && !key.contains(&id);
+        assert!(namespaced || server_wide || default, "stray key {key}");
+        if key.contains(&id) {
+            assert!(namespaced, "{key} names the job outside its namespace");
+        }
+    }
+    for (k, member) in [("hero:spaces", "42"), ("hero:ready:SAL", "42")] {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(members, vec![member.to_owned()], "{k}");
+    }
+
+    // Another instance finds it without having seen it created.
+    let (other, _) = connect(&server).await;
+    let claimed = other
+        .claim(ScriptType::Sal, 10, "sup-b", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let claimed: Vec<JobId> = claimed.iter().map(ClaimedJob::id).collect();
+    assert_eq!(claimed, vec![job.id]);
+    let ready: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("hero:ready:SAL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ready.is_empty(),
+        "an emptied queue leaves the ready set: {ready:?}"
+    );
+    other
+        .complete_one(Completion::finish(job.id, 1, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(store.get(job.id).await.unwrap().status, JobStatus::Finished);
+}
+
+/// A job of the default namespace that an older version queued on a context's lane
+/// (`hero:{c3}:q:work:type:SAL`) is not lost: a claim there hands it to the default
+/// queue, where the shared claim takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_job_left_on_a_lane_by_an_older_version_still_runs() {
+    let server = RedisServer::start();
+    let (store, clock) = connect(&server).await;
+    let [id] = queued(&store, &clock, 1).await[..] else {
+        unreachable!()
+    };
+    let mut conn = raw(&server).await;
+    // Where the previous version's lane would have put it.
+    let _: () = redis::cmd("LMOVE")
+        .arg("hero:q:work:type:SAL")
+        .arg("hero:{c3}:q:work:type:SAL")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let on_lane = store
+        .claim_lane(3, ScriptType::Sal, 10, "sup-a", lease)
+        .await
+        .unwrap();
+    assert!(on_lane.is_empty(), "not a job of context 3's namespace");
+    let shared = store
+        .claim(ScriptType::Sal, 10, "sup-a", lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        shared.iter().map(ClaimedJob::id).collect::<Vec<_>>(),
+        vec![id]
+    );
+}

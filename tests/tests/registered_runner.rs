@@ -153,8 +153,8 @@ async fn ended(c: &HttpClient, id: &Value) -> Value {
 
 /// A registered runner serves its own context only, on both stores: context 3's V jobs
 /// run on it, context 4's and the default context's on the configured pool. Replaced by
-/// a registration without V, context 3's waiting V jobs go back to the shared queue and
-/// the configured pool runs them: nothing is lost.
+/// a registration without V, context 3's waiting V jobs are handed to the shared claim
+/// and the configured pool runs them: nothing is lost.
 async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>) {
     let runner = TcpRunner::start();
     let shared = PoolConfig::new(
@@ -168,9 +168,11 @@ async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>
     let server = start_with(redis, vec![shared]).await;
     let c = http_client(&format!("http://{}", server.addr()), None).expect("client");
     call(&c, "runner.create", vec![register(runner.port)]).await;
-    // Each runner is told the queue the job came from: the lane, or the shared queue.
+    // Each runner is told the queue the job came from: its context's (a lane for
+    // context 3), or the default namespace's.
     assert_eq!(run_v_in(&c, "3", "queue").await, "hero:{c3}:q:work:type:V");
-    assert_eq!(run_v_in(&c, "4", "queue").await, "hero:q:work:type:V");
+    assert_eq!(run_v_in(&c, "4", "queue").await, "hero:{c4}:q:work:type:V");
+    assert_eq!(run_v_in(&c, "", "queue").await, "hero:q:work:type:V");
     for (context, pool) in [("3", "ctx3.runner8."), ("4", "shared"), ("", "shared")] {
         for i in 0..3 {
             let id = submit_v(&c, context, &format!("echo {context}-{i}")).await;
@@ -182,7 +184,7 @@ async fn a_registered_runner_serves_its_context_only(redis: Option<&RedisServer>
     }
     // The registered runner goes away: context 3's V jobs wait on its lane, never
     // taken by the shared pool. Then the registration is replaced by one serving Osis
-    // only: the waiting ones go back to the shared queue and run there, once each.
+    // only: the lane closes, the shared pool takes the waiting ones, once each.
     drop(runner);
     let mut waiting = Vec::new();
     for i in 0..3 {

@@ -159,12 +159,7 @@ pub enum Denied {
     Forbidden,
 }
 
-/// The context a job's `context_id` names, if it names one by number.
-pub fn context_number(context_id: &str) -> Option<u32> {
-    // Only the canonical decimal form: "07" and "+7" are other (unregistered) names.
-    let n: u32 = context_id.parse().ok()?;
-    (n.to_string() == context_id).then_some(n)
-}
+pub use crate::job::context_number;
 
 /// May `caller` do what needs `need` in `context` (`None`: the job's `context_id`
 /// names no registered context)?

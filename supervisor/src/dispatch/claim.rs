@@ -90,7 +90,7 @@ impl Dispatcher {
                 };
                 let Some(permit) = permits.pop() else { break };
                 // The queue it came from, as the runner is told (`context.queue_name`).
-                let queue = match pool.config.context {
+                let queue = match job.id.context() {
                     Some(context) => self.store.lane_queue_name(context, job.script_type),
                     None => self.store.queue_name(job.script_type),
                 };

@@ -34,11 +34,15 @@ struct State {
     jobs: HashMap<JobId, Job>,
     /// `(created ms, id)`: the list_ids index.
     index: BTreeSet<(i64, JobId)>,
-    /// Ready ids per script type; the front is the head (claimed first).
+    /// Ready ids of the default namespace per script type; the front is the head
+    /// (claimed first).
     queues: HashMap<ScriptType, VecDeque<JobId>>,
-    /// The open lanes (`set_lane`), and their ready ids.
-    routes: BTreeSet<(u32, ScriptType)>,
+    /// Ready ids of each numbered context per script type (its namespace's queues).
     lanes: HashMap<(u32, ScriptType), VecDeque<JobId>>,
+    /// The open lanes (`set_lane`): context queues only `claim_lane` takes from.
+    routes: BTreeSet<(u32, ScriptType)>,
+    /// Shared claims so far: where the next one starts its turn over the namespaces.
+    turn: usize,
     /// `(not_before ms, id)`.
     delayed: BTreeSet<(i64, JobId)>,
     /// `(lease_until ms, id)`.
@@ -93,8 +97,9 @@ impl MemoryStore {
         trunc_ms(self.clock.now())
     }
 
-    /// Claims up to `max` ready jobs of `script_type` from its queue, or from the lane of
-    /// `context` when given.
+    /// Claims up to `max` ready jobs of `script_type`: from context `context`'s queue
+    /// when given (a lane), else from the default queue and every unrouted context
+    /// queue with ready jobs, in turn ([`JobStore::claim`]).
     fn claim_from(
         &self,
         context: Option<u32>,
@@ -109,13 +114,40 @@ impl MemoryStore {
         let mut claimed = Vec::new();
         {
             let mut st = self.lock();
+            // The namespaces to take from, in this call's turn (None: the default one).
+            let mut order: Vec<Option<u32>> = match context {
+                Some(c) => vec![Some(c)],
+                None => {
+                    let mut ready: Vec<u32> = st
+                        .lanes
+                        .iter()
+                        .filter(|&(&(c, t), q)| {
+                            t == script_type && !q.is_empty() && !st.routes.contains(&(c, t))
+                        })
+                        .map(|(&(c, _), _)| c)
+                        .collect();
+                    ready.sort_unstable();
+                    let mut order: Vec<Option<u32>> = std::iter::once(None)
+                        .chain(ready.into_iter().map(Some))
+                        .collect();
+                    let turn = st.turn % order.len();
+                    order.rotate_left(turn);
+                    st.turn = st.turn.wrapping_add(1);
+                    order
+                }
+            };
+            order.reverse(); // popped from the back
             while claimed.len() < max {
-                let queue = match context {
+                let Some(&space) = order.last() else {
+                    break;
+                };
+                let queue = match space {
                     Some(c) => st.lanes.get_mut(&(c, script_type)),
                     None => st.queues.get_mut(&script_type),
                 };
                 let Some(id) = queue.and_then(|q| q.pop_front()) else {
-                    break;
+                    order.pop();
+                    continue;
                 };
                 let Some(job) = st.jobs.get_mut(&id) else {
                     continue; // deleted: stale entry
@@ -269,17 +301,9 @@ impl State {
         let job = self.job_mut(id);
         job.queued_at = Some(now);
         let script_type = job.script_type;
-        // The lane of the job's context when one is open for the type (its context_id
-        // in canonical decimal form, as Redis matches it).
-        let lane = job
-            .context_id
-            .parse::<u32>()
-            .ok()
-            .filter(|n| n.to_string() == job.context_id)
-            .map(|n| (n, script_type))
-            .filter(|lane| self.routes.contains(lane));
-        let q = match lane {
-            Some(lane) => self.lanes.entry(lane).or_default(),
+        // The queue of the job's namespace, which its id says.
+        let q = match id.context() {
+            Some(c) => self.lanes.entry((c, script_type)).or_default(),
             None => self.queues.entry(script_type).or_default(),
         };
         if front {
@@ -291,14 +315,11 @@ impl State {
     }
 
     fn remove_from_queues(&mut self, job_id: JobId, script_type: ScriptType) {
-        if let Some(q) = self.queues.get_mut(&script_type) {
-            q.retain(|&i| i != job_id);
-        }
-        for (_, q) in self
-            .lanes
-            .iter_mut()
-            .filter(|((_, t), _)| *t == script_type)
-        {
+        let q = match job_id.context() {
+            Some(c) => self.lanes.get_mut(&(c, script_type)),
+            None => self.queues.get_mut(&script_type),
+        };
+        if let Some(q) = q {
             q.retain(|&i| i != job_id);
         }
         self.delayed.retain(|&(_, i)| i != job_id);
@@ -475,7 +496,12 @@ impl JobStore for MemoryStore {
         if st.jobs.contains_key(&job.id) {
             return Err(StoreError::AlreadyExists(job.id));
         }
-        if let Some(p) = job.prerequisites.iter().find(|p| !st.jobs.contains_key(p)) {
+        // A prerequisite is looked for in the job's namespace only, as Redis does.
+        if let Some(p) = job
+            .prerequisites
+            .iter()
+            .find(|p| p.context() != job.id.context() || !st.jobs.contains_key(p))
+        {
             return Err(StoreError::PrerequisiteNotFound(*p));
         }
         let mut job = job.clone();
@@ -578,11 +604,10 @@ impl JobStore for MemoryStore {
             st.routes.insert(lane);
             return Ok(());
         }
-        st.routes.remove(&lane);
-        let moved = st.lanes.remove(&lane).unwrap_or_default();
-        if !moved.is_empty() {
-            st.queues.entry(script_type).or_default().extend(moved);
-            drop(st);
+        // Its jobs stay on the context's queue, which `claim` now takes from.
+        let waiting = st.routes.remove(&lane) && st.lanes.get(&lane).is_some_and(|q| !q.is_empty());
+        drop(st);
+        if waiting {
             self.emit(vec![StoreEvent::WorkAvailable { script_type }]);
         }
         Ok(())
@@ -824,7 +849,12 @@ impl JobStore for MemoryStore {
                 .collect(),
             queued: ScriptType::ALL
                 .iter()
-                .map(|t| (*t, st.queues.get(t).map_or(0, |q| q.len() as u64)))
+                .map(|t| {
+                    let lanes = st.lanes.iter().filter(|((_, lt), _)| lt == t);
+                    let n = st.queues.get(t).map_or(0, VecDeque::len)
+                        + lanes.map(|(_, q)| q.len()).sum::<usize>();
+                    (*t, n as u64)
+                })
                 .collect(),
             lanes: st
                 .routes

@@ -387,9 +387,11 @@ pub struct JobCounts {
     pub by_status: Vec<(JobStatus, u64)>,
     /// Jobs stored per script type (every type, zeros included).
     pub by_script_type: Vec<(ScriptType, u64)>,
-    /// Ready jobs per script type's queue.
+    /// Ready jobs per script type, in every namespace's queue of the type (the open
+    /// lanes' included).
     pub queued: Vec<(ScriptType, u64)>,
-    /// Ready jobs on each open lane: `(context, script type, jobs)`, sorted.
+    /// Ready jobs on each open lane (a context's queue served by its registered runner):
+    /// `(context, script type, jobs)`, sorted.
     pub lanes: Vec<(u32, ScriptType, u64)>,
     /// Jobs scheduled for a later attempt.
     pub delayed: u64,
@@ -447,11 +449,18 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// ended in error or no longer exists. Returns the new status.
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError>;
 
-    /// Pops up to `max` ready jobs of `script_type` (FIFO); each becomes `Started` with
+    /// Pops up to `max` ready jobs of `script_type`; each becomes `Started` with
     /// `attempt + 1` and a lease held by `owner` until now + `lease`; its `runner` field
     /// records `owner` (and keeps it after the job ends). A claimed job whose stored
     /// fields do not decode is returned as [`ClaimedJob::Undecodable`], in its place, so
     /// one bad job holds up neither the others nor the queue.
+    ///
+    /// Every namespace has its own queue per type: the default one
+    /// (`<prefix>:q:work:type:<T>`) and each numbered context's
+    /// (`<prefix>:{c<N>}:q:work:type:<T>`). A claim takes from the default queue and
+    /// from every context queue with ready jobs that no lane routes to a registered
+    /// runner ([`JobStore::set_lane`]), FIFO within a queue, starting each call at the
+    /// next namespace in turn, so a flood in one context does not starve the others.
     async fn claim(
         &self,
         script_type: ScriptType,
@@ -460,8 +469,8 @@ pub trait JobStore: Send + Sync + Debug + 'static {
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
 
-    /// [`JobStore::claim`] from a lane: the ready jobs of context `context` of
-    /// `script_type` while that lane is open ([`JobStore::set_lane`]).
+    /// [`JobStore::claim`] from context `context`'s queue of `script_type` alone: what a
+    /// registered runner serving that lane takes.
     async fn claim_lane(
         &self,
         context: u32,
@@ -471,11 +480,11 @@ pub trait JobStore: Send + Sync + Debug + 'static {
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
 
-    /// Opens (`open`) or closes the lane of context `context`'s jobs of `script_type`.
-    /// While it is open, every such job queued (started, retried, released, reclaimed)
-    /// goes to the lane, where only [`JobStore::claim_lane`] takes it; jobs queued
-    /// before stay where they are. Closing moves the lane's jobs back to the tail of the
-    /// type's queue, in order, so none waits on a lane nobody serves. Idempotent.
+    /// Opens (`open`) or closes the lane of context `context`'s jobs of `script_type`:
+    /// while it is open, [`JobStore::claim`] leaves that queue alone and only
+    /// [`JobStore::claim_lane`] takes from it. The jobs stay on their context's queue
+    /// either way, so closing hands them back to `claim` in order (and wakes claimers);
+    /// none waits on a lane nobody serves. Idempotent.
     async fn set_lane(
         &self,
         context: u32,
@@ -594,7 +603,7 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// memory store names its queues the same way, with its configured prefix).
     fn queue_name(&self, script_type: ScriptType) -> String;
 
-    /// The name of the lane of context `context`'s jobs of `script_type`
+    /// The name of context `context`'s queue of `script_type`
     /// (`<prefix>:{c<N>}:q:work:type:<ScriptType>`), as a runner serving it sees it in a
     /// request's `context.queue_name`.
     fn lane_queue_name(&self, context: u32, script_type: ScriptType) -> String;
@@ -605,10 +614,41 @@ pub(crate) fn queue_name(prefix: &str, script_type: ScriptType) -> String {
     format!("{prefix}:q:work:type:{script_type}")
 }
 
-/// `<prefix>:{c<N>}:q:work:type:<ScriptType>`: the lane of context N's jobs of a type
-/// (the per-context key form of ARCHITECTURE.md, hash tag `{c<N>}`).
+/// `<prefix>:{c<N>}:q:work:type:<ScriptType>`: context N's queue of a type, in its
+/// namespace (hash tag `{c<N>}`); a lane when a registered runner serves it.
 pub(crate) fn lane_name(prefix: &str, context: u32, script_type: ScriptType) -> String {
     format!("{prefix}:{{c{context}}}:q:work:type:{script_type}")
+}
+
+/// One page out of pages of the same filter and cursor taken in several namespaces
+/// (each in `(created_at, id)` order): every page is complete up to where it stopped
+/// (its `next`; `None`: to the end), so the merge is exact up to the earliest of those
+/// positions. The jobs up to there, in order, cut at `limit`; the next page starts
+/// after the last job given when cut, else at that position.
+pub(crate) fn merge_pages(pages: Vec<JobPage>, limit: usize) -> JobPage {
+    let bound = pages.iter().filter_map(|p| p.next).min();
+    let looked_at = pages.iter().map(|p| p.looked_at).sum();
+    let position = |j: &JobSummary| ListCursor {
+        created_ms: to_ms(j.created_at),
+        id: j.id,
+    };
+    let mut jobs: Vec<JobSummary> = pages
+        .into_iter()
+        .flat_map(|p| p.jobs)
+        .filter(|j| bound.is_none_or(|b| position(j) <= b))
+        .collect();
+    jobs.sort_unstable_by_key(|j| position(j));
+    let next = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(position)
+    } else {
+        bound
+    };
+    JobPage {
+        jobs,
+        next,
+        looked_at,
+    }
 }
 
 /// Epoch milliseconds: the resolution both stores keep.

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::AbortHandle;
 
+use super::spaces::Numbered;
 use super::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::job::{JobId, JobStatus, ScriptType};
 use crate::store::StoreEvent;
@@ -47,8 +48,13 @@ enum WireEvent {
     /// Many jobs changed to the same status in one script (claim, complete_batch).
     #[serde(rename = "jobs")]
     Jobs { ids: Vec<JobId>, status: JobStatus },
+    /// `c`: the numbered context whose queue got the work (absent: the default one).
     #[serde(rename = "work")]
-    Work { script_type: ScriptType },
+    Work {
+        script_type: ScriptType,
+        #[serde(default)]
+        c: Option<u32>,
+    },
     #[serde(rename = "log")]
     Log { id: JobId },
     #[serde(rename = "cancel")]
@@ -59,8 +65,9 @@ enum WireEvent {
 }
 
 impl WireEvent {
-    /// Hands the event to `events`, one [`StoreEvent`] per job.
-    fn forward(self, events: &broadcast::Sender<StoreEvent>) {
+    /// Hands the event to `events`, one [`StoreEvent`] per job; work in a numbered
+    /// context's queue is noted in `numbered` first, so the claim it wakes looks there.
+    fn forward(self, events: &broadcast::Sender<StoreEvent>, numbered: &Numbered) {
         // No receiver is fine: nobody is waiting.
         let send = |e| {
             let _ = events.send(e);
@@ -72,7 +79,12 @@ impl WireEvent {
                     send(StoreEvent::JobChanged { id, status });
                 }
             }
-            WireEvent::Work { script_type } => send(StoreEvent::WorkAvailable { script_type }),
+            WireEvent::Work { script_type, c } => {
+                if c.is_some() {
+                    numbered.seen();
+                }
+                send(StoreEvent::WorkAvailable { script_type });
+            }
             WireEvent::Log { id } => send(StoreEvent::LogAppended { id }),
             WireEvent::Cancel { id } => send(StoreEvent::CancelRequested { id }),
             WireEvent::Deleted { ids } => {
@@ -89,6 +101,7 @@ pub(super) async fn listen(
     client: Client,
     channel: String,
     events: broadcast::Sender<StoreEvent>,
+    numbered: std::sync::Arc<Numbered>,
     ready: oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
@@ -113,6 +126,7 @@ pub(super) async fn listen(
                 }
                 // Whatever was published while we were away is lost.
                 None => {
+                    numbered.forget();
                     let _ = events.send(StoreEvent::Resync);
                 }
             }
@@ -130,7 +144,7 @@ pub(super) async fn listen(
                             break;
                         };
                         match serde_json::from_slice::<WireEvent>(msg.get_payload_bytes()) {
-                            Ok(e) => e.forward(&events),
+                            Ok(e) => e.forward(&events, &numbered),
                             Err(e) => tracing::warn!(error = %e, "undecodable store event"),
                         }
                     }
@@ -158,7 +172,7 @@ mod tests {
         let (tx, mut rx) = broadcast::channel(16);
         serde_json::from_str::<WireEvent>(payload)
             .ok()?
-            .forward(&tx);
+            .forward(&tx, &Numbered::default());
         let mut got = Vec::new();
         while let Ok(e) = rx.try_recv() {
             got.push(e);
@@ -189,6 +203,12 @@ mod tests {
                 script_type: ScriptType::Sal
             }])
         );
+        let numbered = Numbered::default();
+        let (tx, _rx) = broadcast::channel(16);
+        serde_json::from_str::<WireEvent>(r#"{"k":"work","script_type":"SAL","c":7}"#)
+            .expect("a work event of context 7")
+            .forward(&tx, &numbered);
+        assert_eq!(numbered.known(), Some(true), "work in context 7 was noted");
         assert_eq!(
             check(&format!(r#"{{"k":"log","id":"{a}"}}"#)),
             Some(vec![StoreEvent::LogAppended { id: a }])

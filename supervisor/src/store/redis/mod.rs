@@ -8,7 +8,12 @@
 //! - `events.rs`: the pub/sub wire events and the listener task.
 //!
 //! # Key layout
-//! Every key lives under a configurable prefix (default `hero`):
+//! Every key lives under a configurable prefix (default `hero`). Jobs live in key
+//! namespaces (`spaces.rs`): `<prefix>` below is the job's namespace, the prefix itself
+//! for the default one, `<prefix>:{c<N>}` for numbered context N's (its id says which).
+//! Server-wide: `<prefix>:spaces` (SET, the numbered contexts holding jobs),
+//! `<prefix>:ready:<ScriptType>` (SET, the numbered contexts with ready jobs of the
+//! type), `<prefix>:routes` (HASH, the open lanes) and the event channel.
 //!
 //! | key | type | content |
 //! |---|---|---|
@@ -31,8 +36,10 @@
 //! (`src/store/redis/lua/*.lua`, each headed by its KEYS, ARGV and Returns; `common.lua` is
 //! prepended to each). Scripts publish their events themselves, so an event is never
 //! sent for a change that did not happen. "Now" is the store's [`Clock`], passed in ARGV.
-//! Scripts compute the keys of other jobs (dependents, prerequisites) themselves: fine on
-//! one Redis (or a primary with replicas); Redis Cluster is not supported.
+//! Scripts compute the keys of other jobs (dependents, prerequisites) themselves, in
+//! the namespace they were called for (a job waits only on jobs of its own namespace),
+//! so every key of a call shares its namespace's hash tag; Redis Cluster is not
+//! supported yet (ARCHITECTURE.md, "Contexts and keys").
 //!
 //! # Connections
 //! Commands go through a [`ConnectionManager`] (multiplexed, reconnects after errors)
@@ -44,8 +51,9 @@
 //! [`StoreEvent::Resync`]: waiters re-read the state they care about.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,19 +65,21 @@ use self::claim::{CLAIM_FIELDS, decode_claimed};
 use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
 use self::events::{ListenerGuard, listen};
 use self::scripts::SCRIPTS;
+use self::spaces::{Numbered, space, space_of};
 use super::{
     CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
     JobStore, JobSummary, ListCursor, Outcome, StoreConfig, StoreError, StoreEvent, Trimmed,
     deadline, from_ms, to_ms, trunc_ms, truncate_line,
 };
 use crate::clock::Clock;
-use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
+use crate::job::{Job, JobError, JobId, JobStatus, ScriptType, context_number};
 
 mod claim;
 mod codec;
 mod events;
 pub(crate) mod records;
 mod scripts;
+mod spaces;
 
 /// Time allowed to open a connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,8 +88,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Jobs removed per `clear_all` step (one script call each).
 const CLEAR_BATCH: usize = 500;
-/// Jobs route.lua moves from a closed lane back to its type's queue per call.
-const LANE_DRAIN_BATCH: usize = 1_000;
 /// Members of `:required_by` sets one retention call may look at (and prune), so a
 /// prerequisite of very many jobs costs several short calls, not one long one.
 const TRIM_CHECK_BUDGET: usize = 2000;
@@ -93,6 +101,10 @@ pub struct RedisStore {
     config: StoreConfig,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<StoreEvent>,
+    /// Whether numbered namespaces exist, as far as this process knows.
+    numbered: Arc<Numbered>,
+    /// Shared claims so far: where the next one starts its turn over the namespaces.
+    turn: AtomicUsize,
     _listener: ListenerGuard,
 }
 
@@ -137,7 +149,14 @@ impl RedisStore {
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
         let channel = format!("{}:events", config.prefix);
-        let task = tokio::spawn(listen(client, channel, events.clone(), ready_tx));
+        let numbered = Arc::new(Numbered::default());
+        let task = tokio::spawn(listen(
+            client,
+            channel,
+            events.clone(),
+            numbered.clone(),
+            ready_tx,
+        ));
         let listener = ListenerGuard(task.abort_handle());
         match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, ready_rx).await {
             Ok(Ok(())) => {}
@@ -152,6 +171,8 @@ impl RedisStore {
             config,
             clock,
             events,
+            numbered,
+            turn: AtomicUsize::new(0),
             _listener: listener,
         };
         store.mark_indexed().await;
@@ -174,22 +195,108 @@ impl RedisStore {
         }
     }
 
+    /// The key of job `id`'s hash, in its namespace.
     fn job_key(&self, id: JobId) -> String {
-        format!("{}:job:{id}", self.config.prefix)
+        format!("{}:job:{id}", space_of(&self.config.prefix, id))
     }
 
+    /// A server-wide key (`<prefix>:<name>`); the default namespace's keys too.
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.config.prefix)
+    }
+
+    /// The namespace of `context` (`None`: the default one).
+    fn space(&self, context: Option<u32>) -> String {
+        space(&self.config.prefix, context)
     }
 
     fn queue_key(&self, script_type: ScriptType) -> String {
         super::queue_name(&self.config.prefix, script_type)
     }
 
-    /// claim.lua on ready queue `queue` (a type's queue or a lane).
+    /// The numbered contexts whose namespaces hold jobs (`<prefix>:spaces`), sorted.
+    async fn numbered_spaces(&self) -> Result<Vec<u32>, StoreError> {
+        let members: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.key("spaces"))
+            .await
+            .map_err(unavailable)?;
+        let mut numbers: Vec<u32> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        numbers.sort_unstable();
+        self.numbered.learnt(!numbers.is_empty());
+        Ok(numbers)
+    }
+
+    /// Every namespace holding jobs, as key prefixes: the default one first.
+    async fn all_spaces(&self) -> Result<Vec<String>, StoreError> {
+        let numbered = self.numbered_spaces().await?;
+        Ok(std::iter::once(self.space(None))
+            .chain(numbered.into_iter().map(|n| self.space(Some(n))))
+            .collect())
+    }
+
+    /// Whether a shared claim must look beyond the default queue.
+    async fn numbered_exist(&self) -> Result<bool, StoreError> {
+        if let Some(known) = self.numbered.known() {
+            return Ok(known);
+        }
+        let n: usize = self
+            .conn
+            .clone()
+            .scard(self.key("spaces"))
+            .await
+            .map_err(unavailable)?;
+        self.numbered.learnt(n > 0);
+        Ok(n > 0)
+    }
+
+    /// The numbered namespaces among `spaces` with a member of `zset` scored in
+    /// `(-inf, max]` (`max` may be exclusive, `(ms`): one pipelined round trip, so a
+    /// sweep calls its script only where there is something to do.
+    async fn spaces_with_due(&self, zset: &str, max: &str) -> Result<Vec<String>, StoreError> {
+        let numbered = self.numbered_spaces().await?;
+        if numbered.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spaces: Vec<String> = numbered.iter().map(|&n| self.space(Some(n))).collect();
+        let mut pipe = redis::pipe();
+        for sp in &spaces {
+            pipe.zcount(format!("{sp}:{zset}"), "-inf", max);
+        }
+        let due: Vec<usize> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(spaces
+            .into_iter()
+            .zip(due)
+            .filter(|(_, n)| *n > 0)
+            .map(|(sp, _)| sp)
+            .collect())
+    }
+
+    /// The numbered contexts with ready jobs of `script_type` that no lane routes to a
+    /// registered runner (ready.lua).
+    async fn ready_contexts(&self, script_type: ScriptType) -> Result<Vec<u32>, StoreError> {
+        let members: Vec<String> = SCRIPTS
+            .ready
+            .key(self.key(&format!("ready:{script_type}")))
+            .key(self.key("routes"))
+            .arg(script_type.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut numbers: Vec<u32> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    /// claim.lua on the queue of `script_type` in namespace `space`.
     async fn claim_from(
         &self,
-        queue: String,
+        space: &str,
+        script_type: ScriptType,
         max: usize,
         owner: &str,
         lease: Duration,
@@ -200,13 +307,14 @@ impl RedisStore {
         let now = trunc_ms(self.clock.now());
         let until = trunc_ms(deadline(now, lease));
         let mut inv = SCRIPTS.claim.prepare_invoke();
-        inv.key(queue)
-            .key(self.key("leases"))
-            .arg(&self.config.prefix)
+        inv.key(super::queue_name(space, script_type))
+            .key(format!("{space}:leases"))
+            .arg(space)
             .arg(max)
             .arg(owner)
             .arg(to_ms(until))
-            .arg(to_ms(now));
+            .arg(to_ms(now))
+            .arg(script_type.as_str());
         for name in CLAIM_FIELDS {
             inv.arg(name);
         }
@@ -215,6 +323,119 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         decode_claimed(reply, owner, now, until)
+    }
+
+    /// complete_batch.lua for `items`, all of namespace `space`.
+    async fn complete_in(&self, space: &str, items: &[Completion]) -> Vec<Result<(), StoreError>> {
+        let mut inv = SCRIPTS.complete_batch.prepare_invoke();
+        inv.key(format!("{space}:leases"))
+            .key(format!("{space}:delayed"))
+            .arg(space)
+            .arg(self.now_ms());
+        for item in items {
+            // The output is the bulk of a batch: borrowed, not copied.
+            let (kind, a, b): (&str, Cow<'_, str>, Cow<'_, str>) = match &item.outcome {
+                Outcome::Finish(output) => ("finish", output.into(), "".into()),
+                Outcome::Fail(error) => ("fail", to_json(error).into(), "".into()),
+                Outcome::RetryLater { not_before, error } => (
+                    "retry",
+                    to_ms(*not_before).to_string().into(),
+                    error.as_ref().map(to_json).unwrap_or_default().into(),
+                ),
+                Outcome::Release => ("release", "".into(), "".into()),
+            };
+            inv.arg(kind)
+                .arg(item.id.to_string())
+                .arg(item.attempt)
+                .arg(a.as_ref())
+                .arg(b.as_ref());
+        }
+        let replies: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut self.conn.clone()).await;
+        match replies {
+            Ok(replies) if replies.len() == items.len() => items
+                .iter()
+                .zip(&replies)
+                .map(|(item, reply)| {
+                    Self::cas_reply(item.id, item.attempt, item.outcome.op(), reply)
+                })
+                .collect(),
+            Ok(replies) => {
+                let e = StoreError::Unavailable(format!(
+                    "redis complete: {} replies for {} jobs",
+                    replies.len(),
+                    items.len()
+                ));
+                vec![Err(e); items.len()]
+            }
+            Err(e) => vec![Err(unavailable(e)); items.len()],
+        }
+    }
+
+    /// promote_due.lua in namespace `space`.
+    async fn promote_in(&self, space: &str, max: usize) -> Result<usize, StoreError> {
+        let mut inv = SCRIPTS.promote_due.prepare_invoke();
+        inv.key(format!("{space}:delayed"))
+            .arg(space)
+            .arg(self.now_ms())
+            .arg(max);
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// reclaim_expired.lua in namespace `space`.
+    async fn reclaim_in(&self, space: &str, max: usize) -> Result<Vec<JobId>, StoreError> {
+        let args = vec![space.to_owned(), self.now_ms().to_string(), max.to_string()];
+        let ids = self
+            .run(&SCRIPTS.reclaim_expired, &[format!("{space}:leases")], args)
+            .await?;
+        ids.iter()
+            .map(|s| JobId::parse(s).map_err(|_| unexpected("reclaim_expired", &ids)))
+            .collect()
+    }
+
+    /// list_page.lua in namespace `space`.
+    async fn list_in(
+        &self,
+        space: &str,
+        filter: &JobFilter,
+        budget: usize,
+    ) -> Result<JobPage, StoreError> {
+        let index = match filter.status {
+            Some(s) => format!("{space}:status:{s}"),
+            None => format!("{space}:jobs"),
+        };
+        let (cursor_ms, cursor_id) = match filter.after {
+            Some(c) => (c.created_ms.to_string(), c.id.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let low = filter.created_after.map_or("-inf".to_owned(), |t| {
+            (to_ms(t).saturating_add(1)).to_string()
+        });
+        let high = filter.created_before.map_or("+inf".to_owned(), |t| {
+            (to_ms(t).saturating_sub(1)).to_string()
+        });
+        let mut inv = SCRIPTS.list_page.prepare_invoke();
+        inv.key(index)
+            .arg(space)
+            .arg(cursor_ms)
+            .arg(cursor_id)
+            .arg(low)
+            .arg(high)
+            .arg(filter.limit.max(1))
+            .arg(budget.max(1))
+            .arg(filter.status.map(JobStatus::as_str).unwrap_or(""))
+            .arg(filter.script_type.map(ScriptType::as_str).unwrap_or(""))
+            .arg(filter.context_id.as_deref().unwrap_or(""))
+            .arg(filter.caller_id.as_deref().unwrap_or(""));
+        for name in SUMMARY_FIELDS {
+            inv.arg(name);
+        }
+        let reply: Vec<Option<String>> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode_page(&reply)
     }
 
     fn now_ms(&self) -> i64 {
@@ -385,8 +606,9 @@ impl JobStore for RedisStore {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut job = job.clone();
         job.status = JobStatus::Created;
+        let space = space_of(&self.config.prefix, job.id);
         let mut args = vec![
-            self.config.prefix.clone(),
+            space.clone(),
             job.id.to_string(),
             to_ms(job.created_at).to_string(),
             job.prerequisites.len().to_string(),
@@ -396,10 +618,15 @@ impl JobStore for RedisStore {
             args.push(k.to_owned());
             args.push(v);
         }
-        let keys = [self.job_key(job.id), self.key("jobs")];
+        let keys = [self.job_key(job.id), format!("{space}:jobs")];
         let reply = self.run(&SCRIPTS.create, &keys, args).await?;
         match reply.as_slice() {
-            [ok] if ok == "OK" => Ok(()),
+            [ok] if ok == "OK" => {
+                if job.id.context().is_some() {
+                    self.numbered.seen();
+                }
+                Ok(())
+            }
             [code] if code == "EXISTS" => Err(StoreError::AlreadyExists(job.id)),
             [code, p] if code == "PREREQ_MISSING" => Err(StoreError::PrerequisiteNotFound(
                 JobId::parse(p).map_err(|_| unexpected("create", &reply))?,
@@ -410,7 +637,7 @@ impl JobStore for RedisStore {
 
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
         let args = vec![
-            self.config.prefix.clone(),
+            space_of(&self.config.prefix, id),
             id.to_string(),
             self.now_ms().to_string(),
         ];
@@ -434,8 +661,35 @@ impl JobStore for RedisStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        self.claim_from(self.queue_key(script_type), max, owner, lease)
-            .await
+        // The namespaces with ready jobs, starting at the next one in turn; the
+        // default queue is always among them (an empty LPOP costs less than asking).
+        let mut order = vec![self.space(None)];
+        if self.numbered_exist().await? {
+            let ready = self.ready_contexts(script_type).await?;
+            order.extend(ready.into_iter().map(|n| self.space(Some(n))));
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed) % order.len();
+            order.rotate_left(turn);
+        }
+        let mut claimed = Vec::new();
+        for space in &order {
+            if claimed.len() >= max {
+                break;
+            }
+            match self
+                .claim_from(space, script_type, max - claimed.len(), owner, lease)
+                .await
+            {
+                Ok(got) => claimed.extend(got),
+                // What was claimed already is the caller's to run: answer it; the rest
+                // waits for the next claim.
+                Err(e) if !claimed.is_empty() => {
+                    tracing::warn!(error = %e, "claim stopped early");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(claimed)
     }
 
     async fn claim_lane(
@@ -446,8 +700,8 @@ impl JobStore for RedisStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let lane = super::lane_name(&self.config.prefix, context, script_type);
-        self.claim_from(lane, max, owner, lease).await
+        self.claim_from(&self.space(Some(context)), script_type, max, owner, lease)
+            .await
     }
 
     async fn set_lane(
@@ -456,29 +710,19 @@ impl JobStore for RedisStore {
         script_type: ScriptType,
         open: bool,
     ) -> Result<(), StoreError> {
-        let keys = [
-            self.key("routes"),
-            super::lane_name(&self.config.prefix, context, script_type),
-            self.queue_key(script_type),
-        ];
-        loop {
-            let left: i64 = SCRIPTS
-                .route
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .arg(&self.config.prefix)
-                .arg(format!("{context}:{script_type}"))
-                .arg(if open { "open" } else { "close" })
-                .arg(LANE_DRAIN_BATCH)
-                .arg(script_type.as_str())
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
-            if left == 0 {
-                return Ok(());
-            }
-        }
+        let space = self.space(Some(context));
+        let _waiting: i64 = SCRIPTS
+            .route
+            .key(self.key("routes"))
+            .key(super::queue_name(&space, script_type))
+            .arg(&space)
+            .arg(format!("{context}:{script_type}"))
+            .arg(if open { "open" } else { "close" })
+            .arg(script_type.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn lanes(&self) -> Result<Vec<(u32, ScriptType)>, StoreError> {
@@ -507,109 +751,106 @@ impl JobStore for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args = vec![
-            self.config.prefix.clone(),
-            owner.to_owned(),
-            to_ms(deadline(self.clock.now(), lease)).to_string(),
-        ];
-        args.extend(ids.iter().map(JobId::to_string));
-        let lost = self
-            .run(&SCRIPTS.renew, &[self.key("leases")], args)
-            .await?;
-        lost.iter()
-            .map(|s| JobId::parse(s).map_err(|_| unexpected("renew", &lost)))
-            .collect()
+        let until = to_ms(deadline(self.clock.now(), lease)).to_string();
+        // One script call per namespace among the ids.
+        let mut by_space: BTreeMap<Option<u32>, Vec<JobId>> = BTreeMap::new();
+        for &id in ids {
+            by_space.entry(id.context()).or_default().push(id);
+        }
+        let mut lost_all = HashSet::new();
+        for (context, ids) in by_space {
+            let space = self.space(context);
+            let mut args = vec![space.clone(), owner.to_owned(), until.clone()];
+            args.extend(ids.iter().map(JobId::to_string));
+            let lost = self
+                .run(&SCRIPTS.renew, &[format!("{space}:leases")], args)
+                .await?;
+            for s in &lost {
+                lost_all.insert(JobId::parse(s).map_err(|_| unexpected("renew", &lost))?);
+            }
+        }
+        // In the order asked.
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| lost_all.contains(id))
+            .collect())
     }
 
     async fn complete(&self, items: &[Completion]) -> Vec<Result<(), StoreError>> {
-        if items.is_empty() {
-            return Vec::new();
+        let first = match items.first() {
+            Some(item) => item.id.context(),
+            None => return Vec::new(),
+        };
+        if items.iter().all(|i| i.id.context() == first) {
+            return self.complete_in(&self.space(first), items).await;
         }
-        let mut inv = SCRIPTS.complete_batch.prepare_invoke();
-        inv.key(self.key("leases"))
-            .key(self.key("delayed"))
-            .arg(&self.config.prefix)
-            .arg(self.now_ms());
-        for item in items {
-            // The output is the bulk of a batch: borrowed, not copied.
-            let (kind, a, b): (&str, Cow<'_, str>, Cow<'_, str>) = match &item.outcome {
-                Outcome::Finish(output) => ("finish", output.into(), "".into()),
-                Outcome::Fail(error) => ("fail", to_json(error).into(), "".into()),
-                Outcome::RetryLater { not_before, error } => (
-                    "retry",
-                    to_ms(*not_before).to_string().into(),
-                    error.as_ref().map(to_json).unwrap_or_default().into(),
-                ),
-                Outcome::Release => ("release", "".into(), "".into()),
-            };
-            inv.arg(kind)
-                .arg(item.id.to_string())
-                .arg(item.attempt)
-                .arg(a.as_ref())
-                .arg(b.as_ref());
+        // One script call per namespace, each answer put back in its item's place.
+        let mut by_space: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            by_space.entry(item.id.context()).or_default().push(i);
         }
-        let replies: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut self.conn.clone()).await;
-        match replies {
-            Ok(replies) if replies.len() == items.len() => items
-                .iter()
-                .zip(&replies)
-                .map(|(item, reply)| {
-                    Self::cas_reply(item.id, item.attempt, item.outcome.op(), reply)
-                })
-                .collect(),
-            Ok(replies) => {
-                let e = StoreError::Unavailable(format!(
-                    "redis complete: {} replies for {} jobs",
-                    replies.len(),
-                    items.len()
-                ));
-                vec![Err(e); items.len()]
+        let mut out: Vec<Option<Result<(), StoreError>>> = vec![None; items.len()];
+        for (context, places) in by_space {
+            let group: Vec<Completion> = places.iter().map(|&i| items[i].clone()).collect();
+            let answers = self.complete_in(&self.space(context), &group).await;
+            for (i, answer) in places.into_iter().zip(answers) {
+                out[i] = Some(answer);
             }
-            Err(e) => vec![Err(unavailable(e)); items.len()],
         }
+        out.into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(StoreError::Unavailable(
+                        "redis complete: no answer".to_owned(),
+                    ))
+                })
+            })
+            .collect()
     }
 
     async fn promote_due(&self, max: usize) -> Result<usize, StoreError> {
         if max == 0 {
             return Ok(0);
         }
-        let mut inv = SCRIPTS.promote_due.prepare_invoke();
-        inv.key(self.key("delayed"))
-            .arg(&self.config.prefix)
-            .arg(self.now_ms())
-            .arg(max);
-        inv.invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+        let mut promoted = self.promote_in(&self.space(None), max).await?;
+        let now = self.now_ms().to_string();
+        for space in self.spaces_with_due("delayed", &now).await? {
+            if promoted >= max {
+                break;
+            }
+            promoted += self.promote_in(&space, max - promoted).await?;
+        }
+        Ok(promoted)
     }
 
     async fn reclaim_expired(&self, max: usize) -> Result<Vec<JobId>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let args = vec![
-            self.config.prefix.clone(),
-            self.now_ms().to_string(),
-            max.to_string(),
-        ];
-        let ids = self
-            .run(&SCRIPTS.reclaim_expired, &[self.key("leases")], args)
-            .await?;
-        ids.iter()
-            .map(|s| JobId::parse(s).map_err(|_| unexpected("reclaim_expired", &ids)))
-            .collect()
+        let mut reclaimed = self.reclaim_in(&self.space(None), max).await?;
+        let before = format!("({}", self.now_ms());
+        for space in self.spaces_with_due("leases", &before).await? {
+            if reclaimed.len() >= max {
+                break;
+            }
+            let more = self.reclaim_in(&space, max - reclaimed.len()).await?;
+            reclaimed.extend(more);
+        }
+        Ok(reclaimed)
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
+        let space = space_of(&self.config.prefix, id);
         let args = vec![
-            self.config.prefix.clone(),
+            space.clone(),
             id.to_string(),
             self.now_ms().to_string(),
             // The status in the message is the one before cancelling; Lua doesn't know
             // it in advance, so the message stays generic.
             to_json(&JobError::cancelled("cancelled before it ran")),
         ];
-        let keys = [self.job_key(id), self.key("delayed")];
+        let keys = [self.job_key(id), format!("{space}:delayed")];
         let reply = self.run(&SCRIPTS.cancel, &keys, args).await?;
         match reply.as_slice() {
             [c] if c == "CANCELLED" => Ok(CancelOutcome::Cancelled),
@@ -641,75 +882,69 @@ impl JobStore for RedisStore {
     }
 
     async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
-        let raw: Vec<String> = self
-            .conn
-            .clone()
-            .zrange(self.key("jobs"), 0, -1)
+        let spaces = self.all_spaces().await?;
+        let mut pipe = redis::pipe();
+        for space in &spaces {
+            pipe.zrange_withscores(format!("{space}:jobs"), 0, -1);
+        }
+        let raw: Vec<Vec<(String, f64)>> = pipe
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(raw
-            .iter()
-            .filter_map(|s| match JobId::parse(s) {
-                Ok(id) => Some(id),
+        let mut all: Vec<(i64, JobId)> = raw
+            .into_iter()
+            .flatten()
+            .filter_map(|(s, score)| match JobId::parse(&s) {
+                Ok(id) => Some((score as i64, id)),
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping a bad id in the job index");
                     None
                 }
             })
-            .collect())
+            .collect();
+        if spaces.len() > 1 {
+            all.sort_unstable();
+        }
+        Ok(all.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError> {
-        let index = match filter.status {
-            Some(s) => self.key(&format!("status:{s}")),
-            None => self.key("jobs"),
+        // The namespaces that may hold matching jobs: a numbered context's own, and the
+        // default one (jobs of that context stored before namespaces, or of a context
+        // that is not a number, live there).
+        let spaces = match filter.context_id.as_deref() {
+            Some(c) => match context_number(c) {
+                Some(n) => vec![self.space(None), self.space(Some(n))],
+                None => vec![self.space(None)],
+            },
+            None => self.all_spaces().await?,
         };
-        let (cursor_ms, cursor_id) = match filter.after {
-            Some(c) => (c.created_ms.to_string(), c.id.to_string()),
-            None => (String::new(), String::new()),
-        };
-        let low = filter.created_after.map_or("-inf".to_owned(), |t| {
-            (to_ms(t).saturating_add(1)).to_string()
-        });
-        let high = filter.created_before.map_or("+inf".to_owned(), |t| {
-            (to_ms(t).saturating_sub(1)).to_string()
-        });
-        let mut inv = SCRIPTS.list_page.prepare_invoke();
-        inv.key(index)
-            .arg(&self.config.prefix)
-            .arg(cursor_ms)
-            .arg(cursor_id)
-            .arg(low)
-            .arg(high)
-            .arg(filter.limit.max(1))
-            .arg(budget.max(1))
-            .arg(filter.status.map(JobStatus::as_str).unwrap_or(""))
-            .arg(filter.script_type.map(ScriptType::as_str).unwrap_or(""))
-            .arg(filter.context_id.as_deref().unwrap_or(""))
-            .arg(filter.caller_id.as_deref().unwrap_or(""));
-        for name in SUMMARY_FIELDS {
-            inv.arg(name);
+        if let [space] = spaces.as_slice() {
+            return self.list_in(space, filter, budget).await;
         }
-        let reply: Vec<Option<String>> = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        decode_page(&reply)
+        let mut pages = Vec::with_capacity(spaces.len());
+        for space in &spaces {
+            pages.push(self.list_in(space, filter, budget).await?);
+        }
+        Ok(super::merge_pages(pages, filter.limit.max(1)))
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let spaces = self.all_spaces().await?;
         let open = self.lanes().await?;
         let mut pipe = redis::pipe();
-        for s in JobStatus::ALL {
-            pipe.zcard(self.key(&format!("status:{s}")));
+        for space in &spaces {
+            for s in JobStatus::ALL {
+                pipe.zcard(format!("{space}:status:{s}"));
+            }
+            for t in ScriptType::ALL {
+                pipe.hget(format!("{space}:counts"), format!("type:{t}"));
+            }
+            for t in ScriptType::ALL {
+                pipe.llen(super::queue_name(space, t));
+            }
+            pipe.zcard(format!("{space}:delayed"));
         }
-        for t in ScriptType::ALL {
-            pipe.hget(self.key("counts"), format!("type:{t}"));
-        }
-        for t in ScriptType::ALL {
-            pipe.llen(self.queue_key(t));
-        }
-        pipe.zcard(self.key("delayed"));
         for &(c, t) in &open {
             pipe.llen(super::lane_name(&self.config.prefix, c, t));
         }
@@ -721,10 +956,19 @@ impl JobStore for RedisStore {
             .into_iter()
             .map(|v| u64::try_from(v.unwrap_or(0)).unwrap_or(0));
         let mut take = |len: usize| -> Vec<u64> { (&mut n).take(len).collect() };
-        let statuses = take(JobStatus::ALL.len());
-        let types = take(ScriptType::ALL.len());
-        let queues = take(ScriptType::ALL.len());
-        let delayed = take(1).first().copied().unwrap_or(0);
+        let add = |sum: &mut Vec<u64>, more: Vec<u64>| {
+            sum.resize(more.len().max(sum.len()), 0);
+            for (s, m) in sum.iter_mut().zip(more) {
+                *s += m;
+            }
+        };
+        let (mut statuses, mut types, mut queues, mut delayed) = (vec![], vec![], vec![], 0);
+        for _ in &spaces {
+            add(&mut statuses, take(JobStatus::ALL.len()));
+            add(&mut types, take(ScriptType::ALL.len()));
+            add(&mut queues, take(ScriptType::ALL.len()));
+            delayed += take(1).first().copied().unwrap_or(0);
+        }
         let lanes = take(open.len());
         Ok(JobCounts {
             by_status: JobStatus::ALL.iter().copied().zip(statuses).collect(),
@@ -740,17 +984,14 @@ impl JobStore for RedisStore {
     }
 
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
-        let args = vec![
-            self.config.prefix.clone(),
-            id.to_string(),
-            self.now_ms().to_string(),
-        ];
+        let space = space_of(&self.config.prefix, id);
         let keys = [
             self.job_key(id),
-            self.key("leases"),
-            self.key("delayed"),
-            self.key("jobs"),
+            format!("{space}:leases"),
+            format!("{space}:delayed"),
+            format!("{space}:jobs"),
         ];
+        let args = vec![space, id.to_string(), self.now_ms().to_string()];
         let reply = self.run(&SCRIPTS.delete, &keys, args).await?;
         match reply.as_slice() {
             [ok] if ok == "OK" => Ok(()),
@@ -767,24 +1008,56 @@ impl JobStore for RedisStore {
         let now = self.now_ms();
         let keep = i64::try_from(self.config.keep_finished.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(keep);
-        for status in TERMINAL {
-            let mut inv = SCRIPTS.trim_done.prepare_invoke();
-            inv.key(self.key(&format!("done:{status}")))
-                .key(self.key("jobs"))
-                .arg(&self.config.prefix)
-                .arg(status.as_str())
-                .arg(now)
-                .arg(cutoff)
-                .arg(self.config.keep_finished_count)
-                .arg(max)
-                .arg(TRIM_CHECK_BUDGET);
-            let (removed, kept, more): (usize, usize, u8) = inv
-                .invoke_async(&mut self.conn.clone())
+        // Each namespace keeps its own `keep_finished_count` per status; numbered ones
+        // without ended jobs are skipped (one pipelined count for all of them).
+        let mut spaces = vec![self.space(None)];
+        let numbered = self.numbered_spaces().await?;
+        if !numbered.is_empty() {
+            let mut pipe = redis::pipe();
+            for &n in &numbered {
+                for status in TERMINAL {
+                    pipe.zcard(format!("{}:done:{status}", self.space(Some(n))));
+                }
+            }
+            let ended: Vec<usize> = pipe
+                .query_async(&mut self.conn.clone())
                 .await
                 .map_err(unavailable)?;
-            out.removed += removed;
-            out.kept_needed += kept;
-            out.more |= more == 1;
+            spaces.extend(
+                numbered
+                    .iter()
+                    .zip(ended.chunks(TERMINAL.len()))
+                    .filter(|(_, n)| n.iter().any(|&n| n > 0))
+                    .map(|(&n, _)| self.space(Some(n))),
+            );
+        }
+        // `max` per status, as one call would take, shared by the namespaces.
+        for status in TERMINAL {
+            let mut left = max;
+            for space in &spaces {
+                if left == 0 {
+                    out.more = true;
+                    break;
+                }
+                let mut inv = SCRIPTS.trim_done.prepare_invoke();
+                inv.key(format!("{space}:done:{status}"))
+                    .key(format!("{space}:jobs"))
+                    .arg(space)
+                    .arg(status.as_str())
+                    .arg(now)
+                    .arg(cutoff)
+                    .arg(self.config.keep_finished_count)
+                    .arg(left)
+                    .arg(TRIM_CHECK_BUDGET);
+                let (removed, kept, more): (usize, usize, u8) = inv
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                out.removed += removed;
+                out.kept_needed += kept;
+                out.more |= more == 1;
+                left = left.saturating_sub(removed);
+            }
         }
         Ok(out)
     }
@@ -810,36 +1083,38 @@ impl JobStore for RedisStore {
     }
 
     async fn clear_all(&self) -> Result<(), StoreError> {
-        loop {
-            let mut inv = SCRIPTS.clear_batch.prepare_invoke();
-            inv.key(self.key("jobs"))
-                .arg(&self.config.prefix)
-                .arg(CLEAR_BATCH);
-            let removed: usize = inv
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
-            if removed == 0 {
-                break;
+        for space in self.all_spaces().await? {
+            loop {
+                let mut inv = SCRIPTS.clear_batch.prepare_invoke();
+                inv.key(format!("{space}:jobs"))
+                    .arg(&space)
+                    .arg(CLEAR_BATCH);
+                let removed: usize = inv
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                if removed == 0 {
+                    break;
+                }
             }
-        }
-        let mut keys: Vec<String> = ScriptType::ALL.iter().map(|&t| self.queue_key(t)).collect();
-        // The open lanes' queues (the lanes stay open: registrations open them).
-        keys.extend(
-            self.lanes()
-                .await?
-                .into_iter()
-                .map(|(c, t)| super::lane_name(&self.config.prefix, c, t)),
-        );
-        keys.push(self.key("delayed"));
-        keys.push(self.key("leases"));
-        keys.extend(TERMINAL.iter().map(|s| self.key(&format!("done:{s}"))));
-        keys.extend(
-            JobStatus::ALL
+            let mut keys: Vec<String> = ScriptType::ALL
                 .iter()
-                .map(|s| self.key(&format!("status:{s}"))),
-        );
-        keys.push(self.key("counts"));
+                .map(|&t| super::queue_name(&space, t))
+                .collect();
+            keys.push(format!("{space}:delayed"));
+            keys.push(format!("{space}:leases"));
+            keys.extend(TERMINAL.iter().map(|s| format!("{space}:done:{s}")));
+            keys.extend(JobStatus::ALL.iter().map(|s| format!("{space}:status:{s}")));
+            keys.push(format!("{space}:counts"));
+            let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
+        }
+        // The server-wide records of namespaces; the lanes (`<prefix>:routes`) stay
+        // open: registrations open them, not jobs.
+        let mut keys: Vec<String> = ScriptType::ALL
+            .iter()
+            .map(|t| self.key(&format!("ready:{t}")))
+            .collect();
+        keys.push(self.key("spaces"));
         keys.push(self.key("backfill"));
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
         // No key is left, the walk's mark included: its first call finds little to
@@ -849,7 +1124,7 @@ impl JobStore for RedisStore {
 
     async fn append_logs(&self, id: JobId, lines: &[String]) -> Result<(), StoreError> {
         let mut args = vec![
-            self.config.prefix.clone(),
+            space_of(&self.config.prefix, id),
             id.to_string(),
             self.config.max_log_lines.max(1).to_string(),
         ];

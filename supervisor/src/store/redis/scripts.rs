@@ -37,6 +37,7 @@ pub(super) struct Scripts {
     pub(super) backfill: Script,
     pub(super) mark_indexed: Script,
     pub(super) route: Script,
+    pub(super) ready: Script,
 }
 
 /// The registry, built on first use.
@@ -58,4 +59,5 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     backfill: lua!("backfill.lua"),
     mark_indexed: lua!("mark_indexed.lua"),
     route: lua!("route.lua"),
+    ready: lua!("ready.lua"),
 });

@@ -20,7 +20,7 @@ if f[1] == 'Started' then
   return { 'RUNNING', f[2] or '', f[3] }
 end
 if f[1] == 'Dispatched' then
-  redis.call('LREM', ready_key(prefix, KEYS[1], f[4]), 0, id)
+  redis.call('LREM', ready_key(prefix, f[4]), 0, id)
   redis.call('ZREM', KEYS[2], id)
 end
 for _, p in ipairs(prerequisites_of(f[5]) or {}) do

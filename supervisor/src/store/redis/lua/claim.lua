@@ -2,26 +2,39 @@
 -- Started, attempt + 1, with a lease (and moved from the Dispatched to the Started status
 -- index, one ZREM and one ZADD for the batch). Stale entries (job deleted or not Dispatched) are
 -- dropped. Needs Redis >= 6.2 (LPOP with a count).
+-- In a numbered context's namespace, a queue left empty leaves the type's ready set
+-- (<root>:ready:<T>), and an id of the default namespace found there (queued on a lane
+-- by a version before per-context namespaces) goes to the default queue of its type.
 -- KEYS[1]: <prefix>:q:work:type:<ScriptType> (LIST)   KEYS[2]: <prefix>:leases (ZSET)
--- ARGV[1]: prefix   ARGV[2]: max   ARGV[3]: owner   ARGV[4]: lease_until ms   ARGV[5]: now ms
--- ARGV[6 ..]: the names of the job fields to return (the caller's CLAIM_FIELDS, claim.rs)
+-- ARGV[1]: prefix (the namespace)   ARGV[2]: max   ARGV[3]: owner   ARGV[4]: lease_until ms
+-- ARGV[5]: now ms   ARGV[6]: the script type
+-- ARGV[7 ..]: the names of the job fields to return (the caller's CLAIM_FIELDS, claim.rs)
 -- Returns: one flat array, per claimed job in claim order: id, the new attempt, then the
 -- value of each named field in the order given (nil when absent). The fields claim sets
 -- itself (status, times, lease, runner) are known to the caller, so they are not sent
 -- back.
-local prefix, owner, until_ms, now = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local prefix, owner, until_ms, now, script_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local names = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   names[#names + 1] = ARGV[i]
 end
+local root, context = split_space(prefix)
 local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
+if context and redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('SREM', root .. ':ready:' .. script_type, context)
+end
 if not ids then
   return {}
 end
 local out, claimed, scores, indexed = {}, {}, {}, {}
 for _, id in ipairs(ids) do
   local k = jkey(prefix, id)
-  local f = redis.call('HMGET', k, 'status', 'attempt', 'not_before', 'created_at', unpack(names))
+  if context and string.sub(id, 15, 15) ~= '8' then
+    -- A default-namespace job on a context queue (see above): not this claim's.
+    enqueue(root, id, script_type, false)
+    k = nil
+  end
+  local f = k and redis.call('HMGET', k, 'status', 'attempt', 'not_before', 'created_at', unpack(names)) or {}
   if f[1] == 'Dispatched' then
     -- Never raise on stored data: an error here would leave the rest of the popped
     -- batch out of the queue. The caller decides about a job it cannot decode.

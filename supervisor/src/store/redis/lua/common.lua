@@ -1,7 +1,12 @@
 -- common.lua: helpers prepended to every other script (not a script of its own).
--- Keys computed here (<prefix>:job:<id>, its :dependents, the ready queues and lanes,
--- <prefix>:routes) are not declared in KEYS: fine on a single Redis, not supported on
--- Redis Cluster.
+--
+-- Namespaces: `prefix` (ARGV[1] of most scripts) is the key namespace of the jobs the
+-- call is about: the default one (`<root>`, e.g. `hero`) or a numbered context's
+-- (`<root>:{c<N>}`, one hash tag per context). Every job key, queue and index a script
+-- touches is of that one namespace (a job may wait only on jobs of its own context).
+-- Server-wide keys are few and named here: the event channel `<root>:events`, and for
+-- a numbered namespace the ready set `<root>:ready:<T>` that enqueue and claim keep
+-- (see ARCHITECTURE.md "Contexts and keys" for what Redis Cluster changes about them).
 -- Times are epoch milliseconds passed in ARGV by the caller (never Redis' clock).
 
 local function jkey(prefix, id)
@@ -12,24 +17,18 @@ local function qkey(prefix, script_type)
   return prefix .. ':q:work:type:' .. script_type
 end
 
--- Whether any context has a lane (<prefix>:routes not empty), looked up once per
--- script call: without lanes, queueing costs no more than before they existed.
-local lanes_exist = nil
+-- The server-wide prefix and the context number (a string) of namespace `space`; the
+-- number is nil for the default namespace.
+local function split_space(space)
+  local root, n = string.match(space, '^(.*):{c(%d+)}$')
+  if root then
+    return root, n
+  end
+  return space, nil
+end
 
--- The ready queue of job `id` (hash `k`) of `script_type`: its context's lane
--- (<prefix>:{c<N>}:q:work:type:<T>) when <prefix>:routes routes `<N>:<T>` there (a
--- runner registered in context N serves T), else the type's canonical queue. The
--- routes hold only canonical context numbers, so the job's context_id is used as is.
-local function ready_key(prefix, k, script_type)
-  if lanes_exist == nil then
-    lanes_exist = redis.call('EXISTS', prefix .. ':routes') == 1
-  end
-  if lanes_exist then
-    local context = redis.call('HGET', k, 'context_id')
-    if context and redis.call('HEXISTS', prefix .. ':routes', context .. ':' .. script_type) == 1 then
-      return prefix .. ':{c' .. context .. '}:q:work:type:' .. script_type
-    end
-  end
+-- The ready queue of a job of `script_type` in namespace `prefix`.
+local function ready_key(prefix, script_type)
   return qkey(prefix, script_type)
 end
 
@@ -69,7 +68,8 @@ local function index_add(prefix, status, pairs)
 end
 
 local function publish(prefix, event)
-  redis.call('PUBLISH', prefix .. ':events', cjson.encode(event))
+  local root = split_space(prefix)
+  redis.call('PUBLISH', root .. ':events', cjson.encode(event))
 end
 
 local function changed(prefix, id, status)
@@ -84,14 +84,22 @@ end
 -- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
 -- The caller has set the job's queued_at (the next attempt's enqueue_time) to now,
 -- usually in the HSET that made it Dispatched; push_ready below does it itself.
+-- A numbered context's namespace is also entered in the server-wide ready set of the
+-- type (<root>:ready:<T>), which claimers read to find the contexts with ready jobs
+-- without a scan; the `work` event names the context (`c`).
 local function enqueue(prefix, id, script_type, front)
-  local k = jkey(prefix, id)
   if front then
-    redis.call('LPUSH', ready_key(prefix, k, script_type), id)
+    redis.call('LPUSH', qkey(prefix, script_type), id)
   else
-    redis.call('RPUSH', ready_key(prefix, k, script_type), id)
+    redis.call('RPUSH', qkey(prefix, script_type), id)
   end
-  publish(prefix, { k = 'work', script_type = script_type })
+  local root, n = split_space(prefix)
+  if n then
+    redis.call('SADD', root .. ':ready:' .. script_type, n)
+    publish(prefix, { k = 'work', script_type = script_type, c = tonumber(n) })
+  else
+    publish(prefix, { k = 'work', script_type = script_type })
+  end
 end
 
 -- enqueue, recording `now` as the job's queued_at first.

@@ -1,6 +1,8 @@
 -- create.lua: store a new job as Created and index it; it is recorded in each
 -- prerequisite's :required_by set (what retention keeps a needed prerequisite by), in
--- the Created status index and counted per script type (<prefix>:counts).
+-- the Created status index and counted per script type (<prefix>:counts). A job of a
+-- numbered context's namespace enters that context in <root>:spaces (the namespaces
+-- that sweeps, listings and counts go through).
 -- KEYS[1]: <prefix>:job:<id> (HASH)   KEYS[2]: <prefix>:jobs (ZSET index)
 -- ARGV[1]: prefix   ARGV[2]: id   ARGV[3]: created_at ms   ARGV[4]: n prerequisites
 -- ARGV[5 .. 4+n]: prerequisite ids   ARGV[5+n ..]: hash field/value pairs
@@ -33,4 +35,8 @@ end
 redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('ZADD', prefix .. ':status:Created', ARGV[3], id)
 redis.call('HINCRBY', prefix .. ':counts', 'type:' .. script_type, 1)
+local root, context = split_space(prefix)
+if context then
+  redis.call('SADD', root .. ':spaces', context)
+end
 return { 'OK' }

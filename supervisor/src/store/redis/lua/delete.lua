@@ -12,7 +12,7 @@ if not f[1] then
   return { 'NOT_FOUND' }
 end
 if f[1] == 'Dispatched' then
-  redis.call('LREM', ready_key(prefix, KEYS[1], f[2]), 0, id)
+  redis.call('LREM', ready_key(prefix, f[2]), 0, id)
 end
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', KEYS[3], id)

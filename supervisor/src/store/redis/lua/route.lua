@@ -1,26 +1,16 @@
--- route.lua: opens or closes the lane of (context, script type): while open, that
--- context's jobs of that type are queued on the lane instead of the type's queue
--- (ready_key in common.lua). Closing moves up to `batch` ids from the lane back to the
--- tail of the type's queue, in order; the caller repeats until the answer is 0, so
--- no job stays on a lane nobody claims from.
--- KEYS[1]: <prefix>:routes (HASH)   KEYS[2]: the lane   KEYS[3]: the type's queue
--- ARGV[1]: prefix   ARGV[2]: field `<context>:<ScriptType>`   ARGV[3]: 'open' | 'close'
--- ARGV[4]: batch   ARGV[5]: script type (for the `work` event)
--- Returns: the ids still on the lane after this call (0 once drained; 0 for 'open').
-local prefix, field, action, batch = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- route.lua: opens or closes the lane of (context, script type): while open, claimers
+-- of the shared pools leave that context's queue of the type alone (claim's `ready` set
+-- is filtered by <root>:routes) and only its registered runner's pool claims from it.
+-- The jobs stay on the context's queue either way: closing wakes the shared claimers.
+-- KEYS[1]: <root>:routes (HASH)   KEYS[2]: the context's queue of the type
+-- ARGV[1]: the context's namespace   ARGV[2]: field `<context>:<ScriptType>`
+-- ARGV[3]: 'open' | 'close'   ARGV[4]: script type (for the `work` event)
+-- Returns: the ids waiting on the context's queue.
+local prefix, field, action = ARGV[1], ARGV[2], ARGV[3]
 if action == 'open' then
   redis.call('HSET', KEYS[1], field, '1')
-  return 0
-end
-redis.call('HDEL', KEYS[1], field)
-local moved = 0
-while moved < batch do
-  if not redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') then
-    break
-  end
-  moved = moved + 1
-end
-if moved > 0 then
-  publish(prefix, { k = 'work', script_type = ARGV[5] })
+elseif redis.call('HDEL', KEYS[1], field) == 1 and redis.call('LLEN', KEYS[2]) > 0 then
+  local _, n = split_space(prefix)
+  publish(prefix, { k = 'work', script_type = ARGV[4], c = tonumber(n) })
 end
 return redis.call('LLEN', KEYS[2])
