@@ -30,6 +30,15 @@ export class ApiError extends Error {
 }
 
 let unauthorized = () => {};
+let skewMs = 0;
+
+/**
+ * The server's clock as far as its answers' `Date` headers tell (to the second): job
+ * times are the server's, and the browser's clock may be off.
+ */
+export function serverNow() {
+  return Date.now() + skewMs;
+}
 
 /** Called (once per answer) whenever the server answers 401. */
 export function onUnauthorized(handler) {
@@ -48,6 +57,8 @@ async function request(method, path, body) {
     cache: 'no-store',
     credentials: 'omit',
   });
+  const date = Date.parse(resp.headers.get('Date') || '');
+  if (!Number.isNaN(date)) skewMs = date - Date.now();
   const text = await resp.text();
   let data = null;
   try {

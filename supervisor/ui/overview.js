@@ -1,6 +1,6 @@
 // The overview (counts, queues, throughput, runners, the newest jobs) and the runners page.
 
-import { AuthError, get, rpc, withQuery } from './api.js';
+import { AuthError, get, rpc, serverNow, withQuery } from './api.js';
 import { STATUSES, TERMINAL, badge, errorBox, h, num, replace, s, shortId, time } from './dom.js';
 
 // Throughput: `stats` is polled every few seconds for as long as the dashboard is open
@@ -186,11 +186,12 @@ export async function overviewPage(main, page) {
   page.onLeave(() => listeners.delete(draw));
   draw(latest);
 
-  // The newest jobs: those created since a moment before the page opened, found by
-  // listing from the newest one seen on; the ones shown that have not ended are
-  // re-read each time, so they change status here as they run.
+  // The newest jobs: those created since 10 minutes before the page opened, found by
+  // listing (oldest first) from the newest one seen on; the ones shown that have not
+  // ended are re-read each time, so they change status here as they run. When more
+  // than 1,000 were created since the last look, it skips ahead to the last 10 s.
   const shown = new Map();
-  let since = new Date(Date.now() - 10 * 60 * 1000).toISOString();
+  let since = new Date(serverNow() - 10 * 60 * 1000).toISOString();
   page.every(2000, async () => {
     let cursor = null;
     for (let pages = 0; pages < 5; pages++) {
@@ -198,6 +199,12 @@ export async function overviewPage(main, page) {
       for (const j of answer.jobs) shown.set(j.id, j);
       cursor = answer.next_cursor;
       if (!cursor) break;
+    }
+    if (cursor) {
+      shown.clear();
+      since = new Date(serverNow() - 10 * 1000).toISOString();
+      const answer = await get(withQuery('/v1/jobs', { created_after: since, limit: 1000 }));
+      for (const j of answer.jobs) shown.set(j.id, j);
     }
     const newest = [...shown.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0)).slice(0, 12);
     shown.clear();

@@ -485,4 +485,14 @@ async fn token_prompt_then_live_logs(browser: &Browser, api: &Api) {
             json!([]),
         )
         .await;
+    // Its output and its history, read again once it ended.
+    browser
+        .wait_for(
+            "the output and the history",
+            WAIT,
+            "const o = document.querySelector('#output'); const h = document.querySelector('#history').innerText; \
+             return o && o.textContent === 'ticked 40' && h.includes('Created') && h.includes('Started (attempt 1)') && h.includes('Finished')",
+            json!([]),
+        )
+        .await;
 }
