@@ -65,7 +65,12 @@ async function route() {
   const page = new Page();
   current = page;
   const main = document.getElementById('main');
-  const path = decodeURI(location.hash.replace(/^#/, '')) || '/';
+  let path = location.hash.replace(/^#/, '') || '/';
+  try {
+    path = decodeURI(path);
+  } catch {
+    // A malformed escape: matched as it is (and most likely found by no route).
+  }
   const found = routes.find(([re]) => re.test(path));
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', Boolean(found) && a.dataset.page === found[1]);

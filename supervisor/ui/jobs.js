@@ -1,6 +1,6 @@
 // The jobs list (filtered, paged) and one job's page (live logs, stop, retry).
 
-import { AuthError, get, jobEvents, post, withQuery } from './api.js';
+import { AuthError, get, jobEvents, post, serverNow, withQuery } from './api.js';
 import { SCRIPT_TYPES, STATUSES, TERMINAL, badge, duration, errorBox, h, replace, time } from './dom.js';
 import { jobRows } from './overview.js';
 
@@ -23,6 +23,10 @@ export async function jobsPage(main, page, query) {
     h('label', {}, 'created after ', text('created_after', 'RFC 3339')),
     h('label', {}, 'before ', text('created_before', 'RFC 3339')),
     h('button', { type: 'submit' }, 'Filter'),
+    h('button', { type: 'button', id: 'last-10-min', title: 'Jobs created in the last 10 minutes', onclick: () => {
+      form.elements.created_after.value = new Date(serverNow() - 10 * 60 * 1000).toISOString();
+      form.requestSubmit();
+    } }, 'Last 10 min'),
   );
   form.addEventListener('submit', (e) => {
     e.preventDefault();

@@ -259,6 +259,22 @@ async fn jobs_page_lists_it(browser: &Browser, api: &Api, ui: &str) {
         )
         .await;
     browser.screenshot("jobs").await;
+    // The shortcut to the last 10 minutes: a created_after filter, the same jobs.
+    browser
+        .exec(
+            "document.querySelector('#jobs-page').dataset.old = 'yes'; return true",
+            json!([]),
+        )
+        .await;
+    browser.click("#last-10-min").await;
+    browser
+        .wait_for(
+            "the jobs of the last 10 minutes",
+            WAIT,
+            "const t = document.querySelector('#jobs-page'); return location.hash.includes('created_after=') && t && !t.dataset.old && t.querySelectorAll('tr[data-job]').length >= 26",
+            json!([]),
+        )
+        .await;
 }
 
 async fn job_page_follows_logs_stops_and_retries(browser: &Browser, api: &Api, ui: &str) {

@@ -35,7 +35,7 @@ pub const PREFIX: &str = "/ui";
 /// connections (HTTP and WebSocket) of this origin only, no inline script, no plugins,
 /// no `<base>`, forms only to this origin, never inside a frame.
 pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The embedded files: path under `/ui/`, content type, content.
