@@ -147,6 +147,12 @@ async fn readme_quick_start() {
     );
     // The same through the CLI.
     assert_eq!(server.ok(&["play", "40 + 2"]), "42\n");
+    // And the dashboard, at the address the README gives (on this port).
+    let page = reqwest::get(format!("http://127.0.0.1:{}/ui/", server.port))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("hero supervisor"));
     // SIGTERM: clean exit.
     assert!(server.terminate().success());
 }
@@ -525,6 +531,25 @@ async fn serves_https_and_never_logs_the_key() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(https.list_jobs(None).await.unwrap().into_ids().is_empty());
+    // The dashboard over HTTPS too (the same middleware behind the handshake).
+    let web = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let page = web
+        .get(format!("https://127.0.0.1:{port}/ui/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();

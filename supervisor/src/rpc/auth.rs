@@ -6,6 +6,14 @@
 //! `Authorization: Bearer <token>` (compared in constant time); otherwise HTTP 401 and
 //! the upgrade is refused. [`BearerAuthLayer`] does this before jsonrpsee sees the request.
 //!
+//! A browser cannot set a header on a WebSocket, so an upgrade may carry the token as a
+//! subprotocol instead: `Sec-WebSocket-Protocol: hero, hero-bearer.<hex of the token's
+//! UTF-8 bytes>` (JavaScript: `new WebSocket(url, ["hero", "hero-bearer." + hex])`).
+//! The layer takes the `hero-bearer.` entry out of the header before anything else sees
+//! it (as it removes `Authorization`), and an upgrade that offered `hero` is answered
+//! with that subprotocol (browsers refuse a handshake that selects none of the offered
+//! ones). The token never goes into a URL, where logs and the browser history keep it.
+//!
 //! # Signature authentication (`fetch_nonce` / `authenticate` / `whoami`)
 //! 1. `fetch_nonce(pubkey)` returns a fresh nonce, e.g.
 //!    `"hero-auth:4f1c...e9"` (`hero-auth:` then 64 lowercase hex digits). It is bound
@@ -44,8 +52,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
-use http::{Request, Response};
+use http::header::{
+    AUTHORIZATION, HeaderMap, HeaderValue, SEC_WEBSOCKET_PROTOCOL, UPGRADE, WWW_AUTHENTICATE,
+};
+use http::{Request, Response, StatusCode};
 use jsonrpsee::server::HttpBody;
 use jsonrpsee::types::ErrorObjectOwned;
 use k256::ecdsa::signature::Verifier;
@@ -66,6 +76,13 @@ pub const DEFAULT_NONCE_TTL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_PENDING_NONCES: usize = 10_000;
 /// Prefix of every nonce: a signature over a nonce can't be replayed as anything else.
 pub const NONCE_PREFIX: &str = "hero-auth:";
+
+/// Prefix of the WebSocket subprotocol that carries a bearer token (module docs):
+/// `hero-bearer.` then the hex of the token's UTF-8 bytes.
+pub const BEARER_PROTOCOL_PREFIX: &str = "hero-bearer.";
+/// The subprotocol an upgrade that offers it is answered with (it names this server's
+/// WebSocket, whatever the path; it changes nothing in what is sent).
+pub const WS_PROTOCOL: &str = "hero";
 
 /// The W3C trace-context request header.
 pub(crate) const TRACEPARENT: &str = "traceparent";
@@ -200,13 +217,21 @@ impl<S> std::fmt::Debug for BearerAuth<S> {
     }
 }
 
-/// The grant of the token in `header` (`Bearer <token>`, scheme case-insensitive). The
-/// digest is compared with every configured one in constant time, and all of them are
-/// compared, so the time taken says nothing about which token nearly matched.
+/// The grant of the token in `header` (`Bearer <token>`, scheme case-insensitive).
 fn bearer_grant(header: Option<&HeaderValue>, tokens: &[TokenGrant]) -> Option<Grant> {
     let value = header?.as_bytes();
     let (scheme, given) = value.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") || given.is_empty() {
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    token_grant(given, tokens)
+}
+
+/// The grant of token `given`. Its digest is compared with every configured one in
+/// constant time, and all of them are compared, so the time taken says nothing about
+/// which token nearly matched.
+fn token_grant(given: &[u8], tokens: &[TokenGrant]) -> Option<Grant> {
+    if given.is_empty() {
         return None;
     }
     let digest: [u8; 32] = Sha256::digest(given).into();
@@ -217,6 +242,46 @@ fn bearer_grant(header: Option<&HeaderValue>, tokens: &[TokenGrant]) -> Option<G
         }
     }
     found
+}
+
+/// What the subprotocols of a request offered: the token of its first
+/// `hero-bearer.<hex>` entry (`Some(empty)` when that is not hex), and whether it
+/// offered [`WS_PROTOCOL`]. Every `hero-bearer.` entry is removed from the headers.
+fn take_protocol_token(headers: &mut HeaderMap) -> (Option<Vec<u8>>, bool) {
+    if !headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
+        return (None, false);
+    }
+    let mut token = None;
+    let mut kept: Vec<String> = Vec::new();
+    for value in headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(value) = value.to_str() else { continue };
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.strip_prefix(BEARER_PROTOCOL_PREFIX) {
+                Some(hex_token) => {
+                    if token.is_none() {
+                        token = Some(hex::decode(hex_token).unwrap_or_default());
+                    }
+                }
+                None => kept.push(entry.to_owned()),
+            }
+        }
+    }
+    let offered_hero = kept.iter().any(|p| p == WS_PROTOCOL);
+    headers.remove(SEC_WEBSOCKET_PROTOCOL);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join(", "))
+    {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    (token, offered_hero)
+}
+
+/// Whether `headers` ask for a WebSocket upgrade.
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// The JSON 401 (`{"error": {"code": "unauthorized", ..}}`), with `WWW-Authenticate`.
@@ -243,8 +308,19 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let upgrade = is_websocket_upgrade(req.headers());
+        // Taken out whatever happens next: no later layer or log line sees the token.
+        let (protocol_token, offered_hero) = take_protocol_token(req.headers_mut());
         if !self.tokens.is_empty() {
-            let Some(grant) = bearer_grant(req.headers().get(AUTHORIZATION), &self.tokens) else {
+            let header = req.headers().get(AUTHORIZATION);
+            let grant = if header.is_none() && upgrade {
+                protocol_token
+                    .as_deref()
+                    .and_then(|t| token_grant(t, &self.tokens))
+            } else {
+                bearer_grant(header, &self.tokens)
+            };
+            let Some(grant) = grant else {
                 tracing::debug!(uri = %req.uri(), "request refused: missing or wrong bearer token");
                 return Box::pin(async { Ok(unauthorized_response()) });
             };
@@ -263,7 +339,21 @@ where
         {
             req.extensions_mut().insert(trace);
         }
-        Box::pin(self.inner.call(req))
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = answer.await?;
+            if upgrade
+                && offered_hero
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && !resp.headers().contains_key(SEC_WEBSOCKET_PROTOCOL)
+            {
+                resp.headers_mut().insert(
+                    SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(WS_PROTOCOL),
+                );
+            }
+            Ok(resp)
+        })
     }
 }
 
@@ -450,6 +540,28 @@ mod tests {
         assert!(TokenGrant::from_token("", Grant::Admin).is_none());
         assert!(TokenGrant::from_sha256_hex("abc", Grant::Admin).is_none());
         assert!(!format!("{:?}", tokens[0]).contains("s3cret"));
+    }
+
+    #[test]
+    fn the_bearer_subprotocol_is_taken_out_of_the_headers() {
+        let tokens = [TokenGrant::from_token("s3cret", Grant::Admin).unwrap()];
+        let mut headers = HeaderMap::new();
+        let offered = format!("hero, {BEARER_PROTOCOL_PREFIX}{}", hex::encode("s3cret"));
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, offered.parse().unwrap());
+        headers.append(SEC_WEBSOCKET_PROTOCOL, "other".parse().unwrap());
+        let (token, hero) = take_protocol_token(&mut headers);
+        assert!(hero);
+        assert_eq!(token_grant(&token.unwrap(), &tokens), Some(Grant::Admin));
+        assert_eq!(headers[SEC_WEBSOCKET_PROTOCOL], "hero, other");
+
+        let mut headers = HeaderMap::new();
+        let bad = format!("{BEARER_PROTOCOL_PREFIX}zz");
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, bad.parse().unwrap());
+        let (token, hero) = take_protocol_token(&mut headers);
+        assert!(!hero);
+        assert_eq!(token_grant(&token.unwrap(), &tokens), None);
+        assert!(!headers.contains_key(SEC_WEBSOCKET_PROTOCOL));
+        assert_eq!(take_protocol_token(&mut HeaderMap::new()), (None, false));
     }
 
     #[test]

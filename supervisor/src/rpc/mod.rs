@@ -11,6 +11,7 @@
 //! - `events` (private): a job's event stream, for the subscription and the REST
 //!   WebSocket alike.
 //! - `server` (private): the API implemented on the [`Supervisor`] facade.
+//! - [`ui`]: the dashboard's embedded files under `/ui/`.
 //!
 //! [`start_on`] binds, checks the security rules and starts serving; the returned
 //! [`ServerHandle`] stops the server. With [`RpcConfig::tls`] set, the port speaks only
@@ -31,6 +32,7 @@ pub mod rest;
 mod server;
 pub mod tls;
 pub mod types;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -429,11 +431,13 @@ pub async fn start_checked(
         max_event_streams: config.max_connections as usize,
     });
     // Outside in: CORS (a preflight carries no token: it is answered here), the origin
-    // guard (a page of another site is refused, `origin.rs`), the bearer token, then
-    // the REST face, which answers `/v1` and passes the rest to jsonrpsee.
+    // guard (a page of another site is refused, `origin.rs`), the dashboard's public
+    // files (`/ui`, `ui.rs`), the bearer token, then the REST face, which answers `/v1`
+    // and passes the rest to jsonrpsee.
     let http_middleware = tower::ServiceBuilder::new()
         .layer(tower::util::option_layer(checked.cors))
         .layer(origin::OriginGuardLayer::new(&config.cors_origins))
+        .layer(ui::UiLayer)
         .layer(BearerAuthLayer::with_grants(config.grants()))
         .layer(rest);
     let builder = Server::builder()

@@ -29,6 +29,7 @@ use tower_http::cors::CorsLayer;
 use super::auth::BearerAuthLayer;
 use super::origin::OriginGuardLayer;
 use super::rest::RestLayer;
+use super::ui::UiLayer;
 
 /// How long a client has to finish the TLS handshake; a connection that has not is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,15 +147,15 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsError> {
 }
 
 /// jsonrpsee's per-connection service builder with the HTTP middleware every server
-/// of this crate runs (CORS when configured, the bearer auth layer, the REST face) and
-/// no RPC middleware.
+/// of this crate runs (CORS when configured, the origin guard, the dashboard, the bearer
+/// auth layer, the REST face) and no RPC middleware.
 pub(super) type ServiceBuilder = TowerServiceBuilder<
     Identity,
     Stack<
         RestLayer,
         Stack<
             BearerAuthLayer,
-            Stack<OriginGuardLayer, Stack<Either<CorsLayer, Identity>, Identity>>,
+            Stack<UiLayer, Stack<OriginGuardLayer, Stack<Either<CorsLayer, Identity>, Identity>>>,
         >,
     >,
 >;

@@ -140,7 +140,36 @@ pub async fn events(addr: SocketAddr, path: &str, token: Option<&str>) -> Result
     Ok(Events { sender, receiver })
 }
 
+/// Opens a WebSocket at `path` offering `protocols` (as a browser's
+/// `new WebSocket(url, protocols)` does) and no `Authorization`: the events and the
+/// protocol the server selected, or `Err(status)` when it refused the upgrade.
+pub async fn websocket_with_protocols(
+    addr: SocketAddr,
+    path: &str,
+    protocols: &[&str],
+) -> Result<(Events, Option<String>), u16> {
+    let socket = TcpStream::connect(addr).await.expect("connect");
+    let host = addr.to_string();
+    let mut client = Client::new(socket.compat(), &host, path);
+    for p in protocols {
+        client.add_protocol(p);
+    }
+    let selected = match client.handshake().await.expect("a handshake answer") {
+        ServerResponse::Accepted { protocol } => protocol,
+        ServerResponse::Rejected { status_code } => return Err(status_code),
+        ServerResponse::Redirect { status_code, .. } => return Err(status_code),
+    };
+    let (sender, receiver) = client.into_builder().finish();
+    Ok((Events { sender, receiver }, selected))
+}
+
 impl Events {
+    /// Sends one text message.
+    pub async fn send_text(&mut self, text: &str) {
+        self.sender.send_text(text).await.expect("send");
+        self.sender.flush().await.expect("flush");
+    }
+
     /// The next frame as JSON; `None` once the server closed the connection.
     pub async fn next(&mut self) -> Option<Value> {
         let mut data = Vec::new();

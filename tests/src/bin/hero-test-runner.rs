@@ -13,6 +13,7 @@
 //! | `retry SECS` | `retry` asking for SECS; success on the 3rd attempt |
 //! | `retry-forever SECS` | `retry` every time |
 //! | `log LINE` | logs LINE, then success |
+//! | `ticks N MS` | logs `tick 1` .. `tick N`, one every MS ms, then success `ticked N`, unless cancelled first |
 //! | `crash-once PATH` | first time (PATH absent): create PATH, exit the process mid-job; then success |
 //! | `garbage-once PATH` | first time: create PATH, write a garbage frame to stdout; then success |
 //! | `once DIR` | create DIR/<job_id> exclusively: error `ran twice` if it exists; then sleep 50 ms, success with worker_id |
@@ -93,6 +94,21 @@ async fn handle(req: ExecutionRequest, ctx: HandlerContext) -> Result<Value, Han
             ctx.log_async(LogStream::Stderr, format!("{arg} (stderr)"))
                 .await;
             Ok(json!("logged"))
+        }
+        "ticks" => {
+            let (n, ms) = arg.split_once(' ').unwrap_or((arg, "100"));
+            let n: u32 = n.parse().unwrap_or(10);
+            let ms: u64 = ms.parse().unwrap_or(100);
+            for i in 1..=n {
+                ctx.log_async(LogStream::Stdout, format!("tick {i}")).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    _ = ctx.cancellation().cancelled() => {
+                        return Err(HandlerError::typed("cancelled", format!("stopped after tick {i}")));
+                    }
+                }
+            }
+            Ok(json!(format!("ticked {n}")))
         }
         "crash-once" => {
             if std::fs::File::create_new(arg).is_ok() {
