@@ -392,7 +392,38 @@ fn tail(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, tail};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::{Finished, parse, result_line, tail};
+
+    #[test]
+    fn a_peer_script_result_is_its_last_json_line_or_its_last_word() {
+        let ok = Finished {
+            status: ExitStatus::from_raw(0),
+            stdout: "noise\n{\"jobs\":10,\"jobs_per_sec\":5000}\n\n".to_owned(),
+            stderr: String::new(),
+        };
+        let v = result_line(&ok, "enqueue.mjs").expect("result");
+        assert_eq!(v["jobs"], 10);
+        // Exit status 1 (wait status 256): the script's own last line, `|` escaped.
+        let failed = Finished {
+            status: ExitStatus::from_raw(256),
+            stdout: String::new(),
+            stderr: "stack\nenqueue.mjs: added 10 jobs | 9 waiting\nmore\n".to_owned(),
+        };
+        let why = result_line(&failed, "enqueue.mjs").expect_err("failed");
+        assert!(
+            why.contains("enqueue.mjs: added 10 jobs \\| 9 waiting"),
+            "{why}"
+        );
+        let silent = Finished {
+            status: ExitStatus::from_raw(0),
+            stdout: "not json\n".to_owned(),
+            stderr: String::new(),
+        };
+        assert!(result_line(&silent, "enqueue.mjs").is_err());
+    }
 
     #[test]
     fn parses_the_result_line() {
