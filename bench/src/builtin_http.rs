@@ -4,34 +4,27 @@
 //! built-in runner (`serve`'s default pool, `hero-supervisor runner --stdio`) and once
 //! with `hero-noop-runner` in its place (`--runner ...=stdio:hero-noop-runner`), on the
 //! memory store and on a private Redis. The two servers of a store run side by side and
-//! are measured in alternating rounds, so both see the same machine.
+//! are measured in alternating rounds, so both see the same machine. Each round also
+//! times idle round trips: one client, one `run_job` of the SAL script at a time.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
+use anyhow::{Result, bail};
 use hero_testkit::RedisServer;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::net::TcpStream;
 
 use crate::burn_down::StoreKind;
 use crate::latency::Latencies;
+use crate::serve::{Client, ServeProcess, children, cpu_micros, stdio_pool, supervisor_binary};
 
 /// Concurrent HTTP clients (issue 18 measured with `wrk -c64`).
 pub(crate) const CLIENTS: usize = 64;
 /// Calls per client before measuring (connections, runner, Redis scripts, AST cache).
 pub(crate) const WARM_UP_PER_CLIENT: usize = 10;
-/// How long a server has to answer its first call.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Calls of the idle client before measuring.
+pub(crate) const IDLE_WARM_UP: usize = 100;
 
 /// A trivial script of each engine, and the output the built-in runner must give for it.
 #[derive(Debug, Clone, Copy)]
@@ -85,147 +78,51 @@ pub(crate) struct StoreFigures {
     pub(crate) noop: Vec<Measured>,
     /// Indexed like [`SCRIPTS`].
     pub(crate) builtin: Vec<Vec<Measured>>,
+    /// Idle round trips (one client, one call at a time) of the SAL script, all rounds
+    /// together: no-op runner, built-in runner.
+    pub(crate) idle_noop: Latencies,
+    pub(crate) idle_builtin: Latencies,
 }
 
-/// A `hero-supervisor serve` child process, killed on drop.
-struct ServeProcess {
-    child: Child,
-    addr: SocketAddr,
-    _key_dir: tempfile::TempDir,
-    _redis: Option<RedisServer>,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        // SIGTERM lets it stop its runner; SIGKILL if it does not end soon.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+/// Starts `serve` with `runner` on `store` (a private redis-server of its own for
+/// Redis) and waits until it answers `run_job` of the SAL script.
+async fn start_server(
+    supervisor: &Path,
+    runners: &Runners,
+    store: StoreKind,
+    runner: RunnerKind,
+) -> Result<ServeProcess> {
+    let redis = (store == StoreKind::Redis).then(RedisServer::start);
+    let url = redis.as_ref().map(RedisServer::url);
+    // The same pool settings as the built-in runner's: one process, hello on.
+    const TYPES: &str = "SAL,OSIS,Python,V";
+    let pools = match (runner, &runners.builtin) {
+        (RunnerKind::Noop, _) => vec![stdio_pool(TYPES, &runners.noop.display().to_string())],
+        (RunnerKind::Builtin, Some(path)) => {
+            vec![stdio_pool(TYPES, &format!("{} --stdio", path.display()))]
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `hero-supervisor`, next to this executable.
-pub(crate) fn supervisor_binary() -> Result<PathBuf> {
-    let path = std::env::current_exe()
-        .context("locate the current executable")?
-        .with_file_name("hero-supervisor");
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it with `cargo build --release -p hero-bench -p hero-supervisor` \
-             (the builtin-http scenario runs `hero-supervisor serve`)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-impl ServeProcess {
-    async fn start(
-        supervisor: &Path,
-        runners: &Runners,
-        store: StoreKind,
-        runner: RunnerKind,
-    ) -> Result<ServeProcess> {
-        let redis = (store == StoreKind::Redis).then(RedisServer::start);
-        let key_dir = tempfile::tempdir()?;
-        let port = hero_testkit::free_tcp_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let mut command = Command::new(supervisor);
-        // Only this scenario's settings: no HERO_* of the caller's environment.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("HERO_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--server-key")
-            .arg(key_dir.path().join("server.key"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(redis) = &redis {
-            command.arg("--redis-url").arg(redis.url());
-        }
-        // The same pool settings as the built-in runner's: one process, hello on.
-        let pool = |command: String| format!("SAL,OSIS,Python,V=stdio:{command};hello=on");
-        match (runner, &runners.builtin) {
-            (RunnerKind::Noop, _) => {
-                command
-                    .arg("--runner")
-                    .arg(pool(runners.noop.display().to_string()));
-            }
-            (RunnerKind::Builtin, Some(path)) => {
-                command
-                    .arg("--runner")
-                    .arg(pool(format!("{} --stdio", path.display())));
-            }
-            (RunnerKind::Builtin, None) => {}
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("start {}", supervisor.display()))?;
-        let server = ServeProcess {
-            child,
-            addr,
-            _key_dir: key_dir,
-            _redis: redis,
-        };
-        let began = Instant::now();
-        loop {
-            let probe = async {
-                let mut client = Client::connect(addr).await?;
-                client.run_job(&SCRIPTS[0]).await
-            };
-            match probe.await {
-                Ok(_) => return Ok(server),
-                Err(e) if began.elapsed() > START_TIMEOUT => {
-                    return Err(e.context(format!("{runner:?} server on {addr} never answered")));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-}
-
-/// CPU time (user + system) a process has used so far, all its threads, in µs: fields 14
-/// and 15 of `/proc/<pid>/stat`, in USER_HZ ticks (100 per second on Linux).
-fn cpu_micros(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it do not.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10_000)
-}
-
-/// The child processes of `pid` (its runners), from every thread's `children` list.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
+        (RunnerKind::Builtin, None) => vec![],
     };
-    let mut out = Vec::new();
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
+    let server = ServeProcess::spawn(supervisor, url.as_deref(), redis, &pools, "warn")?;
+    server
+        .wait_answering("run_job", &run_job_params(&SCRIPTS[0]))
+        .await
+        .map_err(|e| e.context(format!("the {runner:?} server")))?;
+    Ok(server)
+}
+
+/// `run_job(script, type)`'s params.
+fn run_job_params(script: &Script) -> serde_json::Value {
+    serde_json::json!([script.text, script.script_type, null, 60])
+}
+
+/// `run_job(script, type)`; its output.
+async fn run_job(client: &mut Client, script: &Script) -> Result<String> {
+    let result = client.call("run_job", &run_job_params(script)).await?;
+    match result.as_str() {
+        Some(output) => Ok(output.to_owned()),
+        None => bail!("run_job answered {result}, not a string"),
     }
-    out
 }
 
 /// CPU time of the server and of its runners, to split a measurement's cost.
@@ -268,49 +165,6 @@ impl Measured {
     }
 }
 
-/// One HTTP/1.1 keep-alive connection to the server.
-struct Client {
-    send: SendRequest<Full<Bytes>>,
-    authority: String,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Result<Client> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        Ok(Client {
-            send,
-            authority: addr.to_string(),
-        })
-    }
-
-    /// `run_job(script, type)`; its output.
-    async fn run_job(&mut self, script: &Script) -> Result<String> {
-        let body = serde_json::json!({
-            "jsonrpc": "2.0", "id": 1, "method": "run_job",
-            "params": [script.text, script.script_type, null, 60],
-        });
-        let request = hyper::Request::post("/")
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
-        self.send.ready().await?;
-        let response = self.send.send_request(request).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
-        }
-        let answer: serde_json::Value = serde_json::from_slice(&bytes)?;
-        match answer.get("result").and_then(|r| r.as_str()) {
-            Some(output) => Ok(output.to_owned()),
-            None => Err(anyhow!("run_job failed: {answer}")),
-        }
-    }
-}
-
 /// `calls` calls of `script` by [`CLIENTS`] concurrent clients; every output checked.
 async fn measure(
     server: &ServeProcess,
@@ -325,13 +179,13 @@ async fn measure(
     }
     let warm = clients.iter_mut().map(|c| async move {
         for _ in 0..WARM_UP_PER_CLIENT {
-            check(c.run_job(&script).await?, expect)?;
+            check(run_job(c, &script).await?, expect)?;
         }
         Ok::<_, anyhow::Error>(())
     });
     futures::future::try_join_all(warm).await?;
     let left = Arc::new(AtomicUsize::new(calls));
-    let cpu_before = Cpu::sample(server.child.id());
+    let cpu_before = Cpu::sample(server.pid());
     let began = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -344,7 +198,7 @@ async fn measure(
                     .is_ok()
                 {
                     let t = Instant::now();
-                    check(client.run_job(&script).await?, expect)?;
+                    check(run_job(&mut client, &script).await?, expect)?;
                     mine.push(t.elapsed());
                 }
                 Ok::<_, anyhow::Error>(mine)
@@ -358,8 +212,29 @@ async fn measure(
     let wall = began.elapsed().as_secs_f64();
     Ok(Measured {
         latencies: Latencies::new(all, wall),
-        cpu: Cpu::sample(server.child.id()).since(cpu_before),
+        cpu: Cpu::sample(server.pid()).since(cpu_before),
     })
+}
+
+/// `calls` calls of `script` by one client, one at a time (after [`IDLE_WARM_UP`]): the
+/// idle round trip. Returns each call's latency.
+async fn measure_idle(
+    server: &ServeProcess,
+    script: Script,
+    expect: &'static str,
+    calls: usize,
+) -> Result<Vec<std::time::Duration>> {
+    let mut client = Client::connect(server.addr).await?;
+    for _ in 0..IDLE_WARM_UP {
+        check(run_job(&mut client, &script).await?, expect)?;
+    }
+    let mut all = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        check(run_job(&mut client, &script).await?, expect)?;
+        all.push(t.elapsed());
+    }
+    Ok(all)
 }
 
 fn check(output: String, expect: &str) -> Result<()> {
@@ -369,25 +244,31 @@ fn check(output: String, expect: &str) -> Result<()> {
     Ok(())
 }
 
-/// Both runners on `store`, `rounds` alternating rounds of `calls` calls per script.
+/// Both runners on `store`, `rounds` alternating rounds of `calls` calls per script by
+/// [`CLIENTS`] clients, each round also `idle_calls` idle round trips of the SAL script
+/// per runner.
 pub(crate) async fn run(
     store: StoreKind,
     runners: &Runners,
     calls: usize,
+    idle_calls: usize,
     rounds: usize,
 ) -> Result<StoreFigures> {
     let supervisor = supervisor_binary()?;
-    let noop_server = ServeProcess::start(&supervisor, runners, store, RunnerKind::Noop).await?;
-    let builtin_server =
-        ServeProcess::start(&supervisor, runners, store, RunnerKind::Builtin).await?;
-    let mut figures = StoreFigures {
-        noop: Vec::new(),
-        builtin: vec![Vec::new(); SCRIPTS.len()],
-    };
+    let noop_server = start_server(&supervisor, runners, store, RunnerKind::Noop).await?;
+    let builtin_server = start_server(&supervisor, runners, store, RunnerKind::Builtin).await?;
+    let mut noop_figures = Vec::new();
+    let mut builtin_figures = vec![Vec::new(); SCRIPTS.len()];
+    let (mut idle_noop, mut idle_builtin) = (Vec::new(), Vec::new());
+    let began = Instant::now();
     for round in 1..=rounds {
+        idle_noop.extend(measure_idle(&noop_server, SCRIPTS[0], "", idle_calls).await?);
+        let sal = SCRIPTS[0];
+        idle_builtin
+            .extend(measure_idle(&builtin_server, sal, sal.builtin_output, idle_calls).await?);
         let noop = measure(&noop_server, SCRIPTS[0], "", calls).await?;
         progress(store, round, rounds, "no-op runner", &noop);
-        figures.noop.push(noop);
+        noop_figures.push(noop);
         for (i, script) in SCRIPTS.into_iter().enumerate() {
             let m = measure(&builtin_server, script, script.builtin_output, calls).await?;
             progress(
@@ -397,11 +278,31 @@ pub(crate) async fn run(
                 &format!("built-in runner, {}", script.name),
                 &m,
             );
-            figures.builtin[i].push(m);
+            builtin_figures[i].push(m);
         }
     }
     drop(builtin_server);
     drop(noop_server);
+    // The idle series' rate is not reported; the wall time is the whole run's.
+    let wall = began.elapsed().as_secs_f64();
+    let figures = StoreFigures {
+        noop: noop_figures,
+        builtin: builtin_figures,
+        idle_noop: Latencies::new(idle_noop, wall),
+        idle_builtin: Latencies::new(idle_builtin, wall),
+    };
+    for (what, idle) in [
+        ("no-op runner", &figures.idle_noop),
+        ("built-in runner", &figures.idle_builtin),
+    ] {
+        crate::output::progress(&format!(
+            "builtin-http {}: idle run_job, {what}: p50 {:.3} ms, p99 {:.3} ms over {} calls",
+            store.name(),
+            idle.quantile_ms(0.5),
+            idle.quantile_ms(0.99),
+            idle.calls
+        ));
+    }
     Ok(figures)
 }
 

@@ -102,6 +102,16 @@ pub(crate) struct Delta {
 }
 
 impl Delta {
+    /// redis-server's CPU (user + system) over the phase, µs.
+    pub(crate) fn cpu_usec(&self) -> u64 {
+        self.cpu_usec
+    }
+
+    /// Commands Redis processed over the phase (scripts' own commands not counted).
+    pub(crate) fn total_commands(&self) -> u64 {
+        self.total_commands
+    }
+
     fn add(&mut self, other: &Delta) {
         for (name, &(calls, usec)) in &other.commands {
             let e = self.commands.entry(name.clone()).or_default();

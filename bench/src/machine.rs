@@ -55,3 +55,17 @@ pub(crate) fn own_rss_kb() -> (u64, u64) {
         proc_kb(&status, "VmRSS").unwrap_or(0),
     )
 }
+
+/// The load averages over 1, 5 and 15 minutes (`/proc/loadavg`), as it writes them.
+pub(crate) fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -19,7 +19,7 @@ use crate::output::{progress, thousands};
 /// The BullMQ worker's `concurrency` (the configuration the target names).
 pub(crate) const BULLMQ_CONCURRENCY: usize = 64;
 
-/// How long one `npm ci` or `npm install` may take (npm retries an unreachable
+/// How long one `npm ci` may take (npm retries an unreachable
 /// registry for minutes).
 const NPM_LIMIT: Duration = Duration::from_secs(300);
 
@@ -89,12 +89,10 @@ pub(crate) fn bullmq_available() -> Result<(), String> {
     Ok(())
 }
 
-/// Installs the pinned dependencies when `node_modules` lacks BullMQ: `npm ci`, else
-/// `npm install --no-save`. The second is for a lock file that `npm ci` rejects although
-/// `npm install` wrote it: a registry that lacks some other platform's optional package
-/// (here msgpackr's prebuilt darwin and win32 binaries) leaves it out of the lock, and
-/// `npm ci` then calls the lock out of sync. `npm install` still installs the locked
-/// versions, and `--no-save` leaves `package.json` and the lock as committed.
+/// Installs the pinned dependencies when `node_modules` lacks BullMQ: `npm ci`, which
+/// installs exactly what `package-lock.json` says or fails. There is no fallback to an
+/// unpinned `npm install`: a lock that `npm ci` rejects is a bug of this repository, and
+/// the row says so instead of measuring whatever the registry serves that day.
 fn ensure_installed(dir: &Path) -> Result<(), String> {
     let installed = || {
         dir.join("node_modules/bullmq/package.json").is_file()
@@ -103,14 +101,17 @@ fn ensure_installed(dir: &Path) -> Result<(), String> {
     if installed() {
         return Ok(());
     }
-    let ci = npm(dir, &["ci", "--no-audit", "--no-fund"]);
-    if let Err(why) = ci {
-        progress(&format!("{why}; trying npm install --no-save"));
-        npm(dir, &["install", "--no-save", "--no-audit", "--no-fund"])?;
-    }
+    npm(dir, &["ci", "--no-audit", "--no-fund"]).map_err(|why| {
+        format!(
+            "{why} (the BullMQ peer installs only from its lock file; if npm calls the lock \
+             out of sync with package.json, regenerate it with `npm install --package-lock-only` \
+             in {} and commit it)",
+            dir.display()
+        )
+    })?;
     if !installed() {
         return Err(format!(
-            "npm reported success but {} has no bullmq or ioredis",
+            "npm ci reported success but {} has no bullmq or ioredis",
             dir.join("node_modules").display()
         ));
     }
@@ -209,6 +210,84 @@ fn run_once(dir: &Path, jobs: usize) -> Result<Run, String> {
         ));
     }
     Ok(run)
+}
+
+/// BullMQ's `addBulk` enqueue figures over `--repeat` runs.
+#[derive(Debug, Clone)]
+pub(crate) struct BullmqEnqueue {
+    /// The BullMQ version that ran.
+    pub(crate) version: String,
+    /// Jobs per second of each run, in order.
+    pub(crate) rates: Vec<f64>,
+}
+
+/// Runs `enqueue.mjs` `repeat` times, each on a fresh private redis-server: `jobs` no-op
+/// jobs added with `addBulk` calls of `chunk` jobs, `in_flight` calls at a time.
+/// Blocking (child processes): call it from `spawn_blocking`.
+pub(crate) fn bullmq_enqueue(
+    jobs: usize,
+    in_flight: usize,
+    chunk: usize,
+    repeat: usize,
+) -> Result<BullmqEnqueue, String> {
+    bullmq_available()?;
+    let dir = bullmq_dir();
+    ensure_installed(&dir)?;
+    let mut version = String::new();
+    let mut rates = Vec::with_capacity(repeat);
+    for r in 1..=repeat {
+        let redis = RedisServer::start();
+        let mut cmd = Command::new("node");
+        cmd.arg("enqueue.mjs")
+            .arg(redis.socket_path())
+            .arg(jobs.to_string())
+            .arg(in_flight.to_string())
+            .arg(chunk.to_string())
+            .current_dir(&dir);
+        let limit = Duration::from_secs(90) + Duration::from_millis(jobs as u64);
+        let out = run_bounded(cmd, limit, "node enqueue.mjs")?;
+        drop(redis);
+        let v = result_line(&out, "enqueue.mjs")?;
+        let rate = v
+            .get("jobs_per_sec")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| format!("no \"jobs_per_sec\" in enqueue.mjs's result {v}"))?;
+        if v.get("jobs").and_then(serde_json::Value::as_u64) != Some(jobs as u64) {
+            return Err(format!("enqueue.mjs reported {v}, {jobs} jobs were asked"));
+        }
+        v.get("bullmq")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .clone_into(&mut version);
+        progress(&format!(
+            "peer BullMQ {version} addBulk, {in_flight} x {chunk} jobs in flight, run {r}/{repeat}: \
+             {} jobs/s",
+            thousands(rate)
+        ));
+        rates.push(rate);
+    }
+    Ok(BullmqEnqueue { version, rates })
+}
+
+/// The JSON result line of a peer script that exited 0, else why not.
+fn result_line(out: &Finished, script: &str) -> Result<serde_json::Value, String> {
+    if !out.status.success() {
+        let why = out
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(&format!("{script}: ")))
+            .map_or_else(|| tail(&out.stderr), |l| l.replace('|', "\\|"));
+        return Err(format!("{script} exited with {}: {why}", out.status));
+    }
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| format!("{script} printed no result"))?;
+    serde_json::from_str(line).map_err(|e| format!("{script} printed {line:?}, not JSON: {e}"))
 }
 
 /// What a child run by [`run_bounded`] left behind.
@@ -313,7 +392,38 @@ fn tail(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, tail};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::{Finished, parse, result_line, tail};
+
+    #[test]
+    fn a_peer_script_result_is_its_last_json_line_or_its_last_word() {
+        let ok = Finished {
+            status: ExitStatus::from_raw(0),
+            stdout: "noise\n{\"jobs\":10,\"jobs_per_sec\":5000}\n\n".to_owned(),
+            stderr: String::new(),
+        };
+        let v = result_line(&ok, "enqueue.mjs").expect("result");
+        assert_eq!(v["jobs"], 10);
+        // Exit status 1 (wait status 256): the script's own last line, `|` escaped.
+        let failed = Finished {
+            status: ExitStatus::from_raw(256),
+            stdout: String::new(),
+            stderr: "stack\nenqueue.mjs: added 10 jobs | 9 waiting\nmore\n".to_owned(),
+        };
+        let why = result_line(&failed, "enqueue.mjs").expect_err("failed");
+        assert!(
+            why.contains("enqueue.mjs: added 10 jobs \\| 9 waiting"),
+            "{why}"
+        );
+        let silent = Finished {
+            status: ExitStatus::from_raw(0),
+            stdout: "not json\n".to_owned(),
+            stderr: String::new(),
+        };
+        assert!(result_line(&silent, "enqueue.mjs").is_err());
+    }
 
     #[test]
     fn parses_the_result_line() {
