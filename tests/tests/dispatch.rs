@@ -125,7 +125,43 @@ both_stores!(
     prerequisites_chain_and_failure_propagation,
     logs_from_the_runner_reach_the_job,
     shutdown_leaves_no_job_started,
+    every_type_and_context_wakes_an_idle_pool_without_the_poll,
 );
+
+/// An idle pool claims only the types announced to it: with the safety-net poll an
+/// hour away, each job of a type whose queue the pool last found empty (in the default
+/// namespace or a context's) must still be taken at once, one after the other.
+async fn every_type_and_context_wakes_an_idle_pool_without_the_poll(b: Backend) {
+    let mut config = config(ScriptType::ALL.to_vec());
+    config.dispatch.idle_poll = Duration::from_secs(3600);
+    let sup = Supervisor::start(config, b.store.clone());
+    for round in 0..2 {
+        for script_type in [
+            ScriptType::Osis,
+            ScriptType::Sal,
+            ScriptType::V,
+            ScriptType::Python,
+        ] {
+            for context in ["ctx", "5", "6"] {
+                let mut p = params(&format!("echo {round}-{context}"));
+                p.script_type = script_type;
+                p.context_id = context.to_owned();
+                let id = submit(&sup, p).await;
+                let job = wait(&sup, id).await;
+                assert_eq!(
+                    job.status,
+                    JobStatus::Finished,
+                    "{script_type} in {context}: {job:?}"
+                );
+                assert_eq!(
+                    job.output.as_deref(),
+                    Some(format!("{round}-{context}").as_str())
+                );
+            }
+        }
+    }
+    sup.shutdown().await;
+}
 
 /// Successes are written in batches after their job task ended: shutdown must still
 /// write every one it received before it returns, and hand back the rest.

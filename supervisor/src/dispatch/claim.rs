@@ -28,9 +28,15 @@ impl Dispatcher {
     ) {
         let types = pool.config.script_types.clone();
         let mut next_type = 0usize;
+        // Subscribed before looking, so a job queued meanwhile still wakes us; kept
+        // across rounds, so no announcement is missed while we are busy.
+        let mut events = self.store.subscribe();
+        // The types whose queues may hold work: a claim that got fewer jobs than it
+        // asked for found its queue empty, and only an announcement of work for the
+        // type (or a resync, a lag, the idle poll, a store error) makes it worth asking
+        // again. An idle wake-up then costs one claim, not one per type.
+        let mut maybe = vec![true; types.len()];
         loop {
-            // Subscribe before looking, so a job queued meanwhile still wakes us.
-            let mut events = self.store.subscribe();
             // A free request slot on a live connection first: no runner, no claim.
             let first = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -43,6 +49,7 @@ impl Dispatcher {
                     None => break,
                 }
             }
+            note_work(&mut events, &types, &mut maybe);
             let mut claimed = Vec::new();
             let mut store_down = false;
             for i in 0..types.len() {
@@ -50,14 +57,21 @@ impl Dispatcher {
                 if want == 0 {
                     break;
                 }
-                let st = types[(next_type + i) % types.len()];
+                let slot = (next_type + i) % types.len();
+                if !maybe[slot] {
+                    continue;
+                }
+                let st = types[slot];
                 let lease = self.config.lease;
                 let claim = match pool.config.context {
                     Some(context) => self.store.claim_lane(context, st, want, &owner, lease),
                     None => self.store.claim(st, want, &owner, lease),
                 };
                 match claim.await {
-                    Ok(jobs) => claimed.extend(jobs),
+                    Ok(jobs) => {
+                        maybe[slot] = jobs.len() >= want;
+                        claimed.extend(jobs);
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, script_type = %st.as_str(), "claim failed");
                         store_down = true;
@@ -75,8 +89,8 @@ impl Dispatcher {
                 };
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = wait_for_work(&mut events, &types) => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = wait_for_work(&mut events, &types, &mut maybe) => {}
+                    _ = tokio::time::sleep(wait) => maybe.fill(true),
                 }
                 continue;
             }
@@ -110,16 +124,64 @@ impl Dispatcher {
     }
 }
 
-/// Resolves when the store announces work on one of `types` (or when events lagged:
-/// something may have been missed).
-async fn wait_for_work(events: &mut broadcast::Receiver<StoreEvent>, types: &[ScriptType]) {
+/// Marks in `maybe` what `event` says may have work: its type, or every type when
+/// something may have been missed. Whether it concerned one of `types`.
+fn mark(
+    event: Result<StoreEvent, broadcast::error::RecvError>,
+    types: &[ScriptType],
+    maybe: &mut [bool],
+) -> bool {
+    match event {
+        Ok(StoreEvent::WorkAvailable { script_type }) => {
+            match types.iter().position(|&t| t == script_type) {
+                Some(i) => {
+                    maybe[i] = true;
+                    true
+                }
+                None => false,
+            }
+        }
+        Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+            maybe.fill(true);
+            true
+        }
+        Ok(_) | Err(broadcast::error::RecvError::Closed) => false,
+    }
+}
+
+/// Takes in the announcements received so far, without waiting.
+fn note_work(
+    events: &mut broadcast::Receiver<StoreEvent>,
+    types: &[ScriptType],
+    maybe: &mut [bool],
+) {
     loop {
-        match events.recv().await {
-            Ok(StoreEvent::WorkAvailable { script_type }) if types.contains(&script_type) => return,
-            Ok(StoreEvent::Resync) => return,
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        match events.try_recv() {
+            Ok(event) => {
+                mark(Ok(event), types, maybe);
+            }
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                mark(Err(broadcast::error::RecvError::Lagged(n)), types, maybe);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Resolves when the store announces work on one of `types` (or when events lagged:
+/// something may have been missed), marked in `maybe`.
+async fn wait_for_work(
+    events: &mut broadcast::Receiver<StoreEvent>,
+    types: &[ScriptType],
+    maybe: &mut [bool],
+) {
+    loop {
+        let event = events.recv().await;
+        if matches!(event, Err(broadcast::error::RecvError::Closed)) {
+            std::future::pending::<()>().await;
+        }
+        if mark(event, types, maybe) {
+            return;
         }
     }
 }
