@@ -229,11 +229,10 @@ impl Supervisor {
                 .saturating_mul(u64::from(job.max_attempts())),
         ) + Duration::from_secs(2);
         // Subscribe before starting, so the end cannot slip past us; then the terminal
-        // event itself says when to read the job: three store calls in all on the
-        // happy path (create, start, get).
+        // event itself says when to read the job: two store calls in all on the
+        // happy path (create and start in one, get).
         let events = self.inner.store.subscribe();
-        self.inner.store.create(&job).await?;
-        let status = self.inner.store.start(id).await?;
+        let status = self.inner.store.create_started(&job).await?;
         job_result(self.wait_terminal(id, events, wait, Some(status)).await?)
     }
 

@@ -307,6 +307,53 @@ async fn create_with_missing_prerequisite_fails(h: Harness) {
     assert_eq!(h.store.list_ids().await.unwrap(), vec![existing]);
 }
 
+/// `create_started` is `create` then `start` in one call: queued, or waiting on an
+/// unfinished prerequisite, or refused like `create` (nothing stored then).
+async fn create_started_creates_and_starts_in_one_call(h: Harness) {
+    let now = h.clock.now();
+    let first = Job::new(
+        JobId::for_context_id(h.context),
+        h.params(ScriptType::Sal, vec![]),
+        now,
+    );
+    assert_eq!(
+        h.store.create_started(&first).await,
+        Ok(JobStatus::Dispatched)
+    );
+    let second = Job::new(
+        JobId::for_context_id(h.context),
+        h.params(ScriptType::Sal, vec![first.id]),
+        now,
+    );
+    assert_eq!(
+        h.store.create_started(&second).await,
+        Ok(JobStatus::WaitingForPrerequisites)
+    );
+    assert_eq!(
+        h.store.create_started(&first).await,
+        Err(StoreError::AlreadyExists(first.id))
+    );
+    let missing = JobId::for_context_id(h.context);
+    let orphan = Job::new(
+        JobId::for_context_id(h.context),
+        h.params(ScriptType::Sal, vec![missing]),
+        now,
+    );
+    assert_eq!(
+        h.store.create_started(&orphan).await,
+        Err(StoreError::PrerequisiteNotFound(missing))
+    );
+    assert_eq!(
+        h.store.get(orphan.id).await,
+        Err(StoreError::NotFound(orphan.id))
+    );
+    assert_eq!(ids(h.claim(10).await), vec![first.id]);
+    assert_eq!(
+        h.status(second.id).await,
+        JobStatus::WaitingForPrerequisites
+    );
+}
+
 async fn happy_path_created_to_finished(h: Harness) {
     let id = h.create().await;
     assert_eq!(h.store.start(id).await, Ok(JobStatus::Dispatched));
@@ -1589,6 +1636,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    create_started_creates_and_starts_in_one_call,
     lanes_route_a_contexts_jobs_and_hand_them_back,
     contexts_have_namespaces_that_listings_and_counts_merge,
     a_flooded_context_does_not_starve_the_others,

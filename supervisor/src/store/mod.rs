@@ -444,6 +444,13 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// [`StoreError::PrerequisiteNotFound`] if a prerequisite does not exist.
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
 
+    /// [`JobStore::create`] then [`JobStore::start`], in one store call where the store
+    /// can (Redis: one script): what `run_job` does.
+    async fn create_started(&self, job: &Job) -> Result<JobStatus, StoreError> {
+        self.create(job).await?;
+        self.start(job.id).await
+    }
+
     /// `Created` -> `Dispatched` (queued), or `WaitingForPrerequisites` when some
     /// prerequisite has not finished, or `Error(prerequisite_failed)` when one already
     /// ended in error or no longer exists. Returns the new status.

@@ -438,6 +438,32 @@ impl RedisStore {
         decode_page(&reply)
     }
 
+    /// create.lua's KEYS and ARGV for `job` (also create_start.lua's).
+    fn create_args(&self, job: &Job) -> ([String; 2], Vec<String>) {
+        let mut job = job.clone();
+        job.status = JobStatus::Created;
+        let space = space_of(&self.config.prefix, job.id);
+        let mut args = vec![
+            space.clone(),
+            job.id.to_string(),
+            to_ms(job.created_at).to_string(),
+            job.prerequisites.len().to_string(),
+        ];
+        args.extend(job.prerequisites.iter().map(JobId::to_string));
+        for (k, v) in encode_job(&job) {
+            args.push(k.to_owned());
+            args.push(v);
+        }
+        ([self.job_key(job.id), format!("{space}:jobs")], args)
+    }
+
+    /// Job `id` was created: a claim must look into numbered namespaces from now on.
+    fn created(&self, id: JobId) {
+        if id.context().is_some() {
+            self.numbered.seen();
+        }
+    }
+
     fn now_ms(&self) -> i64 {
         to_ms(self.clock.now())
     }
@@ -588,6 +614,18 @@ fn decode_page(reply: &[Option<String>]) -> Result<JobPage, StoreError> {
     })
 }
 
+/// create.lua's (and create_start.lua's) refusals.
+fn create_refused(id: JobId, reply: &[String]) -> StoreError {
+    match reply {
+        [code] if code == "EXISTS" => StoreError::AlreadyExists(id),
+        [code, p] if code == "PREREQ_MISSING" => match JobId::parse(p) {
+            Ok(p) => StoreError::PrerequisiteNotFound(p),
+            Err(_) => unexpected("create", reply),
+        },
+        other => unexpected("create", other),
+    }
+}
+
 fn unexpected(op: &str, reply: &[String]) -> StoreError {
     let s = truncate_line(&format!("{reply:?}"), 100);
     StoreError::Unavailable(format!("redis {op}: unexpected script reply {s}"))
@@ -604,34 +642,26 @@ impl JobStore for RedisStore {
     }
 
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
-        let mut job = job.clone();
-        job.status = JobStatus::Created;
-        let space = space_of(&self.config.prefix, job.id);
-        let mut args = vec![
-            space.clone(),
-            job.id.to_string(),
-            to_ms(job.created_at).to_string(),
-            job.prerequisites.len().to_string(),
-        ];
-        args.extend(job.prerequisites.iter().map(JobId::to_string));
-        for (k, v) in encode_job(&job) {
-            args.push(k.to_owned());
-            args.push(v);
-        }
-        let keys = [self.job_key(job.id), format!("{space}:jobs")];
+        let (keys, args) = self.create_args(job);
         let reply = self.run(&SCRIPTS.create, &keys, args).await?;
         match reply.as_slice() {
             [ok] if ok == "OK" => {
-                if job.id.context().is_some() {
-                    self.numbered.seen();
-                }
+                self.created(job.id);
                 Ok(())
             }
-            [code] if code == "EXISTS" => Err(StoreError::AlreadyExists(job.id)),
-            [code, p] if code == "PREREQ_MISSING" => Err(StoreError::PrerequisiteNotFound(
-                JobId::parse(p).map_err(|_| unexpected("create", &reply))?,
-            )),
-            other => Err(unexpected("create", other)),
+            other => Err(create_refused(job.id, other)),
+        }
+    }
+
+    async fn create_started(&self, job: &Job) -> Result<JobStatus, StoreError> {
+        let (keys, args) = self.create_args(job);
+        let reply = self.run(&SCRIPTS.create_start, &keys, args).await?;
+        match reply.as_slice() {
+            [ok, status] if ok == "OK" => {
+                self.created(job.id);
+                parse_status(job.id, status)
+            }
+            other => Err(create_refused(job.id, other)),
         }
     }
 

@@ -16,12 +16,21 @@ macro_rules! lua {
             include_str!(concat!("lua/", $file))
         ))
     };
+    // With `lifecycle.lua` (create_job, start_job) between the two.
+    ($file:literal, lifecycle) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            include_str!("lua/lifecycle.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
 }
 
 /// One compiled script per store operation that needs one.
 pub(super) struct Scripts {
     pub(super) create: Script,
     pub(super) start: Script,
+    pub(super) create_start: Script,
     pub(super) claim: Script,
     pub(super) renew: Script,
     pub(super) complete_batch: Script,
@@ -42,8 +51,9 @@ pub(super) struct Scripts {
 
 /// The registry, built on first use.
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    create: lua!("create.lua"),
-    start: lua!("start.lua"),
+    create: lua!("create.lua", lifecycle),
+    start: lua!("start.lua", lifecycle),
+    create_start: lua!("create_start.lua", lifecycle),
     claim: lua!("claim.lua"),
     renew: lua!("renew.lua"),
     complete_batch: lua!("complete_batch.lua"),
