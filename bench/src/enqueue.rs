@@ -1,7 +1,9 @@
 //! `enqueue`: bulk create-and-start over HTTP. A real `hero-supervisor serve` process on
 //! a private Redis; `in_flight` HTTP/1.1 keep-alive clients, each taking the next chunk
-//! of [`CHUNK`] jobs and sending it as one JSON-RPC batch request of `create_job` calls,
-//! then one batch of `start_job` calls with the ids it got. Timed from the first batch to
+//! of [`CHUNK`] jobs and sending it either as one `create_jobs` call ([`Mode::Bulk`]:
+//! created and started in one store call) or as one JSON-RPC batch request of
+//! `create_job` calls, then one batch of `start_job` calls with the ids it got
+//! ([`Mode::Batches`]). Timed from the first batch to
 //! the last answer. Nothing drains meanwhile: the jobs are of type V, which the server's
 //! pools do not serve (its V pool points at a port nobody listens on), so they stay
 //! queued as BullMQ's jobs stay waiting in `enqueue.mjs`; afterwards every one of them
@@ -24,6 +26,15 @@ use crate::serve::{Client, ServeProcess, cpu_micros, stdio_pool, supervisor_bina
 /// Jobs per batch request (and per BullMQ `addBulk` call): BullMQ's chunk in
 /// `burn_down.mjs`.
 pub(crate) const CHUNK: usize = 1000;
+
+/// How a chunk is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One `create_jobs` call per chunk.
+    Bulk,
+    /// A JSON-RPC batch of `create_job`, then one of `start_job`.
+    Batches,
+}
 
 /// One enqueue run.
 #[derive(Debug, Clone)]
@@ -48,7 +59,12 @@ fn create_params() -> Value {
 }
 
 /// One run: `jobs` jobs by `in_flight` clients on a fresh server and Redis.
-pub(crate) async fn run(noop: &Path, jobs: usize, in_flight: usize) -> Result<Enqueued> {
+pub(crate) async fn run(
+    noop: &Path,
+    jobs: usize,
+    in_flight: usize,
+    mode: Mode,
+) -> Result<Enqueued> {
     let supervisor = supervisor_binary()?;
     let redis = RedisServer::start();
     let url = redis.url();
@@ -85,6 +101,14 @@ pub(crate) async fn run(noop: &Path, jobs: usize, in_flight: usize) -> Result<En
                         return Ok::<_, anyhow::Error>(());
                     }
                     let n = CHUNK.min(jobs - start);
+                    if mode == Mode::Bulk {
+                        let jobs: Vec<Value> = (0..n).map(|_| create_params()[0].clone()).collect();
+                        let ids = client.call("create_jobs", &json!([jobs])).await?;
+                        if ids.as_array().map(Vec::len) != Some(n) {
+                            bail!("create_jobs answered {ids}");
+                        }
+                        continue;
+                    }
                     let ids = client
                         .batch("create_job", &vec![create_params(); n])
                         .await?;

@@ -873,22 +873,29 @@ async fn enqueue_rows(
 ) -> Result<()> {
     let (jobs, in_flight, chunk) = (args.jobs, args.enqueue_in_flight, enqueue::CHUNK);
     let mut runs = Vec::with_capacity(args.repeat);
+    let mut batch_runs = Vec::with_capacity(args.repeat);
     let mut bullmq_rates = Vec::with_capacity(args.repeat);
     let mut bullmq: Result<String, String> = Err(String::new());
     for r in 1..=args.repeat {
-        let run = enqueue::run(noop, jobs, in_flight).await?;
-        progress(&format!(
-            "enqueue run {r}/{}: {} jobs created and started in {:.3} s = {} jobs/s \
-             (serve CPU {:.1} µs/job, redis-server CPU {:.1} µs/job, {:.1} commands/job)",
-            args.repeat,
-            run.jobs,
-            run.secs,
-            thousands(run.jobs_per_sec()),
-            run.supervisor_cpu_usec as f64 / jobs as f64,
-            run.redis.cpu_usec() as f64 / jobs as f64,
-            run.redis.total_commands() as f64 / jobs as f64,
-        ));
-        runs.push(run);
+        for mode in [enqueue::Mode::Bulk, enqueue::Mode::Batches] {
+            let run = enqueue::run(noop, jobs, in_flight, mode).await?;
+            progress(&format!(
+                "enqueue ({mode:?}) run {r}/{}: {} jobs created and started in {:.3} s = {} \
+                 jobs/s (serve CPU {:.1} µs/job, redis-server CPU {:.1} µs/job, {:.1} \
+                 commands/job)",
+                args.repeat,
+                run.jobs,
+                run.secs,
+                thousands(run.jobs_per_sec()),
+                run.supervisor_cpu_usec as f64 / jobs as f64,
+                run.redis.cpu_usec() as f64 / jobs as f64,
+                run.redis.total_commands() as f64 / jobs as f64,
+            ));
+            match mode {
+                enqueue::Mode::Bulk => runs.push(run),
+                enqueue::Mode::Batches => batch_runs.push(run),
+            }
+        }
         // BullMQ's run right after hero's, so both see the same machine; once it failed,
         // the row says why and hero's runs go on.
         if r == 1 || bullmq.is_ok() {
@@ -904,18 +911,24 @@ async fn enqueue_rows(
         }
     }
     let per_job = |x: u64| x as f64 / jobs as f64;
-    let rate = median(runs.iter().map(enqueue::Enqueued::jobs_per_sec).collect());
-    let serve_cpu = median(
-        runs.iter()
-            .map(|r| per_job(r.supervisor_cpu_usec))
-            .collect(),
-    );
-    let redis_cpu = median(runs.iter().map(|r| per_job(r.redis.cpu_usec())).collect());
-    let commands = median(
-        runs.iter()
-            .map(|r| per_job(r.redis.total_commands()))
-            .collect(),
-    );
+    // Rate, serve CPU, redis-server CPU and commands per job: medians of `runs`.
+    let figures = |runs: &[enqueue::Enqueued]| {
+        (
+            median(runs.iter().map(enqueue::Enqueued::jobs_per_sec).collect()),
+            median(
+                runs.iter()
+                    .map(|r| per_job(r.supervisor_cpu_usec))
+                    .collect(),
+            ),
+            median(runs.iter().map(|r| per_job(r.redis.cpu_usec())).collect()),
+            median(
+                runs.iter()
+                    .map(|r| per_job(r.redis.total_commands()))
+                    .collect(),
+            ),
+        )
+    };
+    let (rate, serve_cpu, redis_cpu, commands) = figures(&runs);
     let (target, met, peer_figure, peer_setting, peer_vs) = match &bullmq {
         Ok(version) => {
             let peer = median(bullmq_rates.clone());
@@ -949,10 +962,9 @@ async fn enqueue_rows(
         scenario: "enqueue: bulk create-and-start over HTTP".to_owned(),
         store: "redis".to_owned(),
         setting: format!(
-            "{} no-op jobs, JSON-RPC batches of {} create_job then {} start_job, {in_flight} \
-             keep-alive clients, median of {}",
+            "{} no-op jobs, create_jobs calls of {} jobs, {in_flight} keep-alive clients, \
+             median of {}",
             thousands(jobs as f64),
-            thousands(chunk as f64),
             thousands(chunk as f64),
             runs.len()
         ),
@@ -964,6 +976,25 @@ async fn enqueue_rows(
         ceiling: vs_ceiling(rate, ceiling),
         target,
         met,
+    });
+    let (b_rate, b_serve, b_redis, b_commands) = figures(&batch_runs);
+    rows.push(Row {
+        scenario: "enqueue: JSON-RPC batches".to_owned(),
+        store: "redis".to_owned(),
+        setting: format!(
+            "the same jobs as JSON-RPC batches of {} create_job then {} start_job, median of {}",
+            thousands(chunk as f64),
+            thousands(chunk as f64),
+            batch_runs.len()
+        ),
+        figure: format!(
+            "{} jobs/s; serve CPU {b_serve:.1} µs/job, redis-server CPU {b_redis:.1} µs/job, \
+             {b_commands:.1} Redis commands/job",
+            thousands(b_rate)
+        ),
+        ceiling: vs_ceiling(b_rate, ceiling),
+        target: "-".to_owned(),
+        met: None,
     });
     rows.push(Row {
         scenario: "enqueue (peer)".to_owned(),
@@ -977,9 +1008,10 @@ async fn enqueue_rows(
     notes.push(format!(
         "Enqueue: a `hero-supervisor serve` child on a private redis-server; {in_flight} \
          HTTP/1.1 keep-alive clients (hyper, in the bench process), each taking the next \
-         {chunk} jobs and sending them as one JSON-RPC batch request of `create_job` calls, \
-         then one batch of `start_job` calls with the ids answered; timed from the first \
-         batch to the last answer. The jobs are V jobs, which no connected runner serves, so \
+         {chunk} jobs and sending them as one `create_jobs` call (created and started in one \
+         Redis script), or, in the batches row, as one JSON-RPC batch request of \
+         `create_job` calls then one batch of `start_job` calls with the ids answered; \
+         timed from the first call to the last answer. The jobs are V jobs, which no connected runner serves, so \
          none drains meanwhile (checked after: every one queued). BullMQ: \
          `node bench/peers/bullmq/enqueue.mjs <socket> {jobs} {in_flight} {chunk}` on its \
          own private redis-server, run right after each hero run; no worker. CPU: \

@@ -17,6 +17,9 @@ use crate::pool::{HelloMode, PoolConfig, RunnerInfo, RunnerPool, Transport};
 use crate::store::{CancelOutcome, JobStore, StoreError, StoreEvent};
 use crate::trace::TraceParent;
 
+/// Jobs one `create_jobs` call takes at most: one store call (one Redis script) each.
+pub const MAX_BATCH_JOBS: usize = 1000;
+
 /// Everything the supervisor needs besides its store.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -207,6 +210,37 @@ impl Supervisor {
         let job = new_job(params);
         self.inner.store.create(&job).await?;
         Ok(job.id)
+    }
+
+    /// Creates the jobs of `params` (at most [`MAX_BATCH_JOBS`], all of one key
+    /// namespace: one numbered context, or none) and, with `start`, starts them: all or
+    /// nothing, one store call. Returns their ids in order.
+    pub async fn create_jobs(
+        &self,
+        params: Vec<JobParams>,
+        start: bool,
+    ) -> Result<Vec<JobId>, SupervisorError> {
+        if params.is_empty() || params.len() > MAX_BATCH_JOBS {
+            return Err(SupervisorError::InvalidParams(format!(
+                "create_jobs takes 1 to {MAX_BATCH_JOBS} jobs, not {}",
+                params.len()
+            )));
+        }
+        let namespace = crate::job::context_number(&params[0].context_id);
+        for (i, p) in params.iter().enumerate() {
+            p.validate(&self.inner.limits)
+                .map_err(|e| SupervisorError::InvalidParams(format!("job {i}: {e}")))?;
+            if crate::job::context_number(&p.context_id) != namespace {
+                return Err(SupervisorError::InvalidParams(format!(
+                    "job {i}: create_jobs takes jobs of one context namespace per call (one \
+                     numbered context, or only unnumbered context ids); job 0's is {}, this one's is {:?}",
+                    params[0].context_id, p.context_id
+                )));
+            }
+        }
+        let jobs: Vec<Job> = params.into_iter().map(new_job).collect();
+        self.inner.store.create_many(&jobs, start).await?;
+        Ok(jobs.iter().map(|j| j.id).collect())
     }
 
     /// Queues a `Created` job (or parks it until its prerequisites finish).

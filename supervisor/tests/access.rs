@@ -229,6 +229,10 @@ async fn act(method: &str, client: &Client, admin: &Client) -> String {
             let p = json!({"script": "1", "script_type": "OSIS", "context_id": ctx});
             outcome(client.call(method, vec![p]).await)
         }
+        "create_jobs" => {
+            let p = json!({"script": "1", "script_type": "OSIS", "context_id": ctx});
+            outcome(client.call(method, vec![json!([p.clone(), p])]).await)
+        }
         "start_job" => {
             let id = job(admin, false).await;
             outcome(client.call(method, vec![json!(id)]).await)

@@ -214,6 +214,69 @@ async fn jobs_of_a_context_get_its_ids_and_wait_only_on_its_jobs() {
     );
 }
 
+/// `create_jobs`: many jobs in one call, started unless asked not to, ids in order; a
+/// bad batch (a bad job, two namespaces, too many, none, an idempotency key) is -32602
+/// naming the job, and creates nothing.
+#[tokio::test]
+async fn create_jobs_creates_a_batch_all_or_nothing() {
+    let server = TestServer::start().await;
+    let c = server.http();
+    let job = |script: &str, context: &str| {
+        let mut p = CreateJobParams::new(script, "V");
+        p.context_id = Some(context.into());
+        p
+    };
+    let ids = c
+        .create_jobs(vec![job("a", "9"), job("b", "9"), job("c", "9")], None)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    for (id, script) in ids.iter().zip(["a", "b", "c"]) {
+        let stored = c.get_job(id.clone()).await.unwrap();
+        assert_eq!(stored.params.script, script);
+        assert_eq!(stored.status, JobStatus::Dispatched);
+        assert_eq!(JobId::parse(id).unwrap().context(), Some(9));
+    }
+    let created = c
+        .create_jobs(vec![job("d", "team"), job("e", "other")], Some(false))
+        .await
+        .unwrap();
+    for id in &created {
+        assert_eq!(
+            c.get_job_status(id.clone()).await.unwrap(),
+            JobStatus::Created
+        );
+    }
+    let before = c.list_jobs(None).await.unwrap();
+    let mut keyed = job("k", "9");
+    keyed.idempotency_key = Some("once".into());
+    let bad: Vec<(Vec<CreateJobParams>, &str)> = vec![
+        (vec![job("x", "9"), job("  ", "9")], "job 1:"),
+        (vec![job("x", "9"), job("y", "10")], "one context namespace"),
+        (
+            vec![job("x", "team"), job("y", "9")],
+            "one context namespace",
+        ),
+        ((0..1001).map(|_| job("x", "9")).collect(), "at most 1000"),
+        (vec![], "1 to 1000"),
+        (vec![job("x", "9"), keyed], "idempotency_key"),
+    ];
+    for (batch, says) in bad {
+        let err = c.create_jobs(batch, None).await.expect_err("a bad batch");
+        let answer = ErrorAnswer::from_client_error(&err).expect("a JSON-RPC error");
+        assert_eq!(
+            (answer.code, answer.data_code()),
+            (-32602, "invalid_params")
+        );
+        assert!(answer.message.contains(says), "{says}: {}", answer.message);
+    }
+    assert_eq!(
+        c.list_jobs(None).await.unwrap(),
+        before,
+        "nothing was created"
+    );
+}
+
 #[tokio::test]
 async fn error_codes_from_real_bad_inputs() {
     let server = TestServer::start().await;

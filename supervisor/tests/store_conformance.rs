@@ -354,6 +354,71 @@ async fn create_started_creates_and_starts_in_one_call(h: Harness) {
     );
 }
 
+/// `create_many` creates (and starts) a batch all or nothing: one existing or repeated
+/// id, or one missing prerequisite, and nothing of the batch is stored.
+async fn create_many_is_all_or_nothing(h: Harness) {
+    let now = h.clock.now();
+    let job = |prerequisites: Vec<JobId>| {
+        Job::new(
+            JobId::for_context_id(h.context),
+            h.params(ScriptType::Sal, prerequisites),
+            now,
+        )
+    };
+    let existing = h.create().await;
+    let fresh: Vec<Job> = (0..3).map(|_| job(vec![])).collect();
+    let missing = JobId::for_context_id(h.context);
+    let refused = [
+        (
+            vec![fresh[0].clone(), job(vec![missing]), fresh[1].clone()],
+            StoreError::PrerequisiteNotFound(missing),
+        ),
+        (
+            vec![fresh[0].clone(), fresh[1].clone(), fresh[0].clone()],
+            StoreError::AlreadyExists(fresh[0].id),
+        ),
+        (
+            vec![fresh[0].clone(), h.get(existing).await],
+            StoreError::AlreadyExists(existing),
+        ),
+    ];
+    for (batch, error) in refused {
+        assert_eq!(h.store.create_many(&batch, true).await, Err(error));
+        for j in &fresh {
+            assert_eq!(h.store.get(j.id).await, Err(StoreError::NotFound(j.id)));
+        }
+    }
+    assert_eq!(h.store.list_ids().await.unwrap(), vec![existing]);
+    // Started: in order, queued or waiting on an unfinished prerequisite.
+    let mut batch = fresh.clone();
+    batch.push(job(vec![existing]));
+    assert_eq!(
+        h.store.create_many(&batch, true).await,
+        Ok(vec![
+            JobStatus::Dispatched,
+            JobStatus::Dispatched,
+            JobStatus::Dispatched,
+            JobStatus::WaitingForPrerequisites
+        ])
+    );
+    assert_eq!(
+        ids(h.claim(10).await),
+        fresh.iter().map(|j| j.id).collect::<Vec<_>>()
+    );
+    // Not started: Created, and stored like `create`'s.
+    let later = [job(vec![]), job(vec![])];
+    assert_eq!(
+        h.store.create_many(&later, false).await,
+        Ok(vec![JobStatus::Created, JobStatus::Created])
+    );
+    for j in &later {
+        let stored = h.get(j.id).await;
+        assert_eq!(stored.status, JobStatus::Created);
+        assert_eq!(stored.script, j.script);
+        assert_eq!(stored.env_vars, j.env_vars);
+    }
+}
+
 async fn happy_path_created_to_finished(h: Harness) {
     let id = h.create().await;
     assert_eq!(h.store.start(id).await, Ok(JobStatus::Dispatched));
@@ -1636,6 +1701,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    create_many_is_all_or_nothing,
     create_started_creates_and_starts_in_one_call,
     lanes_route_a_contexts_jobs_and_hand_them_back,
     contexts_have_namespaces_that_listings_and_counts_merge,

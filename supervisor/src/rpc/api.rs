@@ -46,6 +46,16 @@ pub trait HeroApi {
     #[method(name = "create_job", with_extensions)]
     async fn create_job(&self, params: CreateJobParams) -> RpcResult<String>;
 
+    /// Creates many jobs (at most 1,000, of one context namespace) and, unless `start`
+    /// is false, starts them: all or nothing, one store call. Returns their ids, in
+    /// order. Extension method (bulk enqueue).
+    #[method(name = "create_jobs", with_extensions)]
+    async fn create_jobs(
+        &self,
+        jobs: Vec<CreateJobParams>,
+        start: Option<bool>,
+    ) -> RpcResult<Vec<String>>;
+
     /// Queues a `Created` job (or parks it until its prerequisites finish).
     #[method(name = "start_job", with_extensions)]
     async fn start_job(&self, job_id: String) -> RpcResult<StartJobResult>;

@@ -293,6 +293,47 @@ impl HeroApiServer for RpcHandler {
         self.bind_idempotency_key(&who, &key, id).await
     }
 
+    async fn create_jobs(
+        &self,
+        ext: &Extensions,
+        jobs: Vec<CreateJobParams>,
+        start: Option<bool>,
+    ) -> RpcResult<Vec<String>> {
+        let who = self.who(ext).await?;
+        if jobs.len() > crate::service::MAX_BATCH_JOBS {
+            return Err(invalid_params(format!(
+                "create_jobs takes at most {} jobs, not {}",
+                crate::service::MAX_BATCH_JOBS,
+                jobs.len()
+            )));
+        }
+        // Each context is checked once: the caller must be an executor in all of them.
+        let mut checked = std::collections::HashSet::new();
+        for p in &jobs {
+            if checked.insert(p.context_id.clone()) {
+                self.may_submit(&who.caller, p.context_id.as_deref())
+                    .await?;
+            }
+        }
+        let mut params = Vec::with_capacity(jobs.len());
+        for (i, p) in jobs.into_iter().enumerate() {
+            if p.idempotency_key.is_some() {
+                return Err(invalid_params(format!(
+                    "job {i}: idempotency_key is create_job's, not create_jobs'"
+                )));
+            }
+            params.push(submitted(p, &who, ext).map_err(|e| {
+                ErrorObjectOwned::owned(e.code(), format!("job {i}: {}", e.message()), e.data())
+            })?);
+        }
+        let ids = self
+            .supervisor
+            .create_jobs(params, start.unwrap_or(true))
+            .await
+            .map_err(to_rpc_error)?;
+        Ok(ids.iter().map(ToString::to_string).collect())
+    }
+
     async fn start_job(&self, ext: &Extensions, job_id: String) -> RpcResult<StartJobResult> {
         let id = parse_job_id(&job_id)?;
         let who = self.who(ext).await?;

@@ -314,6 +314,89 @@ impl State {
         ev.push(StoreEvent::WorkAvailable { script_type });
     }
 
+    /// Whether `job` may be created: a new id, every prerequisite stored in the job's
+    /// namespace (as Redis looks for it).
+    fn check_new(&self, job: &Job) -> Result<(), StoreError> {
+        if self.jobs.contains_key(&job.id) {
+            return Err(StoreError::AlreadyExists(job.id));
+        }
+        if let Some(p) = job
+            .prerequisites
+            .iter()
+            .find(|p| p.context() != job.id.context() || !self.jobs.contains_key(p))
+        {
+            return Err(StoreError::PrerequisiteNotFound(*p));
+        }
+        Ok(())
+    }
+
+    /// Stores `job` (checked by [`State::check_new`]) as `Created` and indexes it.
+    fn insert_new(&mut self, job: &Job) {
+        let mut job = job.clone();
+        // Same resolution as Redis, so both stores return identical jobs.
+        job.created_at = trunc_ms(job.created_at);
+        job.updated_at = trunc_ms(job.updated_at);
+        job.status = JobStatus::Created;
+        self.index.insert((to_ms(job.created_at), job.id));
+        for p in &job.prerequisites {
+            self.required_by.entry(*p).or_default().insert(job.id);
+        }
+        self.jobs.insert(job.id, job);
+    }
+
+    /// `Created` -> queued, waiting or failed ([`JobStore::start`]).
+    fn start(
+        &mut self,
+        id: JobId,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) -> Result<JobStatus, StoreError> {
+        let job = self.job(id)?;
+        if job.status != JobStatus::Created {
+            return Err(StoreError::InvalidTransition {
+                id,
+                from: job.status,
+                op: "start",
+            });
+        }
+        let mut failed = None;
+        let mut waiting = Vec::new();
+        for p in &job.prerequisites {
+            match self.jobs.get(p).map(|j| j.status) {
+                None => {
+                    failed = Some(format!("prerequisite {p} no longer exists"));
+                    break;
+                }
+                Some(JobStatus::Error) => {
+                    failed = Some(format!("prerequisite {p} failed"));
+                    break;
+                }
+                Some(JobStatus::Finished) => {}
+                Some(_) => waiting.push(*p),
+            }
+        }
+        Ok(if let Some(msg) = failed {
+            self.end_in_error(id, JobError::prerequisite_failed(msg), now, ev);
+            JobStatus::Error
+        } else if !waiting.is_empty() {
+            for p in waiting {
+                self.dependents.entry(p).or_default().insert(id);
+            }
+            let job = self.job_mut(id);
+            job.status = JobStatus::WaitingForPrerequisites;
+            job.updated_at = now;
+            changed(ev, job);
+            JobStatus::WaitingForPrerequisites
+        } else {
+            let job = self.job_mut(id);
+            job.status = JobStatus::Dispatched;
+            job.updated_at = now;
+            changed(ev, job);
+            self.push_ready(id, false, now, ev);
+            JobStatus::Dispatched
+        })
+    }
+
     fn remove_from_queues(&mut self, job_id: JobId, script_type: ScriptType) {
         let q = match job_id.context() {
             Some(c) => self.lanes.get_mut(&(c, script_type)),
@@ -493,80 +576,43 @@ impl JobStore for MemoryStore {
 
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut st = self.lock();
-        if st.jobs.contains_key(&job.id) {
-            return Err(StoreError::AlreadyExists(job.id));
-        }
-        // A prerequisite is looked for in the job's namespace only, as Redis does.
-        if let Some(p) = job
-            .prerequisites
-            .iter()
-            .find(|p| p.context() != job.id.context() || !st.jobs.contains_key(p))
-        {
-            return Err(StoreError::PrerequisiteNotFound(*p));
-        }
-        let mut job = job.clone();
-        // Same resolution as Redis, so both stores return identical jobs.
-        job.created_at = trunc_ms(job.created_at);
-        job.updated_at = trunc_ms(job.updated_at);
-        job.status = JobStatus::Created;
-        st.index.insert((to_ms(job.created_at), job.id));
-        for p in &job.prerequisites {
-            st.required_by.entry(*p).or_default().insert(job.id);
-        }
-        st.jobs.insert(job.id, job);
+        st.check_new(job)?;
+        st.insert_new(job);
         Ok(())
+    }
+
+    async fn create_many(&self, jobs: &[Job], start: bool) -> Result<Vec<JobStatus>, StoreError> {
+        let now = self.now();
+        let mut ev = Events::new();
+        let statuses = {
+            let mut st = self.lock();
+            // Every check before any change: all or nothing.
+            let mut ids = HashSet::with_capacity(jobs.len());
+            for job in jobs {
+                st.check_new(job)?;
+                if !ids.insert(job.id) {
+                    return Err(StoreError::AlreadyExists(job.id));
+                }
+            }
+            let mut statuses = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                st.insert_new(job);
+                statuses.push(if start {
+                    st.start(job.id, now, &mut ev)?
+                } else {
+                    JobStatus::Created
+                });
+            }
+            statuses
+        };
+        self.emit(ev);
+        Ok(statuses)
     }
 
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
         let now = self.now();
         let mut ev = Events::new();
-        let status = {
-            let mut st = self.lock();
-            let job = st.job(id)?;
-            if job.status != JobStatus::Created {
-                return Err(StoreError::InvalidTransition {
-                    id,
-                    from: job.status,
-                    op: "start",
-                });
-            }
-            let mut failed = None;
-            let mut waiting = Vec::new();
-            for p in &job.prerequisites {
-                match st.jobs.get(p).map(|j| j.status) {
-                    None => {
-                        failed = Some(format!("prerequisite {p} no longer exists"));
-                        break;
-                    }
-                    Some(JobStatus::Error) => {
-                        failed = Some(format!("prerequisite {p} failed"));
-                        break;
-                    }
-                    Some(JobStatus::Finished) => {}
-                    Some(_) => waiting.push(*p),
-                }
-            }
-            if let Some(msg) = failed {
-                st.end_in_error(id, JobError::prerequisite_failed(msg), now, &mut ev);
-                JobStatus::Error
-            } else if !waiting.is_empty() {
-                for p in waiting {
-                    st.dependents.entry(p).or_default().insert(id);
-                }
-                let job = st.job_mut(id);
-                job.status = JobStatus::WaitingForPrerequisites;
-                job.updated_at = now;
-                changed(&mut ev, job);
-                JobStatus::WaitingForPrerequisites
-            } else {
-                let job = st.job_mut(id);
-                job.status = JobStatus::Dispatched;
-                job.updated_at = now;
-                changed(&mut ev, job);
-                st.push_ready(id, false, now, &mut ev);
-                JobStatus::Dispatched
-            }
-        };
+        let status = self.lock().start(id, now, &mut ev)?;
         self.emit(ev);
         Ok(status)
     }

@@ -444,6 +444,12 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// [`StoreError::PrerequisiteNotFound`] if a prerequisite does not exist.
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
 
+    /// Creates `jobs` (all of one key namespace: the caller groups them) and, with
+    /// `start`, starts each: all or nothing (one script on Redis). Refused like
+    /// [`JobStore::create`] when an id exists (or repeats) or a prerequisite is missing,
+    /// and then nothing is stored. Returns each job's status, in order.
+    async fn create_many(&self, jobs: &[Job], start: bool) -> Result<Vec<JobStatus>, StoreError>;
+
     /// [`JobStore::create`] then [`JobStore::start`], in one store call where the store
     /// can (Redis: one script): what `run_job` does.
     async fn create_started(&self, job: &Job) -> Result<JobStatus, StoreError> {

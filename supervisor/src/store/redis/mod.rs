@@ -665,6 +665,52 @@ impl JobStore for RedisStore {
         }
     }
 
+    async fn create_many(&self, jobs: &[Job], start: bool) -> Result<Vec<JobStatus>, StoreError> {
+        // One script per namespace (callers send one); answers put back in order.
+        let mut by_space: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            by_space.entry(job.id.context()).or_default().push(i);
+        }
+        let mut statuses = vec![JobStatus::Created; jobs.len()];
+        for (context, places) in by_space {
+            let space = self.space(context);
+            let mut args = vec![space.clone(), if start { "1" } else { "0" }.to_owned()];
+            for &i in &places {
+                let (_, job_args) = self.create_args(&jobs[i]);
+                // create.lua's ARGV less the prefix: id, created, n, prerequisites, then
+                // the field/value entries, counted.
+                let n = jobs[i].prerequisites.len();
+                let (head, fields) = job_args[1..].split_at(3 + n);
+                args.extend_from_slice(head);
+                args.push(fields.len().to_string());
+                args.extend_from_slice(fields);
+            }
+            let keys = [format!("{space}:jobs")];
+            let reply = self.run(&SCRIPTS.create_batch, &keys, args).await?;
+            match reply.split_first() {
+                Some((ok, answers)) if ok == "OK" && answers.len() == places.len() => {
+                    for (&i, status) in places.iter().zip(answers) {
+                        statuses[i] = parse_status(jobs[i].id, status)?;
+                    }
+                }
+                _ => {
+                    let id = match reply.as_slice() {
+                        [code, id] if code == "EXISTS" => JobId::parse(id).ok(),
+                        _ => None,
+                    };
+                    return Err(match id {
+                        Some(id) => StoreError::AlreadyExists(id),
+                        None => create_refused(jobs[places[0]].id, &reply),
+                    });
+                }
+            }
+            if context.is_some() {
+                self.numbered.seen();
+            }
+        }
+        Ok(statuses)
+    }
+
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
         let args = vec![
             space_of(&self.config.prefix, id),
