@@ -12,6 +12,7 @@
 //! - [`pool`]: runner pools: spawning, connecting, restarting runners; multiplexed
 //!   connections.
 //! - [`dispatch`]: claim loops, outcome mapping, retries, leases, maintenance.
+//! - [`metrics`]: what the process counts, served as `GET /metrics` (Prometheus).
 //! - [`service`]: the `Supervisor` facade the JSON-RPC layer calls one to one.
 //! - [`rpc`]: the JSON-RPC API over HTTP and WebSocket: server, typed client, auth, OpenRPC.
 //! - [`trace`]: W3C `traceparent`, from a JSON-RPC caller to its job's runner.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod coordination;
 pub mod dispatch;
 pub mod job;
+pub mod metrics;
 pub mod pool;
 pub mod rpc;
 pub mod runtime;

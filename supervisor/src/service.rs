@@ -13,8 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{DispatchConfig, Dispatcher, log_writer};
 use crate::job::{Job, JobId, JobParams, JobStatus, Limits, ScriptType};
+use crate::metrics::Metrics;
 use crate::pool::{HelloMode, PoolConfig, RunnerInfo, RunnerPool, Transport};
-use crate::store::{CancelOutcome, JobStore, StoreError, StoreEvent};
+use crate::store::{CancelOutcome, JobStore, Metered, StoreError, StoreEvent};
 use crate::trace::TraceParent;
 
 /// Everything the supervisor needs besides its store.
@@ -130,6 +131,8 @@ struct Inner {
     tracker: TaskTracker,
     /// When it started (for `stats`).
     started: std::time::Instant,
+    /// What this process counts (`/metrics`).
+    metrics: Arc<Metrics>,
 }
 
 /// A pool attached at run time and what stops it.
@@ -158,6 +161,8 @@ impl Supervisor {
     /// returns at once (runners connect in the background), so it cannot fail. Call it
     /// inside a tokio runtime.
     pub fn start(config: SupervisorConfig, store: Arc<dyn JobStore>) -> Supervisor {
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn JobStore> = Arc::new(Metered::new(store, metrics.clone()));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (log_tx, log_rx) = mpsc::channel(crate::pool::LOG_QUEUE);
@@ -167,7 +172,7 @@ impl Supervisor {
             .into_iter()
             .map(|p| RunnerPool::start(p, &tracker, shutdown.clone(), log_tx.clone()))
             .collect();
-        let dispatcher = Dispatcher::new(store.clone(), config.dispatch);
+        let dispatcher = Dispatcher::new(store.clone(), config.dispatch, metrics.clone());
         dispatcher.start(&pools, &tracker, &shutdown);
         Supervisor {
             inner: Arc::new(Inner {
@@ -180,6 +185,7 @@ impl Supervisor {
                 shutdown,
                 tracker,
                 started: std::time::Instant::now(),
+                metrics,
             }),
         }
     }
@@ -194,7 +200,13 @@ impl Supervisor {
         &self.inner.dispatcher.config.instance_id
     }
 
-    /// The store.
+    /// What this process counts, served as `GET /metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The store (counted into [`Supervisor::metrics`]: the store given to
+    /// [`Supervisor::start`] inside a [`Metered`]).
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.inner.store
     }

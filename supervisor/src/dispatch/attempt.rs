@@ -41,7 +41,14 @@ impl Dispatcher {
         if job.cancel_requested {
             stop.cancel();
         }
+        // A job stored before `queued_at` existed has only its creation time.
+        let waited = (self.config.clock.now() - job.queued_at.unwrap_or(job.created_at))
+            .to_std()
+            .unwrap_or_default();
+        self.metrics.attempt_started(job.script_type, waited);
+        let began = std::time::Instant::now();
         let verdict = self.execute(&slot.conn, &job, queue, &stop, &release).await;
+        self.metrics.attempt_ended(job.script_type, began.elapsed());
         // The request slot is free again before the store hears of it.
         drop(slot);
         if let Some(pause) = outcome::pause_before_writing(&verdict) {
@@ -53,7 +60,7 @@ impl Dispatcher {
             backoff_max: self.config.backoff_max,
         };
         let completion = outcome::decide(&job, verdict, now, outcome::jitter_of(now), policy);
-        self.submit(completion).await;
+        self.submit(completion, job.script_type).await;
         if let Ok(mut map) = self.running.lock() {
             map.remove(&id);
         }
