@@ -511,13 +511,13 @@ pub(crate) fn job_result(job: Job) -> Result<String, SupervisorError> {
     }
 }
 
-/// A new job from validated params, with a fresh id and its trace: the caller's
-/// `traceparent` when it is valid, else a new trace (every job has one).
+/// A new job from validated params, with a fresh id and its trace: the span it is
+/// created in when that span is exported (OTLP on: the `rpc.call` span, itself a child
+/// of the caller's `traceparent`), else the caller's `traceparent` when it is valid,
+/// else a new trace (every job has one).
 fn new_job(mut params: JobParams) -> Job {
-    let trace = params
-        .traceparent
-        .as_deref()
-        .and_then(TraceParent::parse)
+    let trace = crate::trace::of_span(&tracing::Span::current())
+        .or_else(|| params.traceparent.as_deref().and_then(TraceParent::parse))
         .unwrap_or_else(TraceParent::generate);
     params.traceparent = Some(trace.to_string());
     Job::new(JobId::new(), params, chrono::Utc::now())

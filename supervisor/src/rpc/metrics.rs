@@ -9,7 +9,8 @@
 //!   admin's method); on the token-less loopback default it is open like the rest.
 //! - [`RpcMetricsLayer`]: jsonrpsee RPC middleware counting each call by method and
 //!   answer code (calls inside a batch one by one). A method name that is not served
-//!   counts as `other`.
+//!   counts as `other`. It also runs each call in its `rpc.call` span
+//!   ([`crate::trace`]), a child of the caller's `traceparent`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -24,12 +25,14 @@ use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
 use jsonrpsee::server::{BatchResponseBuilder, HttpBody, MethodResponse};
 use jsonrpsee::types::Request as RpcRequest;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use super::auth::Grant;
 use super::rest::RestError;
 use crate::calls::{CallStore, Queue};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, RpcCode, Snapshot};
 use crate::service::Supervisor;
+use crate::trace::{OTEL_TARGET, TraceParent};
 
 /// The path [`MetricsLayer`] answers.
 pub const PATH: &str = "/metrics";
@@ -266,11 +269,24 @@ where
         let service = self.service.clone();
         let counting = self.counting.clone();
         let method = counting.label(request.method_name());
+        // The call's span (for OTLP export; never built otherwise), a child of the
+        // caller's `traceparent` header when it sent one.
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "rpc.call",
+            otel.kind = "server",
+            rpc.system = "jsonrpc",
+            rpc.method = method,
+        );
+        if let Some(parent) = request.extensions().get::<TraceParent>() {
+            crate::trace::set_parent(&span, parent);
+        }
         async move {
             let response = service.call(request).await;
             counting.count(method, &response);
             response
         }
+        .instrument(span)
     }
 
     /// The calls of a batch one by one through [`RpcMetrics::call`] (as jsonrpsee's own

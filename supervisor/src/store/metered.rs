@@ -2,7 +2,9 @@
 //! process ([`Metrics`]): jobs created, and calls that failed (by operation and kind).
 //! [`crate::Supervisor::start`] puts it around the store it is given, so every path that
 //! creates a job (the API, the coordinator, signed calls) is counted once, where it
-//! reaches the store.
+//! reaches the store. The calls of a request (`create`, `start`, `get`, `cancel`,
+//! `delete`, `list`, `complete`) run in `store.<op>` spans when made inside another
+//! span ([`crate::trace`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+use tracing::Instrument;
+
 use super::{
     CancelOutcome, ClaimedJob, Completion, JobCounts, JobFilter, JobPage, JobStore, StoreError,
     StoreEvent, Trimmed,
 };
 use crate::job::{Job, JobId, JobStatus, ScriptType};
 use crate::metrics::Metrics;
+use crate::trace::OTEL_TARGET;
 
 /// A store that counts into [`Metrics`]; every call goes to the inner store.
 #[derive(Debug)]
@@ -30,6 +35,22 @@ impl Metered {
         Metered { inner, metrics }
     }
 
+    /// Runs `call` in a `store.<op>` span when it is made inside another span (an RPC
+    /// call, an attempt: the spans for OTLP export, never built without it); background
+    /// loops' calls get none.
+    async fn traced<T>(op: &'static str, call: impl std::future::Future<Output = T>) -> T {
+        if tracing::Span::current().is_none() {
+            return call.await;
+        }
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "store",
+            otel.name = %format_args!("store.{op}"),
+            db.operation = op,
+        );
+        call.instrument(span).await
+    }
+
     /// Counts `result` as a failure of `op` when it is one.
     fn count<T>(&self, op: &'static str, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(e) = &result {
@@ -42,7 +63,10 @@ impl Metered {
 #[async_trait]
 impl JobStore for Metered {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
-        let result = self.count("create", self.inner.create(job).await);
+        let result = self.count(
+            "create",
+            Self::traced("create", self.inner.create(job)).await,
+        );
         if result.is_ok() {
             self.metrics.job_created(job.script_type);
         }
@@ -50,7 +74,7 @@ impl JobStore for Metered {
     }
 
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
-        self.count("start", self.inner.start(id).await)
+        self.count("start", Self::traced("start", self.inner.start(id)).await)
     }
 
     async fn claim(
@@ -103,7 +127,7 @@ impl JobStore for Metered {
     }
 
     async fn complete(&self, items: &[Completion]) -> Vec<Result<(), StoreError>> {
-        let results = self.inner.complete(items).await;
+        let results = Self::traced("complete", self.inner.complete(items)).await;
         // One count per call that failed, not per item: a batch fails as a whole when
         // the store is down.
         if let Some(Err(e)) = results
@@ -128,11 +152,14 @@ impl JobStore for Metered {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
-        self.count("cancel", self.inner.cancel(id).await)
+        self.count(
+            "cancel",
+            Self::traced("cancel", self.inner.cancel(id)).await,
+        )
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
-        self.count("get", self.inner.get(id).await)
+        self.count("get", Self::traced("get", self.inner.get(id)).await)
     }
 
     async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
@@ -140,7 +167,10 @@ impl JobStore for Metered {
     }
 
     async fn list(&self, filter: &JobFilter, budget: usize) -> Result<JobPage, StoreError> {
-        self.count("list", self.inner.list(filter, budget).await)
+        self.count(
+            "list",
+            Self::traced("list", self.inner.list(filter, budget)).await,
+        )
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
@@ -148,7 +178,10 @@ impl JobStore for Metered {
     }
 
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
-        self.count("delete", self.inner.delete(id).await)
+        self.count(
+            "delete",
+            Self::traced("delete", self.inner.delete(id)).await,
+        )
     }
 
     async fn trim_finished(&self, max: usize) -> Result<Trimmed, StoreError> {
