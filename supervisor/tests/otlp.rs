@@ -155,6 +155,9 @@ async fn a_jobs_spans_form_one_trace_from_the_caller_to_the_runner() {
                 "--otlp-endpoint",
                 &format!("http://127.0.0.1:{collector_port}"),
             ])
+            // Its server key in the test's own directory.
+            .env("XDG_DATA_HOME", dir.path())
+            .env_remove("HERO_SERVER_KEY")
             .env_remove("RUST_LOG")
             .env_remove("OTEL_SERVICE_NAME")
             .stdout(Stdio::null())
