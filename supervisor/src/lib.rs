@@ -12,9 +12,12 @@
 //! - [`pool`]: runner pools: spawning, connecting, restarting runners; multiplexed
 //!   connections.
 //! - [`dispatch`]: claim loops, outcome mapping, retries, leases, maintenance.
+//! - [`metrics`]: what the process counts, served as `GET /metrics` (Prometheus).
 //! - [`service`]: the `Supervisor` facade the JSON-RPC layer calls one to one.
 //! - [`rpc`]: the JSON-RPC API over HTTP and WebSocket: server, typed client, auth, OpenRPC.
-//! - [`trace`]: W3C `traceparent`, from a JSON-RPC caller to its job's runner.
+//! - [`trace`]: W3C `traceparent`, from a JSON-RPC caller to its job's runner; the spans
+//!   meant for OpenTelemetry.
+//! - `otlp` (feature `otlp`): the OTLP/HTTP exporter of those spans.
 //! - [`config`]: the `serve` configuration: TOML file, then `HERO_*` variables, then flags.
 //! - [`runtime`]: the tokio runtime the server runs on, sized for the machine.
 //! - [`server`]: the entry point: the whole server (store, supervisor, JSON-RPC) started
@@ -27,6 +30,9 @@ pub mod config;
 pub mod coordination;
 pub mod dispatch;
 pub mod job;
+pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pool;
 pub mod rpc;
 pub mod runtime;

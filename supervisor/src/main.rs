@@ -77,15 +77,31 @@ fn report_error(e: &anyhow::Error) {
 
 /// Resolves the server's config, then runs it on a runtime of its size until SIGINT or
 /// SIGTERM.
-fn serve_blocking(args: ServeArgs) -> anyhow::Result<()> {
+fn serve_blocking(mut args: ServeArgs) -> anyhow::Result<()> {
+    let otlp_endpoint = args.otlp_endpoint.take().filter(|e| !e.is_empty());
     let config = ServeConfig::resolve(args.into_overrides())?;
+    // The exporter's thread and HTTP client live outside the server's runtime.
+    let exporter = otlp_endpoint
+        .as_deref()
+        .map(hero_supervisor::otlp::Exporter::start)
+        .transpose()?;
     let rt = hero_supervisor::runtime::build(config.worker_threads)
         .context("starting the tokio runtime")?;
-    rt.block_on(async {
-        cli::logging::init();
+    let served = rt.block_on(async {
+        cli::logging::init(exporter.as_ref());
         tracing::debug!(worker_threads = config.worker_threads, "runtime");
+        if otlp_endpoint.is_some() {
+            // Not the URL itself: it may carry credentials.
+            tracing::info!("exporting spans over OTLP/HTTP");
+        }
         hero_supervisor::server::run(config, shutdown_signal()).await
-    })?;
+    });
+    drop(rt);
+    // Spans not sent yet go now, the server's included.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    served?;
     Ok(())
 }
 

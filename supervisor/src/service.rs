@@ -13,8 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{DispatchConfig, Dispatcher, log_writer};
 use crate::job::{Job, JobId, JobParams, JobStatus, Limits, ScriptType};
+use crate::metrics::Metrics;
 use crate::pool::{HelloMode, PoolConfig, RunnerInfo, RunnerPool, Transport};
-use crate::store::{CancelOutcome, JobStore, StoreError, StoreEvent};
+use crate::store::{CancelOutcome, JobStore, Metered, StoreError, StoreEvent};
 use crate::trace::TraceParent;
 
 /// Jobs one `create_jobs` call takes at most: one store call (one Redis script) each.
@@ -133,6 +134,8 @@ struct Inner {
     tracker: TaskTracker,
     /// When it started (for `stats`).
     started: std::time::Instant,
+    /// What this process counts (`/metrics`).
+    metrics: Arc<Metrics>,
 }
 
 /// A pool attached at run time and what stops it.
@@ -161,6 +164,8 @@ impl Supervisor {
     /// returns at once (runners connect in the background), so it cannot fail. Call it
     /// inside a tokio runtime.
     pub fn start(config: SupervisorConfig, store: Arc<dyn JobStore>) -> Supervisor {
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn JobStore> = Arc::new(Metered::new(store, metrics.clone()));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (log_tx, log_rx) = mpsc::channel(crate::pool::LOG_QUEUE);
@@ -170,7 +175,7 @@ impl Supervisor {
             .into_iter()
             .map(|p| RunnerPool::start(p, &tracker, shutdown.clone(), log_tx.clone()))
             .collect();
-        let dispatcher = Dispatcher::new(store.clone(), config.dispatch);
+        let dispatcher = Dispatcher::new(store.clone(), config.dispatch, metrics.clone());
         dispatcher.start(&pools, &tracker, &shutdown);
         Supervisor {
             inner: Arc::new(Inner {
@@ -183,6 +188,7 @@ impl Supervisor {
                 shutdown,
                 tracker,
                 started: std::time::Instant::now(),
+                metrics,
             }),
         }
     }
@@ -197,7 +203,13 @@ impl Supervisor {
         &self.inner.dispatcher.config.instance_id
     }
 
-    /// The store.
+    /// What this process counts, served as `GET /metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The store (counted into [`Supervisor::metrics`]: the store given to
+    /// [`Supervisor::start`] inside a [`Metered`]).
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.inner.store
     }
@@ -532,13 +544,13 @@ pub(crate) fn job_result(job: Job) -> Result<String, SupervisorError> {
     }
 }
 
-/// A new job from validated params, with a fresh id and its trace: the caller's
-/// `traceparent` when it is valid, else a new trace (every job has one).
+/// A new job from validated params, with a fresh id and its trace: the span it is
+/// created in when that span is exported (OTLP on: the `rpc.call` span, itself a child
+/// of the caller's `traceparent`), else the caller's `traceparent` when it is valid,
+/// else a new trace (every job has one).
 fn new_job(mut params: JobParams) -> Job {
-    let trace = params
-        .traceparent
-        .as_deref()
-        .and_then(TraceParent::parse)
+    let trace = crate::trace::of_span(&tracing::Span::current())
+        .or_else(|| params.traceparent.as_deref().and_then(TraceParent::parse))
         .unwrap_or_else(TraceParent::generate);
     params.traceparent = Some(trace.to_string());
     Job::new(

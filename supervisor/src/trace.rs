@@ -16,6 +16,25 @@
 //! Only version `00` in its exact form is accepted (lowercase hex, ids not all zero);
 //! anything else is ignored as the W3C specification asks, and the job starts a trace of
 //! its own.
+//!
+//! # Spans
+//!
+//! The supervisor's work on a job is a chain of `tracing` spans of target
+//! [`OTEL_TARGET`], for OpenTelemetry export (`--otlp-endpoint`, feature `otlp`):
+//!
+//! ```text
+//! rpc.call (a JSON-RPC call; parent: the caller's traceparent header)
+//! ├── store.create, store.start, ... (each job store call made inside a span)
+//! └── dispatch.attempt (one attempt; parent: the job's traceparent)
+//!     └── runner.request (the request to the runner; its traceparent is what the
+//!                         request frame carries as context.trace_context)
+//! ```
+//!
+//! With export on, a job created inside `rpc.call` stores that span's traceparent, so
+//! its attempts (on any instance, later) join the call's trace, and the runner's spans
+//! join `runner.request`. Without export (or without the `otlp` feature) the spans are
+//! never built (the binary's log filter leaves their target out) and the job keeps the
+//! caller's traceparent, or a fresh one, as before.
 
 use std::fmt;
 
@@ -109,6 +128,65 @@ fn decode_lower_hex(s: &str, out: &mut [u8]) -> Option<()> {
 /// The trace id of a stored `traceparent`, if it parses.
 pub fn trace_id_of(traceparent: &str) -> Option<String> {
     TraceParent::parse(traceparent).map(|t| t.trace_id())
+}
+
+/// The `tracing` target of the spans meant for export (module docs); the binary's log
+/// output leaves it out.
+pub const OTEL_TARGET: &str = "hero_supervisor::otel";
+
+/// Makes `parent` (a remote span: a caller's, or the one a job was created in) the
+/// parent of `span`, which must not have been entered yet. Without OTLP export nothing
+/// happens.
+pub fn set_parent(span: &tracing::Span, parent: &TraceParent) {
+    #[cfg(feature = "otlp")]
+    {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if span.is_none() {
+            return;
+        }
+        let remote = SpanContext::new(
+            TraceId::from_bytes(parent.trace_id),
+            SpanId::from_bytes(parent.parent_id),
+            TraceFlags::new(parent.flags),
+            true,
+            TraceState::default(),
+        );
+        // Err only when no OpenTelemetry layer is installed: nothing to join then.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, parent);
+}
+
+/// The traceparent naming `span` itself, when it is exported (OTLP on); `None` otherwise.
+pub fn of_span(span: &tracing::Span) -> Option<TraceParent> {
+    #[cfg(feature = "otlp")]
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if span.is_none() {
+            return None;
+        }
+        let context = span.context();
+        let otel = context.span();
+        let sc = otel.span_context();
+        if sc.is_valid() {
+            return Some(TraceParent {
+                trace_id: sc.trace_id().to_bytes(),
+                parent_id: sc.span_id().to_bytes(),
+                flags: sc.trace_flags().to_u8(),
+            });
+        }
+        None
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = span;
+        None
+    }
 }
 
 #[cfg(test)]

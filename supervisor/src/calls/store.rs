@@ -113,6 +113,9 @@ pub trait CallStore: Send + Sync + std::fmt::Debug + 'static {
         key: &str,
         job_id: &str,
     ) -> Result<Option<String>, CallStoreError>;
+    /// How many keys `queue` holds, due or not (`/metrics`: the outbox backlog, the
+    /// calls running). One `ZCARD` on Redis.
+    async fn queue_len(&self, queue: Queue) -> Result<u64, CallStoreError>;
 }
 
 /// The embedded store: bounded in number of calls; the oldest finished calls are
@@ -288,6 +291,12 @@ impl CallStore for MemoryCalls {
         }
         state.idempotency.insert(slot, job_id.to_string());
         Ok(None)
+    }
+
+    async fn queue_len(&self, queue: Queue) -> Result<u64, CallStoreError> {
+        let state = self.lock();
+        let n = state.queues.get(&queue).map_or(0, BTreeSet::len);
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 }
 
@@ -515,6 +524,11 @@ impl CallStore for RedisCalls {
             .await
             .map_err(unavailable)?;
         Ok(bound)
+    }
+
+    async fn queue_len(&self, queue: Queue) -> Result<u64, CallStoreError> {
+        let mut conn = self.conn.clone();
+        conn.zcard(self.queue_key(queue)).await.map_err(unavailable)
     }
 }
 

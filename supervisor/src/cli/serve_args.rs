@@ -102,10 +102,15 @@ pub(crate) struct ServeArgs {
     /// [default: 100000].
     #[arg(long, env = "HERO_KEEP_FINISHED_COUNT")]
     pub(crate) keep_finished_count: Option<usize>,
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP (JSON): its base URL,
+    /// spans go to `<URL>/v1/traces` [default: none, no export].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
     /// The flags (and their variables, merged by clap) as overrides of the config file.
+    /// (`otlp_endpoint` is the binary's own: read it first.)
     pub(crate) fn into_overrides(self) -> ServeOverrides {
         ServeOverrides {
             config: self.config,

@@ -14,6 +14,8 @@ use super::outcome::{self, RetryPolicy, Verdict};
 use super::{Dispatcher, Running};
 use crate::job::Job;
 use crate::pool::{CallError, RequestSlot, RunnerConnection};
+use crate::trace::{OTEL_TARGET, TraceParent};
+use tracing::Instrument;
 
 impl Dispatcher {
     /// Runs one attempt of claimed `job`, taken from ready queue `queue`.
@@ -41,7 +43,29 @@ impl Dispatcher {
         if job.cancel_requested {
             stop.cancel();
         }
-        let verdict = self.execute(&slot.conn, &job, queue, &stop, &release).await;
+        // A job stored before `queued_at` existed has only its creation time.
+        let waited = (self.config.clock.now() - job.queued_at.unwrap_or(job.created_at))
+            .to_std()
+            .unwrap_or_default();
+        self.metrics.attempt_started(job.script_type, waited);
+        // The attempt's span (for OTLP export; never built otherwise), in the trace of
+        // the job: a child of the span it was created in.
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "dispatch.attempt",
+            job.id = %id,
+            job.attempt = job.attempt,
+            job.script_type = job.script_type.as_str(),
+        );
+        if let Some(parent) = job.traceparent.as_deref().and_then(TraceParent::parse) {
+            crate::trace::set_parent(&span, &parent);
+        }
+        let began = std::time::Instant::now();
+        let verdict = self
+            .execute(&slot.conn, &job, queue, &stop, &release)
+            .instrument(span)
+            .await;
+        self.metrics.attempt_ended(job.script_type, began.elapsed());
         // The request slot is free again before the store hears of it.
         drop(slot);
         if let Some(pause) = outcome::pause_before_writing(&verdict) {
@@ -53,7 +77,7 @@ impl Dispatcher {
             backoff_max: self.config.backoff_max,
         };
         let completion = outcome::decide(&job, verdict, now, outcome::jitter_of(now), policy);
-        self.submit(completion).await;
+        self.submit(completion, job.script_type).await;
         if let Ok(mut map) = self.running.lock() {
             map.remove(&id);
         }
@@ -71,14 +95,26 @@ impl Dispatcher {
         let request_id = uuid::Uuid::new_v4().to_string();
         let timeout = Duration::from_secs(job.timeout_secs.max(1));
         let deadline = crate::store::deadline(self.config.clock.now(), timeout);
+        // The request's span; the runner is told its traceparent, so the runner's spans
+        // are its children. Without export, the job's own traceparent.
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "runner.request",
+            otel.kind = "client",
+            runner.request_id = %request_id,
+        );
+        let traceparent = crate::trace::of_span(&span)
+            .map(|t| t.to_string())
+            .or_else(|| job.traceparent.clone());
         let request = build_request(
             job,
             &request_id,
             &self.config.instance_id,
             queue_name,
             deadline,
+            traceparent,
         );
-        let call = conn.call(request);
+        let call = conn.call(request).instrument(span);
         tokio::pin!(call);
         let why = tokio::select! {
             outcome = &mut call => return match outcome {
@@ -125,6 +161,7 @@ fn build_request(
     worker_id: &str,
     queue_name: String,
     deadline: chrono::DateTime<Utc>,
+    traceparent: Option<String>,
 ) -> ExecutionRequest {
     let mut kwargs = Map::new();
     kwargs.insert("env".to_owned(), json!(job.env_vars));
@@ -145,10 +182,8 @@ fn build_request(
             enqueue_time: job.queued_at.unwrap_or(job.created_at),
             queue_name,
             deadline: Some(deadline),
-            trace_context: job
-                .traceparent
-                .as_ref()
-                .map(|t| std::collections::BTreeMap::from([("traceparent".to_owned(), t.clone())])),
+            trace_context: traceparent
+                .map(|t| std::collections::BTreeMap::from([("traceparent".to_owned(), t)])),
             worker_id: Some(worker_id.to_owned()),
         },
     }

@@ -70,7 +70,7 @@ impl Dispatcher {
                 match claim.await {
                     Ok(jobs) => {
                         maybe[slot] = jobs.len() >= want;
-                        claimed.extend(jobs);
+                        claimed.extend(jobs.into_iter().map(|job| (st, job)));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, script_type = %st.as_str(), "claim failed");
@@ -94,11 +94,11 @@ impl Dispatcher {
                 }
                 continue;
             }
-            for claimed in claimed {
+            for (st, claimed) in claimed {
                 let job = match claimed {
                     ClaimedJob::Job(job) => job,
                     ClaimedJob::Undecodable { id, attempt, why } => {
-                        self.fail_undecodable(id, attempt, why).await;
+                        self.fail_undecodable(id, st, attempt, why).await;
                         continue;
                     }
                 };
@@ -117,10 +117,10 @@ impl Dispatcher {
     /// A claimed job that does not decode cannot be run: it ends now in
     /// `Error(corrupt)`, rather than waiting for its lease to expire and being claimed
     /// again, attempt after attempt. The store only reports it; this is the policy.
-    async fn fail_undecodable(&self, id: JobId, attempt: u32, why: String) {
+    async fn fail_undecodable(&self, id: JobId, st: ScriptType, attempt: u32, why: String) {
         tracing::error!(job = %id, reason = %why, "claimed a job that does not decode; failing it");
         let error = JobError::new(JobError::CORRUPT, why);
-        self.submit(Completion::fail(id, attempt, error)).await;
+        self.submit(Completion::fail(id, attempt, error), st).await;
     }
 }
 

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, SystemClock};
-use crate::job::JobId;
+use crate::job::{JobId, ScriptType};
+use crate::metrics::Metrics;
 use crate::pool::RunnerPool;
 use crate::store::{Completion, JobStore};
 
@@ -108,14 +109,21 @@ pub(crate) struct Dispatcher {
     jobs: TaskTracker,
     /// Stops claiming.
     claiming: CancellationToken,
-    /// Completed attempts on their way to the recorder, which writes them in batches.
-    completed: mpsc::Sender<Completion>,
+    /// Completed attempts (with their job's script type, for the metrics) on their way
+    /// to the recorder, which writes them in batches.
+    completed: mpsc::Sender<(Completion, ScriptType)>,
     /// The recorder's end, until `start` hands it to the recorder task.
-    completed_rx: Mutex<Option<mpsc::Receiver<Completion>>>,
+    completed_rx: Mutex<Option<mpsc::Receiver<(Completion, ScriptType)>>>,
+    /// What this process counts.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(store: Arc<dyn JobStore>, config: DispatchConfig) -> Arc<Dispatcher> {
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        config: DispatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Dispatcher> {
         let (completed, completed_rx) = mpsc::channel(recorder::COMPLETE_QUEUE);
         Arc::new(Dispatcher {
             store,
@@ -125,6 +133,7 @@ impl Dispatcher {
             claiming: CancellationToken::new(),
             completed,
             completed_rx: Mutex::new(Some(completed_rx)),
+            metrics,
         })
     }
 

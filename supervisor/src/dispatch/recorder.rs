@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Dispatcher;
-use crate::job::JobId;
-use crate::store::{Completion, StoreError};
+use crate::job::{JobId, ScriptType};
+use crate::store::{Completion, Outcome, StoreError};
 
 /// Completions recorded per store call at most.
 const COMPLETE_BATCH: usize = 256;
@@ -31,16 +31,20 @@ const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl Dispatcher {
-    /// Hands a completion to the recorder; writes it here when the recorder has stopped.
-    pub(super) async fn submit(&self, completion: Completion) {
-        if let Err(mpsc::error::SendError(completion)) = self.completed.send(completion).await {
-            self.record(vec![completion]).await;
+    /// Hands a completion of a job of type `st` to the recorder; writes it here when the
+    /// recorder has stopped.
+    pub(super) async fn submit(&self, completion: Completion, st: ScriptType) {
+        if let Err(mpsc::error::SendError(item)) = self.completed.send((completion, st)).await {
+            self.record(vec![item]).await;
         }
     }
 
     /// Writes completions in batches. Ends once every job task has ended (after
     /// `drain`) and the queue is empty.
-    pub(super) async fn record_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Completion>) {
+    pub(super) async fn record_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(Completion, ScriptType)>,
+    ) {
         let mut batch = Vec::with_capacity(COMPLETE_BATCH);
         loop {
             tokio::select! {
@@ -65,20 +69,25 @@ impl Dispatcher {
     }
 
     /// Writes one batch. Items the store could not take (Redis down, a timeout) are
-    /// tried again after each of [`retry_delays`]; any other answer is final.
-    pub(super) async fn record(&self, mut items: Vec<Completion>) {
+    /// tried again after each of [`retry_delays`]; any other answer is final. What was
+    /// written is counted in the metrics.
+    pub(super) async fn record(&self, batch: Vec<(Completion, ScriptType)>) {
+        let (mut items, mut types): (Vec<Completion>, Vec<ScriptType>) = batch.into_iter().unzip();
         let mut delays = retry_delays();
         loop {
             let results = self.store.complete(&items).await;
             let delay = delays.next();
             let mut again = Vec::new();
+            let mut again_types = Vec::new();
             let mut last_error = None;
-            for (item, result) in items.into_iter().zip(results) {
+            for ((item, st), result) in items.into_iter().zip(types).zip(results) {
                 match result {
                     Err(StoreError::Unavailable(why)) if delay.is_some() => {
                         last_error = Some(why);
                         again.push(item);
+                        again_types.push(st);
                     }
+                    Ok(()) => self.count_written(&item, st),
                     other => log_store_result(item.id, other),
                 }
             }
@@ -93,6 +102,21 @@ impl Dispatcher {
             );
             tokio::time::sleep(delay).await;
             items = again;
+            types = again_types;
+        }
+    }
+
+    /// Counts a completion the store took.
+    fn count_written(&self, item: &Completion, st: ScriptType) {
+        match &item.outcome {
+            Outcome::Finish(_) => self.metrics.job_finished(st),
+            Outcome::Fail(e) => self.metrics.job_failed(st, &e.error_type),
+            Outcome::RetryLater { error, .. } => self.metrics.job_retried(
+                st,
+                // A runner that asked for a retry without saying why.
+                error.as_ref().map_or("retry", |e| e.error_type.as_str()),
+            ),
+            Outcome::Release => {}
         }
     }
 }

@@ -254,7 +254,7 @@ mod tests {
             clock: clock.clone(),
             ..DispatchConfig::default()
         };
-        let d = Dispatcher::new(store.clone(), config);
+        let d = Dispatcher::new(store.clone(), config, Arc::default());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(d.retention_loop(shutdown.clone()));
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -290,7 +290,7 @@ mod tests {
             clock: clock.clone(),
             ..DispatchConfig::default()
         };
-        let d = Dispatcher::new(store.clone(), config);
+        let d = Dispatcher::new(store.clone(), config, Arc::default());
         let mut stops = Vec::new();
         for id in [kept.id, lost.id] {
             let stop = CancellationToken::new();

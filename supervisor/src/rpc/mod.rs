@@ -8,6 +8,7 @@
 //! - [`tls`]: HTTPS and WSS on the same port (`--tls-cert`/`--tls-key`), with rustls.
 //! - [`rest`]: the REST face under `/v1` (and its OpenAPI document), calling the
 //!   served methods in-process; `invoke` (private) is how, shared with the signed calls.
+//! - [`metrics`]: `GET /metrics` (Prometheus) and the counting of JSON-RPC calls.
 //! - `events` (private): a job's event stream, for the subscription and the REST
 //!   WebSocket alike.
 //! - `server` (private): the API implemented on the [`Supervisor`] facade.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod error;
 mod events;
 pub(crate) mod invoke;
+pub mod metrics;
 pub mod origin;
 pub mod rest;
 mod server;
@@ -39,6 +41,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use jsonrpsee::RpcModule;
+use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{RandomStringIdProvider, Server, ServerConfig, ServerHandle, stop_channel};
 use serde_json::Value;
 use tower_http::cors::CorsLayer;
@@ -422,7 +425,13 @@ pub async fn start_checked(
     supervisor.spawn_background(|stop| runners.run(stop));
     let deadlines = handler.deadlines.clone();
     supervisor.spawn_background(|stop| deadlines.run(stop));
+    let metrics = metrics::MetricsLayer::new(supervisor.clone(), handler.call_store.clone());
     let module = module_of(handler, &config);
+    let rpc_metrics = RpcServiceBuilder::new().layer(metrics::RpcMetricsLayer::new(
+        supervisor.metrics().clone(),
+        module.method_names(),
+        config.max_response_body_bytes as usize,
+    ));
     let rest = RestLayer::new(rest::RestConfig {
         methods: (*module).clone(),
         supervisor: supervisor.clone(),
@@ -432,16 +441,18 @@ pub async fn start_checked(
     });
     // Outside in: CORS (a preflight carries no token: it is answered here), the origin
     // guard (a page of another site is refused, `origin.rs`), the dashboard's public
-    // files (`/ui`, `ui.rs`), the bearer token, then the REST face, which answers `/v1`
-    // and passes the rest to jsonrpsee.
+    // files (`/ui`, `ui.rs`), the bearer token, then `/metrics`, the REST face, which
+    // answers `/v1` and passes the rest to jsonrpsee.
     let http_middleware = tower::ServiceBuilder::new()
         .layer(tower::util::option_layer(checked.cors))
         .layer(origin::OriginGuardLayer::new(&config.cors_origins))
         .layer(ui::UiLayer)
         .layer(BearerAuthLayer::with_grants(config.grants()))
+        .layer(metrics)
         .layer(rest);
     let builder = Server::builder()
         .set_config(server_config)
+        .set_rpc_middleware(rpc_metrics)
         .set_http_middleware(http_middleware);
     let Some(tls) = checked.tls else {
         let server = builder

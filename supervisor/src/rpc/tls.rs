@@ -27,6 +27,7 @@ use tower::util::Either;
 use tower_http::cors::CorsLayer;
 
 use super::auth::BearerAuthLayer;
+use super::metrics::{MetricsLayer, RpcMetricsLayer};
 use super::origin::OriginGuardLayer;
 use super::rest::RestLayer;
 use super::ui::UiLayer;
@@ -148,14 +149,20 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsError> {
 
 /// jsonrpsee's per-connection service builder with the HTTP middleware every server
 /// of this crate runs (CORS when configured, the origin guard, the dashboard, the bearer
-/// auth layer, the REST face) and no RPC middleware.
+/// auth layer, `/metrics`, the REST face) and the RPC middleware counting calls.
 pub(super) type ServiceBuilder = TowerServiceBuilder<
-    Identity,
+    Stack<RpcMetricsLayer, Identity>,
     Stack<
         RestLayer,
         Stack<
-            BearerAuthLayer,
-            Stack<UiLayer, Stack<OriginGuardLayer, Stack<Either<CorsLayer, Identity>, Identity>>>,
+            MetricsLayer,
+            Stack<
+                BearerAuthLayer,
+                Stack<
+                    UiLayer,
+                    Stack<OriginGuardLayer, Stack<Either<CorsLayer, Identity>, Identity>>,
+                >,
+            >,
         >,
     >,
 >;

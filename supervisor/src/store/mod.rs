@@ -2,6 +2,7 @@
 //!
 //! - [`MemoryStore`]: the embedded default, plain maps behind a mutex.
 //! - [`RedisStore`]: the shared store; every multi-key change is one Lua script.
+//! - [`Metered`]: any store, counted into the process's [`crate::metrics::Metrics`].
 //!
 //! Both pass the same conformance suite (`supervisor/tests/store_conformance.rs`).
 //!
@@ -22,10 +23,12 @@ use tokio::sync::broadcast;
 use crate::job::{Job, JobError, JobId, JobStatus, ScriptType};
 
 mod memory;
+mod metered;
 mod redis;
 pub(crate) use self::redis::records;
 
 pub use self::memory::MemoryStore;
+pub use self::metered::Metered;
 pub use self::redis::RedisStore;
 
 /// Capacity of the event broadcast channel; slower receivers see `Lagged`.
