@@ -2,7 +2,7 @@
 //! spans over OTLP/HTTP with JSON bodies to a collector served in this test (a plain
 //! HTTP/1.1 server on a private port), while a real runner (the Python SDK's, in a child
 //! process) runs a job. The spans of one `run_job` call form one trace with the caller's
-//! `traceparent`: `rpc.call` (child of the caller's span) -> `store.create` and
+//! `traceparent`: `rpc.call` (child of the caller's span) -> `store.create_started` and
 //! `dispatch.attempt` -> `runner.request`, and the runner is told the traceparent of
 //! `runner.request`, so its own spans would join it too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -232,19 +232,18 @@ async fn a_jobs_spans_form_one_trace_from_the_caller_to_the_runner() {
     let rpc = find("rpc.call", &|s| {
         attribute(s, "rpc.method").is_some_and(|v| v["stringValue"] == "run_job")
     });
-    let create = find("store.create", &|_| true);
-    let start = find("store.start", &|_| true);
+    // run_job creates and starts its job in one store call.
+    let create = find("store.create_started", &|_| true);
     let dispatch = find("dispatch.attempt", &|_| true);
     let request = find("runner.request", &|_| true);
 
     // One trace, the caller's.
-    for span in [&rpc, &create, &start, &dispatch, &request] {
+    for span in [&rpc, &create, &dispatch, &request] {
         assert_eq!(span["traceId"], TRACE, "{span}");
     }
     // The chain of parents.
     assert_eq!(rpc["parentSpanId"], CALLER_SPAN, "{rpc}");
     assert_eq!(create["parentSpanId"], rpc["spanId"]);
-    assert_eq!(start["parentSpanId"], rpc["spanId"]);
     assert_eq!(dispatch["parentSpanId"], rpc["spanId"]);
     assert_eq!(request["parentSpanId"], dispatch["spanId"]);
     assert_eq!(
