@@ -401,6 +401,35 @@ async fn create_many_is_all_or_nothing(h: Harness) {
             JobStatus::WaitingForPrerequisites
         ])
     );
+    // Stored, indexed and counted as `create` then `start` would leave them.
+    for j in &fresh {
+        let stored = h.get(j.id).await;
+        assert_eq!(stored.status, JobStatus::Dispatched);
+        assert_eq!(stored.queued_at, Some(stored.created_at));
+        assert_eq!(stored.script, j.script);
+    }
+    let dispatched = h
+        .store
+        .list(
+            &JobFilter {
+                status: Some(JobStatus::Dispatched),
+                limit: 10,
+                ..JobFilter::default()
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dispatched.jobs.iter().map(|j| j.id).collect::<HashSet<_>>(),
+        fresh.iter().map(|j| j.id).collect::<HashSet<_>>()
+    );
+    let counts = h.store.counts().await.unwrap();
+    assert!(
+        counts.by_script_type.contains(&(ScriptType::Sal, 5)),
+        "{counts:?}"
+    );
+    assert!(counts.queued.contains(&(ScriptType::Sal, 3)), "{counts:?}");
     assert_eq!(
         ids(h.claim(10).await),
         fresh.iter().map(|j| j.id).collect::<Vec<_>>()
