@@ -36,7 +36,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('ZADD', prefix .. ':status:Created', ARGV[3], id)
 redis.call('HINCRBY', prefix .. ':counts', 'type:' .. script_type, 1)
 local root, context = split_space(prefix)
-if context then
+if context and not CLUSTER then
   redis.call('SADD', root .. ':spaces', context)
 end
 return { 'OK' }

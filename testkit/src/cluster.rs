@@ -1,0 +1,339 @@
+//! A private Redis Cluster: three masters and three replicas of
+//! `redis-server --cluster-enabled yes` on free loopback ports, joined by
+//! `redis-cli --cluster create`, killed on drop.
+//!
+//! No orphans: a static cluster (one per test binary, [`RedisCluster::shared`]) is never
+//! dropped, so every cluster also starts a watchdog (`sh`, outside the test process's
+//! control) that polls the test process every 200 ms and, once it is gone, SIGKILLs the
+//! six servers and removes their directory. A dropped cluster is killed at once.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{find_on_path, free_tcp_port};
+
+/// How long [`RedisCluster::start`] waits for the cluster to be up (every node
+/// `cluster_state:ok`, every master with its replica connected and in sync).
+pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Nodes of a test cluster: three masters, each with one replica.
+const NODES: usize = 6;
+
+/// `cluster-node-timeout` of the test cluster (ms): a killed master's replica takes over
+/// within a few seconds.
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// A private Redis Cluster (see the module docs). Killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    dir: PathBuf,
+    ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    watchdog: Option<Child>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them (three masters, one replica each), then waits
+    /// until the cluster answers. Panics with what to install when `redis-server` or
+    /// `redis-cli` is missing.
+    pub fn start() -> RedisCluster {
+        let server = find_on_path("redis-server").unwrap_or_else(|| {
+            panic!("redis-server not found: install it (apt-get install redis-server)")
+        });
+        let cli = find_on_path("redis-cli").unwrap_or_else(|| {
+            panic!("redis-cli not found: install it (apt-get install redis-tools)")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("hero-cluster-")
+            .tempdir()
+            .expect("create a temp dir for the cluster")
+            .keep();
+        let ports: Vec<u16> = (0..NODES).map(|_| free_tcp_port()).collect();
+        let mut children = Vec::new();
+        for &port in &ports {
+            let bus = free_tcp_port();
+            let child = Command::new(&server)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-port", &bus.to_string()])
+                .arg("--cluster-config-file")
+                .arg(dir.join(format!("nodes-{port}.conf")))
+                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+                .args(["--cluster-require-full-coverage", "no"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--logfile")
+                .arg(dir.join(format!("node-{port}.log")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", server.display()));
+            children.push(Some(child));
+        }
+        let pids: Vec<String> = children
+            .iter()
+            .flatten()
+            .map(|c| c.id().to_string())
+            .collect();
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
+            me = std::process::id(),
+            pids = pids.join(" "),
+            dir = dir.display(),
+        );
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the cluster watchdog (sh)");
+        let mut cluster = RedisCluster {
+            dir,
+            ports,
+            children,
+            watchdog: Some(watchdog),
+        };
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        for port in cluster.ports.clone() {
+            while command(port, &["PING"]).as_deref() != Some("PONG") {
+                cluster.give_up_after(deadline, &format!("node {port} did not answer PING"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let out = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        if !out.status.success() {
+            let log = String::from_utf8_lossy(&out.stdout).into_owned();
+            cluster.kill_all();
+            panic!("redis-cli --cluster create failed:\n{log}");
+        }
+        cluster.wait_until_up(deadline);
+        cluster
+    }
+
+    /// One cluster for the whole test binary, started by the first caller; tests
+    /// sharing it use key prefixes of their own. Its nodes die with the test process
+    /// (the watchdog, see the module docs).
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(RedisCluster::start)
+    }
+
+    /// The nodes' URLs (`redis://127.0.0.1:<port>`), masters and replicas alike: seeds.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The nodes' ports, in start order.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// The ports of the nodes that are masters now (as `CLUSTER NODES` on a live node
+    /// says), sorted.
+    pub fn master_ports(&self) -> Vec<u16> {
+        let mut masters = Vec::new();
+        for line in self.nodes_lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 2
+                && f[2].contains("master")
+                && !f[2].contains("fail")
+                && let Some(port) = parse_port(f[1])
+            {
+                masters.push(port);
+            }
+        }
+        masters.sort_unstable();
+        masters
+    }
+
+    /// The port of the master serving hash slot `slot` now.
+    pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
+        for line in self.nodes_lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            for range in &f[8..] {
+                let (lo, hi) = match range.split_once('-') {
+                    Some((lo, hi)) => (lo.parse::<u16>().ok(), hi.parse::<u16>().ok()),
+                    None => (range.parse().ok(), range.parse().ok()),
+                };
+                if let (Some(lo), Some(hi)) = (lo, hi)
+                    && (lo..=hi).contains(&slot)
+                {
+                    return parse_port(f[1]);
+                }
+            }
+        }
+        None
+    }
+
+    /// SIGKILLs the node on `port` (a fault: its replica takes over after the node
+    /// timeout). A no-op for a port already killed.
+    pub fn kill_node(&mut self, port: u16) {
+        if let Some(i) = self.ports.iter().position(|&p| p == port)
+            && let Some(mut child) = self.children[i].take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and no master has failed
+    /// without a replacement. Panics after `timeout`.
+    pub fn wait_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live: Vec<u16> = self.live_ports();
+            let ok = live.iter().all(|&p| {
+                command(p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not recover within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .zip(&self.children)
+            .filter(|(_, c)| c.is_some())
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    fn nodes_lines(&self) -> Vec<String> {
+        for port in self.live_ports() {
+            if let Some(text) = command(port, &["CLUSTER", "NODES"]) {
+                return text.lines().map(str::to_owned).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    fn wait_until_up(&mut self, deadline: Instant) {
+        loop {
+            let states_ok = self.ports.iter().all(|&p| {
+                command(p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+            });
+            let replicas_ok = states_ok
+                && self.ports.iter().all(|&p| {
+                    command(p, &["INFO", "replication"]).is_some_and(|i| {
+                        !i.contains("role:master")
+                            || (i.contains("connected_slaves:1") && i.contains("state=online"))
+                    })
+                });
+            if replicas_ok {
+                return;
+            }
+            self.give_up_after(deadline, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn give_up_after(&mut self, deadline: Instant, what: &str) {
+        if Instant::now() < deadline {
+            return;
+        }
+        let log = self
+            .ports
+            .first()
+            .map(|p| {
+                std::fs::read_to_string(self.dir.join(format!("node-{p}.log"))).unwrap_or_default()
+            })
+            .unwrap_or_default();
+        self.kill_all();
+        panic!("{what} within {CLUSTER_START_TIMEOUT:?}; first node's log:\n{log}");
+    }
+
+    fn kill_all(&mut self) {
+        for child in self.children.iter_mut() {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// `127.0.0.1:7000@17000` -> 7000.
+fn parse_port(addr: &str) -> Option<u16> {
+    let host_port = addr.split('@').next()?;
+    host_port.rsplit_once(':')?.1.parse().ok()
+}
+
+/// One command over RESP to 127.0.0.1:`port`: the reply as text (a simple or bulk
+/// string), `None` on any failure or another kind of reply.
+fn command(port: u16, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(1000))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    r.read_line(&mut head).ok()?;
+    let head = head.trim_end();
+    if let Some(simple) = head.strip_prefix('+') {
+        return Some(simple.to_owned());
+    }
+    let len: usize = head.strip_prefix('$')?.parse().ok()?;
+    let mut body = vec![0u8; len + 2];
+    r.read_exact(&mut body).ok()?;
+    body.truncate(len);
+    String::from_utf8(body).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_serves_and_dies_on_drop() {
+        let cluster = RedisCluster::start();
+        assert_eq!(cluster.master_ports().len(), 3);
+        let port = cluster.master_of_slot(0).expect("slot 0 is served");
+        assert!(cluster.ports().contains(&port));
+        let ports = cluster.ports().to_vec();
+        drop(cluster);
+        for p in ports {
+            assert!(command(p, &["PING"]).is_none(), "node {p} still answers");
+        }
+    }
+}
