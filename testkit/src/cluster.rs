@@ -31,7 +31,10 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 #[derive(Debug)]
 pub struct RedisCluster {
     dir: PathBuf,
+    server: PathBuf,
     ports: Vec<u16>,
+    /// Each node's cluster bus port.
+    buses: Vec<u16>,
     children: Vec<Option<Child>>,
     watchdog: Option<Child>,
 }
@@ -53,29 +56,12 @@ impl RedisCluster {
             .expect("create a temp dir for the cluster")
             .keep();
         let ports: Vec<u16> = (0..NODES).map(|_| free_tcp_port()).collect();
-        let mut children = Vec::new();
-        for &port in &ports {
-            let bus = free_tcp_port();
-            let child = Command::new(&server)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-port", &bus.to_string()])
-                .arg("--cluster-config-file")
-                .arg(dir.join(format!("nodes-{port}.conf")))
-                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-                .args(["--cluster-require-full-coverage", "no"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--logfile")
-                .arg(dir.join(format!("node-{port}.log")))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", server.display()));
-            children.push(Some(child));
-        }
+        let buses: Vec<u16> = (0..NODES).map(|_| free_tcp_port()).collect();
+        let children: Vec<Option<Child>> = ports
+            .iter()
+            .zip(&buses)
+            .map(|(&port, &bus)| Some(spawn_node(&server, &dir, port, bus)))
+            .collect();
         let pids: Vec<String> = children
             .iter()
             .flatten()
@@ -97,7 +83,9 @@ impl RedisCluster {
             .expect("spawn the cluster watchdog (sh)");
         let mut cluster = RedisCluster {
             dir,
+            server,
             ports,
+            buses,
             children,
             watchdog: Some(watchdog),
         };
@@ -196,6 +184,32 @@ impl RedisCluster {
         }
     }
 
+    /// Starts the node on `port` again after [`RedisCluster::kill_node`], with its
+    /// cluster config file: it rejoins (a killed master whose replica took over comes
+    /// back as that replica's replica) and answers PING. The cluster's watchdog does
+    /// not know the new process: drop the cluster (or let the test end normally) to
+    /// stop it.
+    pub fn restart_node(&mut self, port: u16) {
+        let Some(i) = self.ports.iter().position(|&p| p == port) else {
+            panic!("no node on port {port}");
+        };
+        if self.children[i].is_some() {
+            return;
+        }
+        self.children[i] = Some(spawn_node(&self.server, &self.dir, port, self.buses[i]));
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        while command(port, &["PING"]).as_deref() != Some("PONG") {
+            assert!(Instant::now() < deadline, "node {port} did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the master on `port` has a replica in sync (`INFO replication`).
+    pub fn has_synced_replica(&self, port: u16) -> bool {
+        command(port, &["INFO", "replication"])
+            .is_some_and(|i| i.contains("role:master") && i.contains("state=online"))
+    }
+
     /// Waits until every live node says `cluster_state:ok` and no master has failed
     /// without a replacement. Panics after `timeout`.
     pub fn wait_ok(&self, timeout: Duration) {
@@ -288,6 +302,28 @@ impl Drop for RedisCluster {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// One node of a test cluster (see [`RedisCluster::start`] for the settings).
+fn spawn_node(server: &std::path::Path, dir: &std::path::Path, port: u16, bus: u16) -> Child {
+    Command::new(server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-port", &bus.to_string()])
+        .arg("--cluster-config-file")
+        .arg(dir.join(format!("nodes-{port}.conf")))
+        .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+        .args(["--cluster-require-full-coverage", "no"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join(format!("node-{port}.log")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", server.display()))
 }
 
 /// `127.0.0.1:7000@17000` -> 7000.
