@@ -42,7 +42,9 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts six nodes and joins them (three masters, one replica each), then waits
     /// until the cluster answers. Panics with what to install when `redis-server` or
-    /// `redis-cli` is missing.
+    /// `redis-cli` is missing. A port another process took meanwhile (the ports are
+    /// picked free, then bound by the nodes) fails an attempt; up to three attempts are
+    /// made, each on fresh ports.
     pub fn start() -> RedisCluster {
         let server = find_on_path("redis-server").unwrap_or_else(|| {
             panic!("redis-server not found: install it (apt-get install redis-server)")
@@ -50,17 +52,39 @@ impl RedisCluster {
         let cli = find_on_path("redis-cli").unwrap_or_else(|| {
             panic!("redis-cli not found: install it (apt-get install redis-tools)")
         });
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(&server, &cli) {
+                Ok(cluster) => return cluster,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "the test cluster did not start in three attempts:\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    fn try_start(server: &std::path::Path, cli: &std::path::Path) -> Result<RedisCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("hero-cluster-")
             .tempdir()
             .expect("create a temp dir for the cluster")
             .keep();
-        let ports: Vec<u16> = (0..NODES).map(|_| free_tcp_port()).collect();
-        let buses: Vec<u16> = (0..NODES).map(|_| free_tcp_port()).collect();
+        // 2 x NODES distinct ports: each node's client port and cluster bus port.
+        let mut picked = std::collections::BTreeSet::new();
+        let mut all = Vec::new();
+        while all.len() < 2 * NODES {
+            let p = free_tcp_port();
+            if picked.insert(p) {
+                all.push(p);
+            }
+        }
+        let (ports, buses) = (all[..NODES].to_vec(), all[NODES..].to_vec());
         let children: Vec<Option<Child>> = ports
             .iter()
             .zip(&buses)
-            .map(|(&port, &bus)| Some(spawn_node(&server, &dir, port, bus)))
+            .map(|(&port, &bus)| Some(spawn_node(server, &dir, port, bus)))
             .collect();
         let pids: Vec<String> = children
             .iter()
@@ -81,35 +105,65 @@ impl RedisCluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn the cluster watchdog (sh)");
+        // Dropped (killed, its directory removed) on any failure below.
         let mut cluster = RedisCluster {
             dir,
-            server,
+            server: server.to_owned(),
             ports,
             buses,
             children,
             watchdog: Some(watchdog),
         };
         let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
-        for port in cluster.ports.clone() {
+        for i in 0..NODES {
+            let (port, bus) = (cluster.ports[i], cluster.buses[i]);
             while command(port, &["PING"]).as_deref() != Some("PONG") {
-                cluster.give_up_after(deadline, &format!("node {port} did not answer PING"));
+                if let Some(child) = cluster.children[i].as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    let log = std::fs::read_to_string(cluster.dir.join(format!("node-{port}.log")))
+                        .unwrap_or_default();
+                    return Err(format!("node {port} exited ({status}):\n{log}"));
+                }
+                cluster.check_deadline(deadline, &format!("node {port} did not answer PING"))?;
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // The bus listens once the node answers: if not, another process has it.
+            if TcpStream::connect(("127.0.0.1", bus)).is_err() {
+                return Err(format!(
+                    "node {port}: its cluster bus port {bus} is not its own"
+                ));
+            }
         }
-        let out = Command::new(&cli)
+        let out = cluster.dir.join("create.out");
+        let mut create = Command::new(cli)
             .arg("--cluster")
             .arg("create")
             .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
             .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("create.out"))
+            .stderr(Stdio::null())
+            .spawn()
             .expect("run redis-cli --cluster create");
-        if !out.status.success() {
-            let log = String::from_utf8_lossy(&out.stdout).into_owned();
-            cluster.kill_all();
-            panic!("redis-cli --cluster create failed:\n{log}");
+        let status = loop {
+            if let Some(status) = create.try_wait().expect("wait for redis-cli") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = create.kill();
+                let _ = create.wait();
+                let log = std::fs::read_to_string(&out).unwrap_or_default();
+                return Err(format!("redis-cli --cluster create did not finish:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            let log = std::fs::read_to_string(&out).unwrap_or_default();
+            return Err(format!("redis-cli --cluster create failed:\n{log}"));
         }
-        cluster.wait_until_up(deadline);
-        cluster
+        cluster.wait_until_up(deadline)?;
+        Ok(cluster)
     }
 
     /// One cluster for the whole test binary, started by the first caller; tests
@@ -248,7 +302,7 @@ impl RedisCluster {
         Vec::new()
     }
 
-    fn wait_until_up(&mut self, deadline: Instant) {
+    fn wait_until_up(&self, deadline: Instant) -> Result<(), String> {
         loop {
             let states_ok = self.ports.iter().all(|&p| {
                 command(p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
@@ -261,16 +315,16 @@ impl RedisCluster {
                     })
                 });
             if replicas_ok {
-                return;
+                return Ok(());
             }
-            self.give_up_after(deadline, "the cluster did not come up");
+            self.check_deadline(deadline, "the cluster did not come up")?;
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn give_up_after(&mut self, deadline: Instant, what: &str) {
+    fn check_deadline(&self, deadline: Instant, what: &str) -> Result<(), String> {
         if Instant::now() < deadline {
-            return;
+            return Ok(());
         }
         let log = self
             .ports
@@ -279,8 +333,9 @@ impl RedisCluster {
                 std::fs::read_to_string(self.dir.join(format!("node-{p}.log"))).unwrap_or_default()
             })
             .unwrap_or_default();
-        self.kill_all();
-        panic!("{what} within {CLUSTER_START_TIMEOUT:?}; first node's log:\n{log}");
+        Err(format!(
+            "{what} within {CLUSTER_START_TIMEOUT:?}; first node's log:\n{log}"
+        ))
     }
 
     fn kill_all(&mut self) {
