@@ -241,8 +241,9 @@ async fn contexts_cluster_rows(
     if let [one, cluster] = medians[..] {
         notes.push(format!(
             "cluster / one Redis, burn-down over {CLUSTER_CONTEXTS} contexts, same run: {:.2}x \
-             (the cluster's six redis-servers share this machine's cores with the supervisor \
-             and the runners; on one core per master the shards add capacity instead)",
+             (the cluster's six redis-servers, their replication and the WAIT after each \
+             create and start share this machine's cores with the supervisor and the runners: \
+             on one machine this is what cluster mode costs, not what more masters add)",
             cluster / one
         ));
     }

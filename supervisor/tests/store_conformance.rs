@@ -2334,3 +2334,24 @@ async fn one_batch_records_every_kind_of_outcome(h: Harness) {
         "{again:?}"
     );
 }
+
+/// Cluster mode keeps the ready sets beside the scripts; a context whose entry was lost
+/// (a process that died between a script and its `SADD`) is entered again by
+/// retention's check, and its job is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ready_sets_are_repaired_by_retention() {
+    let h = cluster("42").await;
+    let prefix = h.cluster.clone().unwrap();
+    let id = h.queued().await;
+    let client = redis::cluster::ClusterClient::new(RedisCluster::shared().urls()).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let removed: usize = redis::cmd("DEL")
+        .arg(format!("{prefix}:{{s}}:ready:SAL"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the context was in the ready set");
+    assert!(h.claim(10).await.is_empty(), "out of the set, out of the claims");
+    h.store.trim_finished(10).await.unwrap();
+    assert_eq!(ids(h.claim(10).await), vec![id], "found again by retention");
+}

@@ -57,7 +57,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,6 +97,9 @@ const CLEAR_BATCH: usize = 500;
 const TRIM_CHECK_BUDGET: usize = 2000;
 /// The terminal statuses, each with its retention index `<prefix>:done:<status>`.
 const TERMINAL: [JobStatus; 2] = [JobStatus::Finished, JobStatus::Error];
+/// On a cluster: how often retention checks the ready sets against the queues
+/// (`repair_ready`), in ms.
+const READY_REPAIR_EVERY_MS: i64 = 30_000;
 /// On a cluster: how long the write that acknowledges a job (create, start) waits for a
 /// replica to confirm it (`WAIT 1`).
 const REPLICA_WAIT: Duration = Duration::from_secs(3);
@@ -116,6 +119,9 @@ pub struct RedisStore {
     numbered: Arc<Numbered>,
     /// Shared claims so far: where the next one starts its turn over the namespaces.
     turn: AtomicUsize,
+    /// On a cluster: when retention last re-entered contexts with queued work in the
+    /// ready sets (store clock, ms; see `trim_finished`).
+    ready_repaired: AtomicI64,
     _listener: ListenerGuard,
 }
 
@@ -219,6 +225,7 @@ impl RedisStore {
             events,
             numbered,
             turn: AtomicUsize::new(0),
+            ready_repaired: AtomicI64::new(i64::MIN),
             _listener: listener,
         };
         store.mark_indexed().await;
@@ -316,6 +323,32 @@ impl RedisStore {
             let () = conn.sadd(&ready, n).await.map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// On a cluster, at most every [`READY_REPAIR_EVERY_MS`]: enters every context in
+    /// `numbered` whose queue of a type is not empty in that type's ready set. The
+    /// ready sets are kept by commands beside the scripts (`mark_ready`): work queued by
+    /// a script whose `mark_ready` never ran (the process died in between, or Redis
+    /// failed it) is found again here, by whichever instance runs retention.
+    async fn repair_ready(&self, numbered: &[u32], now: i64) {
+        if !self.layout.cluster {
+            return;
+        }
+        let last = self.ready_repaired.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < READY_REPAIR_EVERY_MS
+            || self
+                .ready_repaired
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        for &n in numbered {
+            if let Err(e) = self.mark_ready(Some(n)).await {
+                tracing::warn!(error = %e, "could not check a context's ready sets");
+                return;
+            }
+        }
     }
 
     /// `set_lane` on a cluster, where `routes` and the context's queue are in two slots:
@@ -1224,6 +1257,7 @@ impl JobStore for RedisStore {
         // without ended jobs are skipped (one pipelined count for all of them).
         let mut spaces = vec![self.space(None)];
         let numbered = self.numbered_spaces().await?;
+        self.repair_ready(&numbered, now).await;
         if !numbered.is_empty() {
             let mut cmds = Vec::new();
             for &n in &numbered {
