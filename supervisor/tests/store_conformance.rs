@@ -2351,7 +2351,10 @@ async fn cluster_ready_sets_are_repaired_by_retention() {
         .await
         .unwrap();
     assert_eq!(removed, 1, "the context was in the ready set");
-    assert!(h.claim(10).await.is_empty(), "out of the set, out of the claims");
+    assert!(
+        h.claim(10).await.is_empty(),
+        "out of the set, out of the claims"
+    );
     h.store.trim_finished(10).await.unwrap();
     assert_eq!(ids(h.claim(10).await), vec![id], "found again by retention");
 }
