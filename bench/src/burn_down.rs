@@ -14,7 +14,7 @@ use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::pool::{HelloMode, PoolConfig, Transport};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig, StoreEvent};
 use hero_supervisor::{Supervisor, SupervisorConfig};
-use hero_testkit::RedisServer;
+use hero_testkit::{RedisCluster, RedisServer};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::commandstats::{Snapshot, Work};
@@ -27,6 +27,8 @@ const QUEUE_CONCURRENCY: usize = 64;
 pub(crate) enum StoreKind {
     Memory,
     Redis,
+    /// A private Redis Cluster (three masters, three replicas), `--redis-cluster` mode.
+    Cluster,
 }
 
 impl StoreKind {
@@ -34,6 +36,7 @@ impl StoreKind {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::Redis => "redis",
+            StoreKind::Cluster => "redis cluster (3 masters + 3 replicas)",
         }
     }
 }
@@ -43,6 +46,7 @@ impl StoreKind {
 pub(crate) struct Backend {
     pub(crate) store: Arc<dyn JobStore>,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 impl Backend {
@@ -59,6 +63,7 @@ impl Backend {
                     Arc::new(SystemClock),
                 )),
                 _redis: None,
+                _cluster: None,
             },
             StoreKind::Redis => {
                 let server = RedisServer::start();
@@ -66,6 +71,22 @@ impl Backend {
                 Backend {
                     store,
                     _redis: Some(server),
+                    _cluster: None,
+                }
+            }
+            StoreKind::Cluster => {
+                let cluster = RedisCluster::start();
+                let store = RedisStore::connect_cluster(
+                    &cluster.urls(),
+                    StoreConfig::default(),
+                    Arc::new(SystemClock),
+                )
+                .await
+                .context("connect to the private redis cluster")?;
+                Backend {
+                    store: Arc::new(store),
+                    _redis: None,
+                    _cluster: Some(cluster),
                 }
             }
         })
@@ -129,11 +150,27 @@ pub(crate) fn params() -> JobParams {
 /// Creates and starts `n` jobs through the store (no dispatcher runs). Returns their
 /// ids when `keep`, else an empty list (the memory probe keeps nothing).
 pub(crate) async fn queue(store: &Arc<dyn JobStore>, n: usize, keep: bool) -> Result<Vec<JobId>> {
+    queue_in(store, n, keep, 0).await
+}
+
+/// [`queue`] with the jobs spread round-robin over numbered contexts `1..=contexts`
+/// (each its own key namespace; `0`: none, the default namespace).
+pub(crate) async fn queue_in(
+    store: &Arc<dyn JobStore>,
+    n: usize,
+    keep: bool,
+    contexts: u32,
+) -> Result<Vec<JobId>> {
     let ids = futures::stream::iter(0..n)
-        .map(|_| {
+        .map(|i| {
             let store = store.clone();
             async move {
-                let job = Job::new(JobId::new(), params(), Utc::now());
+                let context = (contexts > 0).then(|| (i as u32 % contexts) + 1);
+                let mut p = params();
+                if let Some(c) = context {
+                    p.context_id = c.to_string();
+                }
+                let job = Job::new(JobId::new_in(context), p, Utc::now());
                 store.create(&job).await?;
                 let status = store.start(job.id).await?;
                 if status != JobStatus::Dispatched {
@@ -180,6 +217,18 @@ pub(crate) async fn run(
     in_flight: usize,
     runner: &Path,
 ) -> Result<Run> {
+    run_in(kind, jobs, processes, in_flight, runner, 0).await
+}
+
+/// [`run`] with the jobs spread over `contexts` numbered contexts ([`queue_in`]).
+pub(crate) async fn run_in(
+    kind: StoreKind,
+    jobs: usize,
+    processes: usize,
+    in_flight: usize,
+    runner: &Path,
+    contexts: u32,
+) -> Result<Run> {
     let backend = Backend::new(kind).await?;
     let store = backend.store.clone();
     let url = backend.redis_url();
@@ -188,7 +237,7 @@ pub(crate) async fn run(
         None => None,
     };
     let queued_at = Instant::now();
-    let ids = queue(&store, jobs, true).await?;
+    let ids = queue_in(&store, jobs, true, contexts).await?;
     let queue_secs = queued_at.elapsed().as_secs_f64();
     let before_drain = match &url {
         Some(url) => Some(Snapshot::read(url).await?),

@@ -19,10 +19,13 @@
 //! `hero-supervisor serve` process, 64 HTTP clients calling `run_job` of a trivial SAL and
 //! OSIS script, the built-in runner against `hero-noop-runner`, memory store and Redis;
 //! and one client's idle round trips; needs `cargo build --release -p hero-supervisor`
-//! too), `enqueue` (bulk create-and-start over HTTP with JSON-RPC batch requests to a
-//! `serve` process, beside BullMQ's `addBulk` of as many jobs by
+//! too), `enqueue` (bulk create-and-start over HTTP, `create_jobs` calls and JSON-RPC
+//! batch requests to a `serve` process, beside BullMQ's `addBulk` of as many jobs by
 //! `bench/peers/bullmq/enqueue.mjs`), `multi-instance` (1, 2, 3 `serve` processes on one
-//! Redis draining one queue: jobs/s and Redis CPU per job). Other flags:
+//! Redis draining one queue: jobs/s and Redis CPU per job), `contexts-cluster` (the Redis
+//! burn-down with the jobs spread over 8 numbered contexts, on one Redis and on a private
+//! Redis Cluster of three masters and three replicas, `--redis-cluster` mode; needs
+//! `redis-cli`; not part of `--only burn-down`). Other flags:
 //! `--processes 1,2` (runner processes tried in the burn-down; the best is reported),
 //! `--in-flight N` (pool's requests in flight per runner process, default 512),
 //! `--repeat K` (runs per burn-down setting, the median is reported; default 3),
@@ -185,7 +188,8 @@ impl Args {
     }
 }
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
+    "contexts-cluster",
     "burn-down",
     "burn-down-memory",
     "burn-down-redis",
@@ -212,6 +216,72 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn mib(kb: u64) -> String {
     format!("{:.1} MiB", kb as f64 / 1024.0)
+}
+
+/// Contexts the `contexts-cluster` burn-down spreads its jobs over.
+const CLUSTER_CONTEXTS: u32 = 8;
+
+/// The `contexts-cluster` rows: the burn-down over 8 contexts on one Redis, then on a
+/// Redis Cluster (3 masters + 3 replicas on this machine), same jobs, same runners.
+async fn contexts_cluster_rows(
+    args: &Args,
+    runner: &std::path::Path,
+    ceiling: &Ceiling,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let p = args.processes.iter().copied().max().unwrap_or(1);
+    let mut medians = Vec::new();
+    for kind in [StoreKind::Redis, StoreKind::Cluster] {
+        let mut rates = Vec::new();
+        let mut queue_rates = Vec::new();
+        for r in 1..=args.repeat {
+            let run =
+                burn_down::run_in(kind, args.jobs, p, args.in_flight, runner, CLUSTER_CONTEXTS)
+                    .await?;
+            progress(&format!(
+                "burn-down over {CLUSTER_CONTEXTS} contexts, {} store, run {r}/{}: {} jobs in {:.3} s = {} jobs/s \
+                 (queued in {:.1} s)",
+                kind.name(),
+                args.repeat,
+                run.jobs,
+                run.drain_secs,
+                thousands(run.jobs_per_sec()),
+                run.queue_secs
+            ));
+            rates.push(run.jobs_per_sec());
+            queue_rates.push(run.jobs as f64 / run.queue_secs.max(1e-3));
+        }
+        let best = median(rates);
+        let queued = median(queue_rates);
+        medians.push(best);
+        rows.push(Row {
+            scenario: format!("burn-down, {CLUSTER_CONTEXTS} contexts"),
+            store: kind.name().to_owned(),
+            setting: format!(
+                "{} no-op jobs over {CLUSTER_CONTEXTS} contexts, {p} runner process(es) x {} in \
+                 flight, median of {}; queued (create + start, 64 in flight) at {} jobs/s",
+                thousands(args.jobs as f64),
+                args.in_flight,
+                args.repeat,
+                thousands(queued)
+            ),
+            figure: format!("{} jobs/s", thousands(best)),
+            ceiling: vs_ceiling(best, ceiling),
+            target: "-".to_owned(),
+            met: None,
+        });
+    }
+    if let [one, cluster] = medians[..] {
+        notes.push(format!(
+            "cluster / one Redis, burn-down over {CLUSTER_CONTEXTS} contexts, same run: {:.2}x \
+             (the cluster's six redis-servers, their replication and the WAIT after each \
+             create and start share this machine's cores with the supervisor and the runners: \
+             on one machine this is what cluster mode costs, not what more masters add)",
+            cluster / one
+        ));
+    }
+    Ok(())
 }
 
 fn vs_ceiling(rate: f64, ceiling: &Ceiling) -> String {
@@ -349,6 +419,8 @@ async fn run(args: Args) -> Result<()> {
                     None,
                 )
             }
+            // The cluster is measured by `contexts-cluster`, against one Redis.
+            StoreKind::Cluster => ("-".to_owned(), None),
         };
         rows.push(Row {
             scenario: "burn-down".to_owned(),
@@ -374,6 +446,10 @@ async fn run(args: Args) -> Result<()> {
                 work.table()
             ));
         }
+    }
+
+    if args.wants("contexts-cluster") {
+        contexts_cluster_rows(&args, &runner, &ceiling, &mut rows, &mut notes).await?;
     }
 
     if args.wants("peer-bullmq") {

@@ -6,6 +6,8 @@
 //! listen = "127.0.0.1:9652"          # HERO_LISTEN, --listen
 //! redis_url = "redis://127.0.0.1/"   # HERO_REDIS_URL, --redis-url (absent: in-memory store)
 //! redis_prefix = "hero"              # HERO_REDIS_PREFIX, --redis-prefix
+//! redis_cluster = false              # HERO_REDIS_CLUSTER, --redis-cluster: redis_url is a
+//!                                    # comma-separated list of the cluster's seed nodes
 //! auth_token = "change-me"           # HERO_AUTH_TOKEN, --auth-token
 //! tls_cert = "/etc/hero/cert.pem"    # HERO_TLS_CERT, --tls-cert (PEM chain; with tls_key: HTTPS/WSS)
 //! tls_key = "/etc/hero/key.pem"      # HERO_TLS_KEY, --tls-key (PEM private key)
@@ -132,6 +134,8 @@ pub struct ServeOverrides {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key (default `hero`).
     pub redis_prefix: Option<String>,
+    /// `redis_url` names a Redis Cluster: a comma-separated list of seed node URLs.
+    pub redis_cluster: Option<bool>,
     /// Bearer token every client must send; required for a non-loopback `listen`.
     pub auth_token: Option<String>,
     /// PEM certificate chain to serve HTTPS and WSS with (needs `tls_key`).
@@ -179,6 +183,7 @@ struct FileConfig {
     listen: Option<String>,
     redis_url: Option<String>,
     redis_prefix: Option<String>,
+    redis_cluster: Option<bool>,
     auth_token: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -243,8 +248,12 @@ fn token_grants(tokens: &[FileToken]) -> Result<Vec<TokenGrant>, ConfigError> {
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Redis URL; `None`: the in-memory store. May hold a password: never log it.
+    /// Redis URL; `None`: the in-memory store. May hold a password: never log it. With
+    /// `redis_cluster`, a comma-separated list of the cluster's seed nodes.
     pub redis_url: Option<String>,
+    /// Cluster mode: `redis_url` names a Redis Cluster (ARCHITECTURE.md, "Redis
+    /// Cluster").
+    pub redis_cluster: bool,
     /// Store settings (key prefix, retention).
     pub store: StoreConfig,
     /// RPC server settings (token, limits).
@@ -262,6 +271,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             redis_url: None,
+            redis_cluster: false,
             store: StoreConfig::default(),
             rpc: RpcConfig::default(),
             supervisor: SupervisorConfig::with_builtin_runners(),
@@ -372,6 +382,7 @@ impl ServeConfig {
             worker_threads,
             listen,
             redis_url: args.redis_url.or(file.redis_url),
+            redis_cluster: args.redis_cluster.or(file.redis_cluster).unwrap_or(false),
             store,
             rpc,
             supervisor,

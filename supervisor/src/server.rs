@@ -85,26 +85,38 @@ pub async fn start(mut config: ServeConfig) -> Result<RunningServer, ServerError
     // Listen rules and the TLS files first: a bad flag must not spawn runners.
     let checked = rpc::check(config.listen, &config.rpc)?;
     let store = open_store(&config).await?;
+    let cluster = config.redis_cluster;
+    let prefix = config.store.prefix.clone();
     if let (Some(url), None) = (&config.redis_url, &config.rpc.directory) {
         // Actors and contexts beside the jobs: every instance enforces the same rules.
-        let directory = RedisDirectory::connect(url, &config.store.prefix)
-            .await
-            .map_err(ServerError::Directory)?;
+        let directory = if cluster {
+            RedisDirectory::connect_cluster(&cluster_nodes(url), &prefix).await
+        } else {
+            RedisDirectory::connect(url, &prefix).await
+        }
+        .map_err(ServerError::Directory)?;
         config.rpc.directory = Some(Arc::new(directory));
     }
     if let (Some(url), None) = (&config.redis_url, &config.rpc.calls.store) {
         // Signed calls and their outbox beside the jobs: a restart or another instance
         // delivers what this one did not.
-        let calls = RedisCalls::connect(url, &config.store.prefix, config.rpc.calls.retention)
-            .await
-            .map_err(ServerError::Calls)?;
+        let retention = config.rpc.calls.retention;
+        let calls = if cluster {
+            RedisCalls::connect_cluster(&cluster_nodes(url), &prefix, retention).await
+        } else {
+            RedisCalls::connect(url, &prefix, retention).await
+        }
+        .map_err(ServerError::Calls)?;
         config.rpc.calls.store = Some(Arc::new(calls));
     }
     if let (Some(url), None) = (&config.redis_url, &config.rpc.coordination) {
         // Coordinator jobs and flows beside the jobs: every instance sees the same flows.
-        let coordination = RedisCoordination::connect(url, &config.store.prefix)
-            .await
-            .map_err(ServerError::Coordination)?;
+        let coordination = if cluster {
+            RedisCoordination::connect_cluster(&cluster_nodes(url), &prefix).await
+        } else {
+            RedisCoordination::connect(url, &prefix).await
+        }
+        .map_err(ServerError::Coordination)?;
         config.rpc.coordination = Some(Arc::new(coordination));
     }
     let supervisor = Supervisor::start(config.supervisor, store);
@@ -144,6 +156,14 @@ async fn open_store(config: &ServeConfig) -> Result<Arc<dyn JobStore>, ServerErr
             tracing::info!("jobs are kept in memory (no redis url)");
             Ok(Arc::new(MemoryStore::new(config.store.clone(), clock)))
         }
+        Some(url) if config.redis_cluster => {
+            let nodes = cluster_nodes(url);
+            let store = RedisStore::connect_cluster(&nodes, config.store.clone(), clock)
+                .await
+                .map_err(ServerError::Redis)?;
+            tracing::info!(prefix = %config.store.prefix, seeds = nodes.len(), "jobs are kept in a redis cluster");
+            Ok(Arc::new(store))
+        }
         Some(url) => {
             let store = RedisStore::connect(url, config.store.clone(), clock)
                 .await
@@ -152,4 +172,13 @@ async fn open_store(config: &ServeConfig) -> Result<Arc<dyn JobStore>, ServerErr
             Ok(Arc::new(store))
         }
     }
+}
+
+/// The seed node URLs of a cluster `--redis-url` (comma-separated).
+fn cluster_nodes(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

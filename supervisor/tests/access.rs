@@ -17,7 +17,7 @@ use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::rpc::{RpcConfig, start_on};
 use hero_supervisor::service::{Supervisor, SupervisorConfig};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig};
-use hero_testkit::RedisServer;
+use hero_testkit::{RedisCluster, RedisServer};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
 use jsonrpsee::core::params::ArrayParams;
@@ -385,10 +385,41 @@ async fn redis_server(redis: &RedisServer) -> Server {
     server(Arc::new(store), Arc::new(directory)).await
 }
 
+/// A server whose job store and directory are on the shared Redis Cluster, under a
+/// prefix of their own.
+async fn redis_cluster_server() -> Server {
+    let nodes = RedisCluster::shared().urls();
+    let prefix = format!("t{}", &hero_supervisor::job::JobId::new().to_string()[..8]);
+    let config = StoreConfig {
+        prefix: prefix.clone(),
+        ..StoreConfig::default()
+    };
+    let store = RedisStore::connect_cluster(&nodes, config, Arc::new(SystemClock))
+        .await
+        .expect("store");
+    let directory = RedisDirectory::connect_cluster(&nodes, &prefix)
+        .await
+        .expect("directory");
+    server(Arc::new(store), Arc::new(directory)).await
+}
+
+/// Where the matrix runs.
+#[derive(Clone, Copy)]
+enum Backing<'a> {
+    Memory,
+    Redis(&'a RedisServer),
+    Cluster,
+}
+
 async fn check_matrix(ws: bool, redis: Option<&RedisServer>) {
-    let server = match redis {
-        Some(redis) => redis_server(redis).await,
-        None => memory_server().await,
+    check_matrix_on(ws, redis.map_or(Backing::Memory, Backing::Redis)).await;
+}
+
+async fn check_matrix_on(ws: bool, backing: Backing<'_>) {
+    let server = match backing {
+        Backing::Redis(redis) => redis_server(redis).await,
+        Backing::Memory => memory_server().await,
+        Backing::Cluster => redis_cluster_server().await,
     };
     let admin = Client::new(&server, ws, Some(ADMIN_TOKEN))
         .await
@@ -420,7 +451,11 @@ async fn check_matrix(ws: bool, redis: Option<&RedisServer>) {
         }
     }
     let transport = if ws { "WebSocket" } else { "HTTP" };
-    let store = if redis.is_some() { "Redis" } else { "memory" };
+    let store = match backing {
+        Backing::Memory => "memory",
+        Backing::Redis(_) => "Redis",
+        Backing::Cluster => "Redis Cluster",
+    };
     assert!(
         wrong.is_empty(),
         "{transport}, {store} store:\n{}",
@@ -444,6 +479,12 @@ async fn the_access_matrix_holds_on_redis_over_http_and_websocket() {
     let redis = RedisServer::start();
     check_matrix(false, Some(&redis)).await;
     check_matrix(true, Some(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_matrix_holds_on_a_redis_cluster() {
+    check_matrix_on(false, Backing::Cluster).await;
+    check_matrix_on(true, Backing::Cluster).await;
 }
 
 /// A WebSocket client that proves `key` with `fetch_nonce` + `authenticate`.

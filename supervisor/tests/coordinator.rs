@@ -22,7 +22,8 @@ use hero_supervisor::rpc::client::http_client;
 use hero_supervisor::rpc::error::ErrorAnswer;
 use hero_supervisor::server::{self, RunningServer};
 use hero_supervisor::service::SupervisorConfig;
-use hero_testkit::RedisServer;
+use hero_supervisor::store::StoreConfig;
+use hero_testkit::{RedisCluster, RedisServer};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::core::client::ClientT;
 use jsonrpsee::core::params::ArrayParams;
@@ -37,6 +38,12 @@ const CONTEXT: u32 = 7;
 
 /// A server whose SAL jobs run on the built-in runner, with the tokens above.
 async fn start(redis: Option<&RedisServer>) -> RunningServer {
+    start_on(redis.map(RedisServer::url), false, "hero").await
+}
+
+/// [`start`] on Redis at `redis_url` (a Redis Cluster's seed list with `cluster`),
+/// keys under `prefix`.
+async fn start_on(redis_url: Option<String>, cluster: bool, prefix: &str) -> RunningServer {
     let builtin = PoolConfig::new(
         "builtin-sal",
         vec![ScriptType::Sal],
@@ -51,7 +58,12 @@ async fn start(redis: Option<&RedisServer>) -> RunningServer {
         .collect();
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        redis_url: redis.map(RedisServer::url),
+        redis_url,
+        redis_cluster: cluster,
+        store: StoreConfig {
+            prefix: prefix.to_owned(),
+            ..StoreConfig::default()
+        },
         rpc: RpcConfig {
             auth_token: Some(ADMIN.to_owned()),
             tokens,
@@ -520,6 +532,36 @@ async fn both_stores_write_only_over_what_was_read() {
         .await
         .expect("redis");
     check_store(&store).await;
+}
+
+/// A key prefix of its own on the shared cluster.
+fn cluster_prefix() -> String {
+    format!("t{}", &JobId::new().to_string()[..8])
+}
+
+#[tokio::test]
+async fn the_redis_store_writes_only_over_what_was_read_on_a_cluster() {
+    let nodes = RedisCluster::shared().urls();
+    let store = RedisCoordination::connect_cluster(&nodes, &cluster_prefix())
+        .await
+        .expect("redis cluster");
+    check_store(&store).await;
+}
+
+/// Two instances on a Redis Cluster (`--redis-cluster`): jobs, flows, actors and
+/// contexts in cluster mode, what one records the other reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_run_in_dependency_order_on_a_redis_cluster_across_instances() {
+    let url = RedisCluster::shared().urls().join(",");
+    let prefix = cluster_prefix();
+    let servers = [
+        start_on(Some(url.clone()), true, &prefix).await,
+        start_on(Some(url), true, &prefix).await,
+    ];
+    check_flows(&servers).await;
+    for s in servers {
+        s.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! One conformance suite for every `JobStore`: each test is an async fn over a
 //! [`Harness`], instantiated once per backend by `conformance!` (each Redis test gets
-//! its own `redis-server`). Time is a `ManualClock`: no test sleeps to make time pass.
+//! its own `redis-server`; the cluster tests share one Redis Cluster per test binary,
+//! each test under a key prefix of its own). Time is a `ManualClock`: no test sleeps to
+//! make time pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -14,7 +16,7 @@ use hero_supervisor::store::{
     CancelOutcome, ClaimedJob, Completion, JobFilter, JobStore, JobSummary, ListCursor,
     MemoryStore, RedisStore, StoreConfig, StoreError, StoreEvent, Trimmed,
 };
-use hero_testkit::RedisServer;
+use hero_testkit::{RedisCluster, RedisServer};
 use tokio::sync::broadcast;
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -24,6 +26,8 @@ struct Harness {
     store: Arc<dyn JobStore>,
     clock: Arc<ManualClock>,
     redis: Option<RedisServer>,
+    /// On the shared cluster: the test's key prefix.
+    cluster: Option<String>,
     /// The `context_id` of the jobs the helpers create: "ctx" (the default namespace),
     /// or "42", so that the whole suite also runs in a numbered context's namespace.
     context: &'static str,
@@ -50,6 +54,7 @@ async fn memory(context: &'static str) -> Harness {
         store: Arc::new(store),
         clock,
         redis: None,
+        cluster: None,
         context,
     }
 }
@@ -64,11 +69,41 @@ async fn redis(context: &'static str) -> Harness {
         store: Arc::new(store),
         clock,
         redis: Some(server),
+        cluster: None,
+        context,
+    }
+}
+
+/// A store on the shared Redis Cluster, under a prefix of its own.
+async fn cluster(context: &'static str) -> Harness {
+    let nodes = RedisCluster::shared().urls();
+    let prefix = format!("t{}", &JobId::new().to_string()[..8]);
+    let clock = Arc::new(ManualClock::default());
+    let store = RedisStore::connect_cluster(
+        &nodes,
+        StoreConfig {
+            prefix: prefix.clone(),
+            ..config()
+        },
+        clock.clone(),
+    )
+    .await
+    .expect("connect to the test cluster");
+    Harness {
+        store: Arc::new(store),
+        clock,
+        redis: None,
+        cluster: Some(prefix),
         context,
     }
 }
 
 impl Harness {
+    /// Whether the store is on Redis (one server or the cluster).
+    fn on_redis(&self) -> bool {
+        self.redis.is_some() || self.cluster.is_some()
+    }
+
     fn params(&self, script_type: ScriptType, prerequisites: Vec<JobId>) -> JobParams {
         JobParams {
             traceparent: None,
@@ -185,28 +220,40 @@ impl Harness {
 
     /// Every Redis key under the prefix (SCAN: test only); empty for the memory store.
     async fn keys(&self) -> Vec<String> {
-        let Some(server) = &self.redis else {
-            return Vec::new();
-        };
-        let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg("hero:*")
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            keys.extend(batch);
-            if next == 0 {
-                break;
+        let (urls, pattern) = match (&self.redis, &self.cluster) {
+            (Some(server), _) => (vec![server.url()], "hero:*".to_owned()),
+            (None, Some(prefix)) => {
+                let c = RedisCluster::shared();
+                let urls = c
+                    .master_ports()
+                    .iter()
+                    .map(|p| format!("redis://127.0.0.1:{p}"))
+                    .collect();
+                (urls, format!("{prefix}:*"))
             }
-            cursor = next;
+            (None, None) => return Vec::new(),
+        };
+        let mut keys = Vec::new();
+        for url in urls {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
         }
         keys.sort();
         keys
@@ -1140,7 +1187,7 @@ async fn clear_all_leaves_nothing(h: Harness) {
     h.store.append_logs(q, &["x".to_owned()]).await.unwrap();
     let waiting = h.create_after(vec![q]).await;
     h.store.start(waiting).await.unwrap();
-    assert!(!h.keys().await.is_empty() || h.redis.is_none());
+    assert!(!h.keys().await.is_empty() || !h.on_redis());
 
     h.store.clear_all().await.unwrap();
     assert!(h.store.list_ids().await.unwrap().is_empty());
@@ -1523,8 +1570,16 @@ async fn lanes_route_a_contexts_jobs_and_hand_them_back(h: Harness) {
     let e = queue("7").await;
     let mut events = h.store.subscribe();
     h.store.set_lane(7, ScriptType::Sal, false).await.unwrap();
+    // On a cluster, the events of the jobs queued just before may still be on their way
+    // (published on another node): only job events may come first.
+    let woken = loop {
+        match next_event(&mut events).await {
+            StoreEvent::JobChanged { .. } => continue,
+            other => break other,
+        }
+    };
     assert_eq!(
-        events.recv().await.unwrap(),
+        woken,
         StoreEvent::WorkAvailable {
             script_type: ScriptType::Sal
         },
@@ -1723,6 +1778,23 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(super::redis("42").await).await;
+                }
+            )*
+        }
+        /// On the shared Redis Cluster (cluster mode: every key hash-tagged).
+        mod cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::cluster("ctx").await).await;
+                }
+            )*
+        }
+        mod cluster_store_in_a_context {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::cluster("42").await).await;
                 }
             )*
         }
@@ -2315,7 +2387,7 @@ async fn retention_leaves_nothing_behind(h: Harness) {
     h.clock.advance(Span::seconds(11));
     assert_eq!(h.store.reclaim_expired(10).await.unwrap(), vec![lost]);
     assert_eq!(h.status(lost).await, JobStatus::Error);
-    if h.redis.is_some() {
+    if h.on_redis() {
         assert!(h.keys().await.len() > baseline.len());
     }
 
@@ -2404,4 +2476,28 @@ async fn one_batch_records_every_kind_of_outcome(h: Harness) {
         ),
         "{again:?}"
     );
+}
+
+/// Cluster mode keeps the ready sets beside the scripts; a context whose entry was lost
+/// (a process that died between a script and its `SADD`) is entered again by
+/// retention's check, and its job is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ready_sets_are_repaired_by_retention() {
+    let h = cluster("42").await;
+    let prefix = h.cluster.clone().unwrap();
+    let id = h.queued().await;
+    let client = redis::cluster::ClusterClient::new(RedisCluster::shared().urls()).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let removed: usize = redis::cmd("DEL")
+        .arg(format!("{prefix}:{{s}}:ready:SAL"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the context was in the ready set");
+    assert!(
+        h.claim(10).await.is_empty(),
+        "out of the set, out of the claims"
+    );
+    h.store.trim_finished(10).await.unwrap();
+    assert_eq!(ids(h.claim(10).await), vec![id], "found again by retention");
 }

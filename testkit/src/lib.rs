@@ -5,13 +5,16 @@
 //!
 //! - [`RedisServer`]: a throwaway `redis-server` on a unix socket in a temp dir.
 //! - [`free_tcp_port`]: a loopback port that was free a moment ago.
+//! - [`RedisCluster`]: a throwaway Redis Cluster (3 masters, 3 replicas) on loopback ports.
 //! - [`SilentProxy`]: a TCP proxy to a unix socket whose connections can go silent.
 //!
 //! Test code: panics with clear messages instead of returning errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod proxy;
 
+pub use cluster::{CLUSTER_START_TIMEOUT, NODE_TIMEOUT_MS, RedisCluster};
 pub use proxy::SilentProxy;
 
 use std::io::{Read, Write};

@@ -6,6 +6,9 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
+//! On a Redis Cluster (`connect_cluster`), `<p>` is `<prefix>:{s}`: every key of the
+//! directory in one slot, the one of the server-wide records.
+//!
 //! | `<p>:actor:<id>` | STRING | the actor as JSON |
 //! | `<p>:actor_key:<pubkey>` | STRING | the id of the actor owning `pubkey` (canonical hex) |
 //! | `<p>:context:<id>` | STRING | the context as JSON |
@@ -17,8 +20,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::store::records::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{Actor, ActorCreate, Context, ContextCreate};
@@ -187,7 +190,7 @@ const UPSERT_ATTEMPTS: usize = 8;
 /// The directory in Redis, beside the jobs (module docs for the keys).
 #[derive(Clone)]
 pub struct RedisDirectory {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     put_actor: Script,
     put_context: CasSet,
@@ -209,12 +212,25 @@ impl RedisDirectory {
     /// Connects to `url` (never logged: it may hold a password); keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, DirectoryError> {
         let conn = records::connect(url).await.map_err(unavailable)?;
-        Ok(RedisDirectory {
+        Ok(Self::on(conn, prefix))
+    }
+
+    /// Connects to the Redis Cluster of `nodes` (seed URLs); keys under
+    /// `<prefix>:{s}` (one slot).
+    pub async fn connect_cluster(nodes: &[String], prefix: &str) -> Result<Self, DirectoryError> {
+        let conn = records::connect_records_cluster(nodes)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::on(conn, prefix))
+    }
+
+    fn on(conn: RedisConn, prefix: &str) -> Self {
+        RedisDirectory {
+            prefix: conn.server_prefix(prefix),
             conn,
-            prefix: prefix.to_owned(),
             put_actor: Script::new(PUT_ACTOR_LUA),
             put_context: CasSet::new(),
-        })
+        }
     }
 
     fn actor_key(&self, id: u32) -> String {

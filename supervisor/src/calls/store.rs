@@ -24,8 +24,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::store::records::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::record::CallRecord;
@@ -338,7 +338,7 @@ return 1
 /// The store in Redis, beside the jobs (module docs for the keys).
 #[derive(Clone)]
 pub struct RedisCalls {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     retention: Duration,
     take_due: Script,
@@ -372,14 +372,31 @@ impl RedisCalls {
         retention: Duration,
     ) -> Result<Self, CallStoreError> {
         let conn = records::connect(url).await.map_err(unavailable)?;
-        Ok(RedisCalls {
+        Ok(Self::on(conn, prefix, retention))
+    }
+
+    /// Connects to the Redis Cluster of `nodes` (seed URLs): the keys are the same,
+    /// all in the `{calls}` slot.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        prefix: &str,
+        retention: Duration,
+    ) -> Result<Self, CallStoreError> {
+        let conn = records::connect_records_cluster(nodes)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::on(conn, prefix, retention))
+    }
+
+    fn on(conn: RedisConn, prefix: &str, retention: Duration) -> Self {
+        RedisCalls {
             conn,
             prefix: prefix.to_owned(),
             retention: retention.max(Duration::from_secs(1)),
             take_due: Script::new(TAKE_DUE_LUA),
             claim: Script::new(CLAIM_LUA),
             finish: Script::new(FINISH_LUA),
-        })
+        }
     }
 
     // Every call key carries the `{calls}` hash tag: a call's record and the queues it

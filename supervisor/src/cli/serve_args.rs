@@ -26,6 +26,10 @@ pub(crate) struct ServeArgs {
     /// Prefix of every Redis key [default: hero].
     #[arg(long, env = "HERO_REDIS_PREFIX")]
     pub(crate) redis_prefix: Option<String>,
+    /// --redis-url names a Redis Cluster: a comma-separated list of seed nodes
+    /// (redis://host:port,redis://host:port,...).
+    #[arg(long, env = "HERO_REDIS_CLUSTER")]
+    pub(crate) redis_cluster: bool,
     /// Bearer token every client must send; required for a non-loopback --listen.
     #[arg(long, env = "HERO_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
@@ -117,6 +121,7 @@ impl ServeArgs {
             listen: self.listen,
             redis_url: self.redis_url,
             redis_prefix: self.redis_prefix,
+            redis_cluster: self.redis_cluster.then_some(true),
             auth_token: self.auth_token,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,

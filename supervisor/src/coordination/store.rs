@@ -15,8 +15,11 @@
 //! | `<p>:{c<N>}:message:<id>` | STRING | message `id` of context N as JSON |
 //! | `<p>:message_deadlines` | ZSET | `<context>:<id>` of messages with a deadline to check, score unix ms; taken (ZREM) by one instance |
 //!
-//! A runner's record and its index entry are written by one script (the two keys are
-//! in different slots: like the job scripts, this needs a single Redis, not Cluster).
+//! A runner's record and its index entry are written by one script on one Redis. On a
+//! Redis Cluster (`connect_cluster`) the two keys are in different slots: the index
+//! entry is added first, then the record compare-and-set (an entry whose record was
+//! never written is skipped by `runners`), and the server-wide keys (`runners`,
+//! `message_deadlines`) are under `<prefix>:{s}:` (one slot).
 //!
 //! A write is a compare-and-set: it names the record it replaces (as read before) and
 //! does nothing when that changed meanwhile, so two instances writing at once cannot
@@ -25,8 +28,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use crate::store::records::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{FlowRecord, JobRecord, MessageRecord, RunnerRecord};
@@ -288,8 +291,10 @@ const TAKE_DUE_MAX: usize = 1000;
 /// The store in Redis, beside the jobs (module docs for the keys).
 #[derive(Clone)]
 pub struct RedisCoordination {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
+    /// The prefix of the server-wide keys (`<prefix>:{s}` on a cluster).
+    server: String,
     cas_set: CasSet,
     cas_set_indexed: Script,
     take_due: Script,
@@ -324,13 +329,30 @@ impl RedisCoordination {
     /// Connects to `url` (never logged: it may hold a password); keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, CoordinationError> {
         let conn = records::connect(url).await.map_err(unavailable)?;
-        Ok(RedisCoordination {
+        Ok(Self::on(conn, prefix))
+    }
+
+    /// Connects to the Redis Cluster of `nodes` (seed URLs); see the module docs for
+    /// what changes there.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        prefix: &str,
+    ) -> Result<Self, CoordinationError> {
+        let conn = records::connect_records_cluster(nodes)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::on(conn, prefix))
+    }
+
+    fn on(conn: RedisConn, prefix: &str) -> Self {
+        RedisCoordination {
+            server: conn.server_prefix(prefix),
             conn,
             prefix: prefix.to_owned(),
             cas_set: CasSet::new(),
             cas_set_indexed: Script::new(CAS_SET_INDEXED_LUA),
             take_due: Script::new(TAKE_DUE_LUA),
-        })
+        }
     }
 
     fn key(&self, context: u32, kind: &str, id: u32) -> String {
@@ -338,11 +360,11 @@ impl RedisCoordination {
     }
 
     fn runners_key(&self) -> String {
-        format!("{}:runners", self.prefix)
+        format!("{}:runners", self.server)
     }
 
     fn deadlines_key(&self) -> String {
-        format!("{}:message_deadlines", self.prefix)
+        format!("{}:message_deadlines", self.server)
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -416,13 +438,27 @@ impl CoordinationStore for RedisCoordination {
     ) -> Result<bool, CoordinationError> {
         let key = self.key(record.context_id, "runner", record.id);
         let mut conn = self.conn.clone();
+        let member = format!("{}:{}", record.context_id, record.id);
+        if conn.is_cluster() {
+            // Two slots: the index entry first (see the module docs).
+            let () = conn
+                .sadd(self.runners_key(), &member)
+                .await
+                .map_err(unavailable)?;
+            let previous = previous.map(encode).unwrap_or_default();
+            return self
+                .cas_set
+                .set(&mut conn, &key, &previous, &encode(record))
+                .await
+                .map_err(unavailable);
+        }
         let written: i64 = self
             .cas_set_indexed
             .key(&key)
             .key(self.runners_key())
             .arg(previous.map(encode).unwrap_or_default())
             .arg(encode(record))
-            .arg(format!("{}:{}", record.context_id, record.id))
+            .arg(member)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;

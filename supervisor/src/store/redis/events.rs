@@ -97,8 +97,10 @@ impl WireEvent {
 }
 
 /// The event listener: one dedicated pub/sub connection, resubscribing after failures.
+/// `clients`: where to subscribe, tried in turn (one Redis: one; a cluster: its seed
+/// nodes, since a PUBLISH on any node reaches subscribers on every node).
 pub(super) async fn listen(
-    client: Client,
+    clients: Vec<Client>,
     channel: String,
     events: broadcast::Sender<StoreEvent>,
     numbered: std::sync::Arc<Numbered>,
@@ -106,7 +108,12 @@ pub(super) async fn listen(
 ) {
     let mut ready = Some(ready);
     let mut backoff = LISTENER_MIN_BACKOFF;
+    let mut next = 0usize;
     loop {
+        let Some(client) = clients.get(next % clients.len().max(1)) else {
+            return;
+        };
+        next = next.wrapping_add(1);
         let subscribed = async {
             let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
                 .await

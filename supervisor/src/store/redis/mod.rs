@@ -38,11 +38,15 @@
 //! sent for a change that did not happen. "Now" is the store's [`Clock`], passed in ARGV.
 //! Scripts compute the keys of other jobs (dependents, prerequisites) themselves, in
 //! the namespace they were called for (a job waits only on jobs of its own namespace),
-//! so every key of a call shares its namespace's hash tag; Redis Cluster is not
-//! supported yet (ARCHITECTURE.md, "Contexts and keys").
+//! so every key of a call shares its namespace's hash tag. On a Redis Cluster
+//! ([`RedisStore::connect_cluster`]) the default namespace and the server-wide keys get
+//! hash tags too, and the scripts leave the server-wide keys to the Rust side
+//! (ARCHITECTURE.md, "Redis Cluster").
 //!
 //! # Connections
-//! Commands go through a [`ConnectionManager`] (multiplexed, reconnects after errors)
+//! Commands go through a `RedisConn` (`records.rs`): a connection manager on one Redis
+//! (multiplexed, reconnects after errors), a cluster connection on a cluster (follows
+//! MOVED/ASK and failovers),
 //! with connection and response timeouts, so a dead Redis gives
 //! [`StoreError::Unavailable`] within seconds rather than a hang. Pub/sub runs on a
 //! connection of its own, in one background task that forwards events to the in-process
@@ -53,19 +57,19 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
 use tokio::sync::{broadcast, oneshot};
 
 use self::claim::{CLAIM_FIELDS, decode_claimed};
 use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
 use self::events::{ListenerGuard, listen};
-use self::scripts::SCRIPTS;
-use self::spaces::{Numbered, space, space_of};
+use self::records::RedisConn;
+use self::scripts::{CLUSTER_SCRIPTS, SCRIPTS, Scripts};
+use self::spaces::{Layout, Numbered};
 use super::{
     CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
     JobStore, JobSummary, ListCursor, Outcome, StoreConfig, StoreError, StoreEvent, Trimmed,
@@ -93,11 +97,21 @@ const CLEAR_BATCH: usize = 500;
 const TRIM_CHECK_BUDGET: usize = 2000;
 /// The terminal statuses, each with its retention index `<prefix>:done:<status>`.
 const TERMINAL: [JobStatus; 2] = [JobStatus::Finished, JobStatus::Error];
+/// On a cluster: how often retention checks the ready sets against the queues
+/// (`repair_ready`), in ms.
+const READY_REPAIR_EVERY_MS: i64 = 30_000;
+/// On a cluster: how long the write that acknowledges a job (create, start) waits for a
+/// replica to confirm it (`WAIT 1`).
+const REPLICA_WAIT: Duration = Duration::from_secs(3);
 
 /// The Redis-backed [`JobStore`]. See the module docs for the key layout.
 #[derive(Debug)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
+    /// The script registry of the mode (one Redis or a cluster).
+    scripts: &'static Scripts,
+    /// Key names: the prefix, and whether every key carries a hash tag (cluster).
+    layout: Layout,
     config: StoreConfig,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<StoreEvent>,
@@ -105,6 +119,9 @@ pub struct RedisStore {
     numbered: Arc<Numbered>,
     /// Shared claims so far: where the next one starts its turn over the namespaces.
     turn: AtomicUsize,
+    /// On a cluster: when retention last re-entered contexts with queued work in the
+    /// ready sets (store clock, ms; see `trim_finished`).
+    ready_repaired: AtomicI64,
     _listener: ListenerGuard,
 }
 
@@ -136,22 +153,52 @@ impl RedisStore {
         // Don't echo the URL: it may carry a password.
         let client = Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {:?}", e.kind())))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+        let conn = records::connect_with(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unavailable)?;
+        Self::start(conn, vec![client], config, clock).await
+    }
 
+    /// Connects to the Redis Cluster that `nodes` (seed URLs `redis://host:port`, any
+    /// of its nodes; a few are enough, the rest is discovered) belong to, in cluster
+    /// mode: every key carries a hash tag (ARCHITECTURE.md, "Redis Cluster"). Events
+    /// are subscribed to on one node at a time (a PUBLISH reaches every node), moving to
+    /// the next seed when it fails.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        if nodes.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no redis cluster nodes given".to_owned(),
+            ));
+        }
+        let clients = nodes
+            .iter()
+            .map(|u| Client::open(u.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {:?}", e.kind())))?;
+        let conn = records::connect_cluster(nodes, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
+            .await
+            .map_err(unavailable)?;
+        Self::start(conn, clients, config, clock).await
+    }
+
+    /// The store on `conn`, with its event listener on `clients` (tried in turn).
+    async fn start(
+        conn: RedisConn,
+        clients: Vec<Client>,
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let cluster = conn.is_cluster();
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
         let channel = format!("{}:events", config.prefix);
         let numbered = Arc::new(Numbered::default());
         let task = tokio::spawn(listen(
-            client,
+            clients,
             channel,
             events.clone(),
             numbered.clone(),
@@ -168,11 +215,17 @@ impl RedisStore {
         }
         let store = RedisStore {
             conn,
+            scripts: if cluster { &CLUSTER_SCRIPTS } else { &SCRIPTS },
+            layout: Layout {
+                prefix: config.prefix.clone(),
+                cluster,
+            },
             config,
             clock,
             events,
             numbered,
             turn: AtomicUsize::new(0),
+            ready_repaired: AtomicI64::new(i64::MIN),
             _listener: listener,
         };
         store.mark_indexed().await;
@@ -184,10 +237,12 @@ impl RedisStore {
     /// this version indexes itself. Best effort: when it fails, the walk runs as for an
     /// upgraded store (the same result, only more work).
     async fn mark_indexed(&self) {
-        let marked: Result<i64, _> = SCRIPTS
+        let default = self.space(None);
+        let marked: Result<i64, _> = self
+            .scripts
             .mark_indexed
-            .key(self.key("jobs"))
-            .key(self.key("backfill"))
+            .key(format!("{default}:jobs"))
+            .key(format!("{default}:backfill"))
             .invoke_async(&mut self.conn.clone())
             .await;
         if let Err(e) = marked {
@@ -197,21 +252,156 @@ impl RedisStore {
 
     /// The key of job `id`'s hash, in its namespace.
     fn job_key(&self, id: JobId) -> String {
-        format!("{}:job:{id}", space_of(&self.config.prefix, id))
+        format!("{}:job:{id}", self.layout.space_of(id))
     }
 
-    /// A server-wide key (`<prefix>:<name>`); the default namespace's keys too.
+    /// A server-wide key (`<prefix>:<name>`; `<prefix>:{s}:<name>` on a cluster).
     fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.config.prefix)
+        self.layout.server_key(name)
     }
 
     /// The namespace of `context` (`None`: the default one).
     fn space(&self, context: Option<u32>) -> String {
-        space(&self.config.prefix, context)
+        self.layout.space(context)
+    }
+
+    /// The namespace of job `id`.
+    fn space_of(&self, id: JobId) -> String {
+        self.layout.space_of(id)
     }
 
     fn queue_key(&self, script_type: ScriptType) -> String {
-        super::queue_name(&self.config.prefix, script_type)
+        super::queue_name(&self.space(None), script_type)
+    }
+
+    /// On a cluster, the ready sets are kept here, not by the scripts (another slot):
+    /// after a script that may have queued work in numbered context `context`'s
+    /// namespace, enter it in the ready set of each type whose queue there is not
+    /// empty (one round trip for the lengths, one for the adds when any). Nothing to do
+    /// on one Redis or for the default namespace.
+    async fn mark_ready(&self, context: Option<u32>) -> Result<(), StoreError> {
+        let Some(n) = context.filter(|_| self.layout.cluster) else {
+            return Ok(());
+        };
+        let space = self.space(Some(n));
+        let mut pipe = redis::pipe();
+        for t in ScriptType::ALL {
+            pipe.llen(super::queue_name(&space, t));
+        }
+        let lens: Vec<usize> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut adds = redis::pipe();
+        let mut any = false;
+        for (t, len) in ScriptType::ALL.iter().zip(lens) {
+            if len > 0 {
+                adds.sadd(self.key(&format!("ready:{t}")), n).ignore();
+                any = true;
+            }
+        }
+        if any {
+            let () = adds
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// On a cluster, after a claim from context `n`'s queue of `script_type` that may
+    /// have emptied it: leave the type's ready set, then look again and come back if
+    /// the queue is not empty, so work queued meanwhile (whose `mark_ready` may have
+    /// run before the removal) is never left out.
+    async fn unmark_ready(&self, n: u32, script_type: ScriptType) -> Result<(), StoreError> {
+        let ready = self.key(&format!("ready:{script_type}"));
+        let queue = super::queue_name(&self.space(Some(n)), script_type);
+        let mut conn = self.conn.clone();
+        let () = conn.srem(&ready, n).await.map_err(unavailable)?;
+        let len: usize = conn.llen(&queue).await.map_err(unavailable)?;
+        if len > 0 {
+            let () = conn.sadd(&ready, n).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// On a cluster, at most every [`READY_REPAIR_EVERY_MS`]: enters every context in
+    /// `numbered` whose queue of a type is not empty in that type's ready set. The
+    /// ready sets are kept by commands beside the scripts (`mark_ready`): work queued by
+    /// a script whose `mark_ready` never ran (the process died in between, or Redis
+    /// failed it) is found again here, by whichever instance runs retention.
+    async fn repair_ready(&self, numbered: &[u32], now: i64) {
+        if !self.layout.cluster {
+            return;
+        }
+        let last = self.ready_repaired.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < READY_REPAIR_EVERY_MS
+            || self
+                .ready_repaired
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        for &n in numbered {
+            if let Err(e) = self.mark_ready(Some(n)).await {
+                tracing::warn!(error = %e, "could not check a context's ready sets");
+                return;
+            }
+        }
+    }
+
+    /// `set_lane` on a cluster, where `routes` and the context's queue are in two slots:
+    /// the route first, then (closing, with jobs waiting) the context back in the ready
+    /// set and a `work` event, as route.lua does in one step on one Redis.
+    async fn set_lane_apart(
+        &self,
+        context: u32,
+        script_type: ScriptType,
+        open: bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let field = format!("{context}:{script_type}");
+        if open {
+            let () = conn
+                .hset(self.key("routes"), &field, "1")
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
+        let removed: usize = conn
+            .hdel(self.key("routes"), &field)
+            .await
+            .map_err(unavailable)?;
+        let queue = super::queue_name(&self.space(Some(context)), script_type);
+        let waiting: usize = conn.llen(&queue).await.map_err(unavailable)?;
+        if removed > 0 && waiting > 0 {
+            self.mark_ready(Some(context)).await?;
+            let event =
+                serde_json::json!({"k": "work", "script_type": script_type.as_str(), "c": context});
+            let () = conn
+                .publish(format!("{}:events", self.config.prefix), event.to_string())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// On a cluster, waits until a replica has the writes that acknowledge a job (the
+    /// namespace of `key`): see ARCHITECTURE.md "Redis Cluster". A replica that does not
+    /// confirm within the response timeout is [`StoreError::Unavailable`]: the write
+    /// may or may not survive a failover.
+    async fn replicated(&self, key: &str) -> Result<(), StoreError> {
+        if !self.layout.cluster {
+            return Ok(());
+        }
+        match self.conn.wait_replicated(key, REPLICA_WAIT).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Unavailable(
+                "redis: no replica confirmed the write in time".to_owned(),
+            )),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// The numbered contexts whose namespaces hold jobs (`<prefix>:spaces`), sorted.
@@ -254,32 +444,30 @@ impl RedisStore {
     /// The numbered namespaces among `spaces` with a member of `zset` scored in
     /// `(-inf, max]` (`max` may be exclusive, `(ms`): one pipelined round trip, so a
     /// sweep calls its script only where there is something to do.
-    async fn spaces_with_due(&self, zset: &str, max: &str) -> Result<Vec<String>, StoreError> {
+    async fn spaces_with_due(&self, zset: &str, max: &str) -> Result<Vec<u32>, StoreError> {
         let numbered = self.numbered_spaces().await?;
         if numbered.is_empty() {
             return Ok(Vec::new());
         }
         let spaces: Vec<String> = numbered.iter().map(|&n| self.space(Some(n))).collect();
-        let mut pipe = redis::pipe();
-        for sp in &spaces {
-            pipe.zcount(format!("{sp}:{zset}"), "-inf", max);
-        }
-        let due: Vec<usize> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(spaces
+        let cmds = spaces
+            .iter()
+            .map(|sp| redis::Cmd::zcount(format!("{sp}:{zset}"), "-inf", max))
+            .collect();
+        let due: Vec<usize> = self.conn.query_each(cmds).await.map_err(unavailable)?;
+        Ok(numbered
             .into_iter()
             .zip(due)
             .filter(|(_, n)| *n > 0)
-            .map(|(sp, _)| sp)
+            .map(|(c, _)| c)
             .collect())
     }
 
     /// The numbered contexts with ready jobs of `script_type` that no lane routes to a
     /// registered runner (ready.lua).
     async fn ready_contexts(&self, script_type: ScriptType) -> Result<Vec<u32>, StoreError> {
-        let members: Vec<String> = SCRIPTS
+        let members: Vec<String> = self
+            .scripts
             .ready
             .key(self.key(&format!("ready:{script_type}")))
             .key(self.key("routes"))
@@ -295,7 +483,7 @@ impl RedisStore {
     /// claim.lua on the queue of `script_type` in namespace `space`.
     async fn claim_from(
         &self,
-        space: &str,
+        context: Option<u32>,
         script_type: ScriptType,
         max: usize,
         owner: &str,
@@ -304,9 +492,10 @@ impl RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let space = &self.space(context);
         let now = trunc_ms(self.clock.now());
         let until = trunc_ms(deadline(now, lease));
-        let mut inv = SCRIPTS.claim.prepare_invoke();
+        let mut inv = self.scripts.claim.prepare_invoke();
         inv.key(super::queue_name(space, script_type))
             .key(format!("{space}:leases"))
             .arg(space)
@@ -318,16 +507,32 @@ impl RedisStore {
         for name in CLAIM_FIELDS {
             inv.arg(name);
         }
-        let reply: Vec<redis::Value> = inv
+        let mut reply: Vec<redis::Value> = inv
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        decode_claimed(reply, owner, now, until)
+        // On a cluster, a numbered namespace's reply ends with whether the queue is
+        // empty now (claim.lua).
+        let emptied = match context {
+            Some(n) if self.layout.cluster => {
+                matches!(reply.pop(), Some(redis::Value::Int(1))).then_some(n)
+            }
+            _ => None,
+        };
+        let claimed = decode_claimed(reply, owner, now, until)?;
+        if let Some(n) = emptied
+            && let Err(e) = self.unmark_ready(n, script_type).await
+        {
+            // The jobs are claimed: answer them. The context stays in the ready set,
+            // which costs the next claim an empty LPOP, nothing else.
+            tracing::warn!(error = %e, "could not take a context out of a ready set");
+        }
+        Ok(claimed)
     }
 
     /// complete_batch.lua for `items`, all of namespace `space`.
     async fn complete_in(&self, space: &str, items: &[Completion]) -> Vec<Result<(), StoreError>> {
-        let mut inv = SCRIPTS.complete_batch.prepare_invoke();
+        let mut inv = self.scripts.complete_batch.prepare_invoke();
         inv.key(format!("{space}:leases"))
             .key(format!("{space}:delayed"))
             .arg(space)
@@ -351,6 +556,14 @@ impl RedisStore {
                 .arg(b.as_ref());
         }
         let replies: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut self.conn.clone()).await;
+        if replies.is_ok()
+            && let Some(context) = items.first().map(|i| i.id.context())
+            && let Err(e) = self.mark_ready(context).await
+        {
+            // The outcomes are stored; the work they queued waits for the next call
+            // that marks the context ready (ARCHITECTURE.md, "Redis Cluster").
+            tracing::warn!(error = %e, "could not mark a context ready after completions");
+        }
         match replies {
             Ok(replies) if replies.len() == items.len() => items
                 .iter()
@@ -372,23 +585,34 @@ impl RedisStore {
     }
 
     /// promote_due.lua in namespace `space`.
-    async fn promote_in(&self, space: &str, max: usize) -> Result<usize, StoreError> {
-        let mut inv = SCRIPTS.promote_due.prepare_invoke();
+    async fn promote_in(&self, context: Option<u32>, max: usize) -> Result<usize, StoreError> {
+        let space = self.space(context);
+        let mut inv = self.scripts.promote_due.prepare_invoke();
         inv.key(format!("{space}:delayed"))
-            .arg(space)
+            .arg(&space)
             .arg(self.now_ms())
             .arg(max);
-        inv.invoke_async(&mut self.conn.clone())
+        let promoted: usize = inv
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if promoted > 0 {
+            self.mark_ready(context).await?;
+        }
+        Ok(promoted)
     }
 
     /// reclaim_expired.lua in namespace `space`.
-    async fn reclaim_in(&self, space: &str, max: usize) -> Result<Vec<JobId>, StoreError> {
-        let args = vec![space.to_owned(), self.now_ms().to_string(), max.to_string()];
+    async fn reclaim_in(&self, context: Option<u32>, max: usize) -> Result<Vec<JobId>, StoreError> {
+        let space = self.space(context);
+        let leases = format!("{space}:leases");
+        let args = vec![space, self.now_ms().to_string(), max.to_string()];
         let ids = self
-            .run(&SCRIPTS.reclaim_expired, &[format!("{space}:leases")], args)
+            .run(&self.scripts.reclaim_expired, &[leases], args)
             .await?;
+        if !ids.is_empty() {
+            self.mark_ready(context).await?;
+        }
         ids.iter()
             .map(|s| JobId::parse(s).map_err(|_| unexpected("reclaim_expired", &ids)))
             .collect()
@@ -415,7 +639,7 @@ impl RedisStore {
         let high = filter.created_before.map_or("+inf".to_owned(), |t| {
             (to_ms(t).saturating_sub(1)).to_string()
         });
-        let mut inv = SCRIPTS.list_page.prepare_invoke();
+        let mut inv = self.scripts.list_page.prepare_invoke();
         inv.key(index)
             .arg(space)
             .arg(cursor_ms)
@@ -442,7 +666,7 @@ impl RedisStore {
     fn create_args(&self, job: &Job) -> ([String; 2], Vec<String>) {
         let mut job = job.clone();
         job.status = JobStatus::Created;
-        let space = space_of(&self.config.prefix, job.id);
+        let space = self.space_of(job.id);
         let mut args = vec![
             space.clone(),
             job.id.to_string(),
@@ -455,6 +679,22 @@ impl RedisStore {
             args.push(v);
         }
         ([self.job_key(job.id), format!("{space}:jobs")], args)
+    }
+
+    /// On a cluster, enters numbered context `context` in `spaces` (another slot) before
+    /// a script creates jobs there, so a namespace holding jobs is always in it (a
+    /// failed create leaves a harmless entry). On one Redis the script does it.
+    async fn enter_space(&self, context: Option<u32>) -> Result<(), StoreError> {
+        let Some(n) = context.filter(|_| self.layout.cluster) else {
+            return Ok(());
+        };
+        let () = self
+            .conn
+            .clone()
+            .sadd(self.key("spaces"), n)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Job `id` was created: a claim must look into numbered namespaces from now on.
@@ -638,16 +878,17 @@ impl JobStore for RedisStore {
     }
 
     fn lane_queue_name(&self, context: u32, script_type: ScriptType) -> String {
-        super::lane_name(&self.config.prefix, context, script_type)
+        super::queue_name(&self.space(Some(context)), script_type)
     }
 
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let (keys, args) = self.create_args(job);
-        let reply = self.run(&SCRIPTS.create, &keys, args).await?;
+        self.enter_space(job.id.context()).await?;
+        let reply = self.run(&self.scripts.create, &keys, args).await?;
         match reply.as_slice() {
             [ok] if ok == "OK" => {
                 self.created(job.id);
-                Ok(())
+                self.replicated(&keys[0]).await
             }
             other => Err(create_refused(job.id, other)),
         }
@@ -655,11 +896,17 @@ impl JobStore for RedisStore {
 
     async fn create_started(&self, job: &Job) -> Result<JobStatus, StoreError> {
         let (keys, args) = self.create_args(job);
-        let reply = self.run(&SCRIPTS.create_start, &keys, args).await?;
+        self.enter_space(job.id.context()).await?;
+        let reply = self.run(&self.scripts.create_start, &keys, args).await?;
         match reply.as_slice() {
             [ok, status] if ok == "OK" => {
                 self.created(job.id);
-                parse_status(job.id, status)
+                let status = parse_status(job.id, status)?;
+                if status == JobStatus::Dispatched {
+                    self.mark_ready(job.id.context()).await?;
+                }
+                self.replicated(&keys[0]).await?;
+                Ok(status)
             }
             other => Err(create_refused(job.id, other)),
         }
@@ -674,6 +921,7 @@ impl JobStore for RedisStore {
         let mut statuses = vec![JobStatus::Created; jobs.len()];
         for (context, places) in by_space {
             let space = self.space(context);
+            self.enter_space(context).await?;
             let mut args = vec![space.clone(), if start { "1" } else { "0" }.to_owned()];
             for &i in &places {
                 let (_, job_args) = self.create_args(&jobs[i]);
@@ -686,12 +934,16 @@ impl JobStore for RedisStore {
                 args.extend_from_slice(fields);
             }
             let keys = [format!("{space}:jobs")];
-            let reply = self.run(&SCRIPTS.create_batch, &keys, args).await?;
+            let reply = self.run(&self.scripts.create_batch, &keys, args).await?;
             match reply.split_first() {
                 Some((ok, answers)) if ok == "OK" && answers.len() == places.len() => {
                     for (&i, status) in places.iter().zip(answers) {
                         statuses[i] = parse_status(jobs[i].id, status)?;
                     }
+                    if places.iter().any(|&i| statuses[i] == JobStatus::Dispatched) {
+                        self.mark_ready(context).await?;
+                    }
+                    self.replicated(&keys[0]).await?;
                 }
                 _ => {
                     let id = match reply.as_slice() {
@@ -712,14 +964,20 @@ impl JobStore for RedisStore {
     }
 
     async fn start(&self, id: JobId) -> Result<JobStatus, StoreError> {
-        let args = vec![
-            space_of(&self.config.prefix, id),
-            id.to_string(),
-            self.now_ms().to_string(),
-        ];
-        let reply = self.run(&SCRIPTS.start, &[self.job_key(id)], args).await?;
+        let args = vec![self.space_of(id), id.to_string(), self.now_ms().to_string()];
+        let key = self.job_key(id);
+        let reply = self
+            .run(&self.scripts.start, std::slice::from_ref(&key), args)
+            .await?;
         match reply.as_slice() {
-            [ok, status] if ok == "OK" => parse_status(id, status),
+            [ok, status] if ok == "OK" => {
+                let status = parse_status(id, status)?;
+                if status == JobStatus::Dispatched {
+                    self.mark_ready(id.context()).await?;
+                }
+                self.replicated(&key).await?;
+                Ok(status)
+            }
             [code] if code == "NOT_FOUND" => Err(StoreError::NotFound(id)),
             [code, status] if code == "BAD_STATE" => Err(StoreError::InvalidTransition {
                 id,
@@ -739,20 +997,20 @@ impl JobStore for RedisStore {
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         // The namespaces with ready jobs, starting at the next one in turn; the
         // default queue is always among them (an empty LPOP costs less than asking).
-        let mut order = vec![self.space(None)];
+        let mut order = vec![None];
         if self.numbered_exist().await? {
             let ready = self.ready_contexts(script_type).await?;
-            order.extend(ready.into_iter().map(|n| self.space(Some(n))));
+            order.extend(ready.into_iter().map(Some));
             let turn = self.turn.fetch_add(1, Ordering::Relaxed) % order.len();
             order.rotate_left(turn);
         }
         let mut claimed = Vec::new();
-        for space in &order {
+        for &context in &order {
             if claimed.len() >= max {
                 break;
             }
             match self
-                .claim_from(space, script_type, max - claimed.len(), owner, lease)
+                .claim_from(context, script_type, max - claimed.len(), owner, lease)
                 .await
             {
                 Ok(got) => claimed.extend(got),
@@ -776,7 +1034,7 @@ impl JobStore for RedisStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        self.claim_from(&self.space(Some(context)), script_type, max, owner, lease)
+        self.claim_from(Some(context), script_type, max, owner, lease)
             .await
     }
 
@@ -786,8 +1044,12 @@ impl JobStore for RedisStore {
         script_type: ScriptType,
         open: bool,
     ) -> Result<(), StoreError> {
+        if self.layout.cluster {
+            return self.set_lane_apart(context, script_type, open).await;
+        }
         let space = self.space(Some(context));
-        let _waiting: i64 = SCRIPTS
+        let _waiting: i64 = self
+            .scripts
             .route
             .key(self.key("routes"))
             .key(super::queue_name(&space, script_type))
@@ -839,7 +1101,7 @@ impl JobStore for RedisStore {
             let mut args = vec![space.clone(), owner.to_owned(), until.clone()];
             args.extend(ids.iter().map(JobId::to_string));
             let lost = self
-                .run(&SCRIPTS.renew, &[format!("{space}:leases")], args)
+                .run(&self.scripts.renew, &[format!("{space}:leases")], args)
                 .await?;
             for s in &lost {
                 lost_all.insert(JobId::parse(s).map_err(|_| unexpected("renew", &lost))?);
@@ -889,13 +1151,13 @@ impl JobStore for RedisStore {
         if max == 0 {
             return Ok(0);
         }
-        let mut promoted = self.promote_in(&self.space(None), max).await?;
+        let mut promoted = self.promote_in(None, max).await?;
         let now = self.now_ms().to_string();
-        for space in self.spaces_with_due("delayed", &now).await? {
+        for context in self.spaces_with_due("delayed", &now).await? {
             if promoted >= max {
                 break;
             }
-            promoted += self.promote_in(&space, max - promoted).await?;
+            promoted += self.promote_in(Some(context), max - promoted).await?;
         }
         Ok(promoted)
     }
@@ -904,20 +1166,22 @@ impl JobStore for RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut reclaimed = self.reclaim_in(&self.space(None), max).await?;
+        let mut reclaimed = self.reclaim_in(None, max).await?;
         let before = format!("({}", self.now_ms());
-        for space in self.spaces_with_due("leases", &before).await? {
+        for context in self.spaces_with_due("leases", &before).await? {
             if reclaimed.len() >= max {
                 break;
             }
-            let more = self.reclaim_in(&space, max - reclaimed.len()).await?;
+            let more = self
+                .reclaim_in(Some(context), max - reclaimed.len())
+                .await?;
             reclaimed.extend(more);
         }
         Ok(reclaimed)
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome, StoreError> {
-        let space = space_of(&self.config.prefix, id);
+        let space = self.space_of(id);
         let args = vec![
             space.clone(),
             id.to_string(),
@@ -927,7 +1191,7 @@ impl JobStore for RedisStore {
             to_json(&JobError::cancelled("cancelled before it ran")),
         ];
         let keys = [self.job_key(id), format!("{space}:delayed")];
-        let reply = self.run(&SCRIPTS.cancel, &keys, args).await?;
+        let reply = self.run(&self.scripts.cancel, &keys, args).await?;
         match reply.as_slice() {
             [c] if c == "CANCELLED" => Ok(CancelOutcome::Cancelled),
             [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
@@ -959,14 +1223,11 @@ impl JobStore for RedisStore {
 
     async fn list_ids(&self) -> Result<Vec<JobId>, StoreError> {
         let spaces = self.all_spaces().await?;
-        let mut pipe = redis::pipe();
-        for space in &spaces {
-            pipe.zrange_withscores(format!("{space}:jobs"), 0, -1);
-        }
-        let raw: Vec<Vec<(String, f64)>> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let cmds = spaces
+            .iter()
+            .map(|space| redis::Cmd::zrange_withscores(format!("{space}:jobs"), 0, -1))
+            .collect();
+        let raw: Vec<Vec<(String, f64)>> = self.conn.query_each(cmds).await.map_err(unavailable)?;
         let mut all: Vec<(i64, JobId)> = raw
             .into_iter()
             .flatten()
@@ -1008,26 +1269,26 @@ impl JobStore for RedisStore {
     async fn counts(&self) -> Result<JobCounts, StoreError> {
         let spaces = self.all_spaces().await?;
         let open = self.lanes().await?;
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::new();
         for space in &spaces {
             for s in JobStatus::ALL {
-                pipe.zcard(format!("{space}:status:{s}"));
+                cmds.push(redis::Cmd::zcard(format!("{space}:status:{s}")));
             }
             for t in ScriptType::ALL {
-                pipe.hget(format!("{space}:counts"), format!("type:{t}"));
+                cmds.push(redis::Cmd::hget(
+                    format!("{space}:counts"),
+                    format!("type:{t}"),
+                ));
             }
             for t in ScriptType::ALL {
-                pipe.llen(super::queue_name(space, t));
+                cmds.push(redis::Cmd::llen(super::queue_name(space, t)));
             }
-            pipe.zcard(format!("{space}:delayed"));
+            cmds.push(redis::Cmd::zcard(format!("{space}:delayed")));
         }
         for &(c, t) in &open {
-            pipe.llen(super::lane_name(&self.config.prefix, c, t));
+            cmds.push(redis::Cmd::llen(super::queue_name(&self.space(Some(c)), t)));
         }
-        let all: Vec<Option<i64>> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let all: Vec<Option<i64>> = self.conn.query_each(cmds).await.map_err(unavailable)?;
         let mut n = all
             .into_iter()
             .map(|v| u64::try_from(v.unwrap_or(0)).unwrap_or(0));
@@ -1060,7 +1321,7 @@ impl JobStore for RedisStore {
     }
 
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
-        let space = space_of(&self.config.prefix, id);
+        let space = self.space_of(id);
         let keys = [
             self.job_key(id),
             format!("{space}:leases"),
@@ -1068,7 +1329,7 @@ impl JobStore for RedisStore {
             format!("{space}:jobs"),
         ];
         let args = vec![space, id.to_string(), self.now_ms().to_string()];
-        let reply = self.run(&SCRIPTS.delete, &keys, args).await?;
+        let reply = self.run(&self.scripts.delete, &keys, args).await?;
         match reply.as_slice() {
             [ok] if ok == "OK" => Ok(()),
             [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
@@ -1088,17 +1349,18 @@ impl JobStore for RedisStore {
         // without ended jobs are skipped (one pipelined count for all of them).
         let mut spaces = vec![self.space(None)];
         let numbered = self.numbered_spaces().await?;
+        self.repair_ready(&numbered, now).await;
         if !numbered.is_empty() {
-            let mut pipe = redis::pipe();
+            let mut cmds = Vec::new();
             for &n in &numbered {
                 for status in TERMINAL {
-                    pipe.zcard(format!("{}:done:{status}", self.space(Some(n))));
+                    cmds.push(redis::Cmd::zcard(format!(
+                        "{}:done:{status}",
+                        self.space(Some(n))
+                    )));
                 }
             }
-            let ended: Vec<usize> = pipe
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
+            let ended: Vec<usize> = self.conn.query_each(cmds).await.map_err(unavailable)?;
             spaces.extend(
                 numbered
                     .iter()
@@ -1115,7 +1377,7 @@ impl JobStore for RedisStore {
                     out.more = true;
                     break;
                 }
-                let mut inv = SCRIPTS.trim_done.prepare_invoke();
+                let mut inv = self.scripts.trim_done.prepare_invoke();
                 inv.key(format!("{space}:done:{status}"))
                     .key(format!("{space}:jobs"))
                     .arg(space)
@@ -1142,10 +1404,11 @@ impl JobStore for RedisStore {
         if max == 0 {
             return Ok(0);
         }
-        let mut inv = SCRIPTS.backfill.prepare_invoke();
-        inv.key(self.key("jobs"))
-            .key(self.key("backfill"))
-            .arg(&self.config.prefix)
+        let default = self.space(None);
+        let mut inv = self.scripts.backfill.prepare_invoke();
+        inv.key(format!("{default}:jobs"))
+            .key(format!("{default}:backfill"))
+            .arg(&default)
             .arg(max)
             .arg(self.now_ms());
         let (seen, indexed): (usize, usize) = inv
@@ -1161,7 +1424,7 @@ impl JobStore for RedisStore {
     async fn clear_all(&self) -> Result<(), StoreError> {
         for space in self.all_spaces().await? {
             loop {
-                let mut inv = SCRIPTS.clear_batch.prepare_invoke();
+                let mut inv = self.scripts.clear_batch.prepare_invoke();
                 inv.key(format!("{space}:jobs"))
                     .arg(&space)
                     .arg(CLEAR_BATCH);
@@ -1191,7 +1454,18 @@ impl JobStore for RedisStore {
             .map(|t| self.key(&format!("ready:{t}")))
             .collect();
         keys.push(self.key("spaces"));
-        keys.push(self.key("backfill"));
+        let backfill = format!("{}:backfill", self.space(None));
+        if self.layout.cluster {
+            // Another slot than the server-wide keys.
+            let _: usize = self
+                .conn
+                .clone()
+                .unlink(&backfill)
+                .await
+                .map_err(unavailable)?;
+        } else {
+            keys.push(backfill);
+        }
         let _: usize = self.conn.clone().unlink(keys).await.map_err(unavailable)?;
         // No key is left, the walk's mark included: its first call finds little to
         // walk and marks it done.
@@ -1200,7 +1474,7 @@ impl JobStore for RedisStore {
 
     async fn append_logs(&self, id: JobId, lines: &[String]) -> Result<(), StoreError> {
         let mut args = vec![
-            space_of(&self.config.prefix, id),
+            self.space_of(id),
             id.to_string(),
             self.config.max_log_lines.max(1).to_string(),
         ];
@@ -1214,7 +1488,7 @@ impl JobStore for RedisStore {
                 .map(|l| truncate_line(l, self.config.max_log_line_len)),
         );
         let keys = [self.job_key(id), format!("{}:logs", self.job_key(id))];
-        let reply = self.run(&SCRIPTS.append_logs, &keys, args).await?;
+        let reply = self.run(&self.scripts.append_logs, &keys, args).await?;
         match reply.as_slice() {
             [ok] if ok == "OK" => Ok(()),
             [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
@@ -1246,7 +1520,7 @@ impl JobStore for RedisStore {
         let key = self.job_key(id);
         let keys = [key.clone(), format!("{key}:logs")];
         let args = vec![from.to_string(), limit.max(1).to_string()];
-        let reply = self.run(&SCRIPTS.logs_from, &keys, args).await?;
+        let reply = self.run(&self.scripts.logs_from, &keys, args).await?;
         match reply.as_slice() {
             [c] if c == "NOT_FOUND" => Err(StoreError::NotFound(id)),
             [ok, first, lines @ ..] if ok == "OK" => {

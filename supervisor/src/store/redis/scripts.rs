@@ -2,6 +2,11 @@
 //! once per process. [`redis::Script`] sends `EVALSHA` and falls back to `EVAL` (loading
 //! the script) when Redis does not know it yet, so a restarted Redis needs nothing more.
 //!
+//! Two registries of the same sources: [`SCRIPTS`] for one Redis, [`CLUSTER_SCRIPTS`]
+//! for a Redis Cluster. They differ only in the first line, `local CLUSTER = false|true`,
+//! which `common.lua` reads: on a cluster, a script leaves the server-wide keys (the
+//! ready sets, `spaces`) to the Rust side, since they live in another hash slot.
+//!
 //! Each script heads its file with its KEYS, ARGV and Returns; the Rust side that calls
 //! it lives next to the operation in `mod.rs` (or `claim.rs` for the claim reply).
 
@@ -10,15 +15,17 @@ use std::sync::LazyLock;
 use redis::Script;
 
 macro_rules! lua {
-    ($file:literal) => {
+    ($head:literal, $file:literal) => {
         Script::new(concat!(
+            $head,
             include_str!("lua/common.lua"),
             include_str!(concat!("lua/", $file))
         ))
     };
     // With `lifecycle.lua` (create_job, start_job) between the two.
-    ($file:literal, lifecycle) => {
+    ($head:literal, $file:literal, lifecycle) => {
         Script::new(concat!(
+            $head,
             include_str!("lua/common.lua"),
             include_str!("lua/lifecycle.lua"),
             include_str!(concat!("lua/", $file))
@@ -26,7 +33,35 @@ macro_rules! lua {
     };
 }
 
+macro_rules! registry {
+    ($head:literal) => {
+        Scripts {
+            create: lua!($head, "create.lua", lifecycle),
+            start: lua!($head, "start.lua", lifecycle),
+            create_start: lua!($head, "create_start.lua", lifecycle),
+            create_batch: lua!($head, "create_batch.lua", lifecycle),
+            claim: lua!($head, "claim.lua"),
+            renew: lua!($head, "renew.lua"),
+            complete_batch: lua!($head, "complete_batch.lua"),
+            promote_due: lua!($head, "promote_due.lua"),
+            reclaim_expired: lua!($head, "reclaim_expired.lua"),
+            cancel: lua!($head, "cancel.lua"),
+            delete: lua!($head, "delete.lua"),
+            clear_batch: lua!($head, "clear_batch.lua"),
+            append_logs: lua!($head, "append_logs.lua"),
+            logs_from: lua!($head, "logs_from.lua"),
+            trim_done: lua!($head, "trim_done.lua"),
+            list_page: lua!($head, "list_page.lua"),
+            backfill: lua!($head, "backfill.lua"),
+            mark_indexed: lua!($head, "mark_indexed.lua"),
+            route: lua!($head, "route.lua"),
+            ready: lua!($head, "ready.lua"),
+        }
+    };
+}
+
 /// One compiled script per store operation that needs one.
+#[derive(Debug)]
 pub(super) struct Scripts {
     pub(super) create: Script,
     pub(super) start: Script,
@@ -50,26 +85,10 @@ pub(super) struct Scripts {
     pub(super) ready: Script,
 }
 
-/// The registry, built on first use.
-pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    create: lua!("create.lua", lifecycle),
-    start: lua!("start.lua", lifecycle),
-    create_start: lua!("create_start.lua", lifecycle),
-    create_batch: lua!("create_batch.lua", lifecycle),
-    claim: lua!("claim.lua"),
-    renew: lua!("renew.lua"),
-    complete_batch: lua!("complete_batch.lua"),
-    promote_due: lua!("promote_due.lua"),
-    reclaim_expired: lua!("reclaim_expired.lua"),
-    cancel: lua!("cancel.lua"),
-    delete: lua!("delete.lua"),
-    clear_batch: lua!("clear_batch.lua"),
-    append_logs: lua!("append_logs.lua"),
-    logs_from: lua!("logs_from.lua"),
-    trim_done: lua!("trim_done.lua"),
-    list_page: lua!("list_page.lua"),
-    backfill: lua!("backfill.lua"),
-    mark_indexed: lua!("mark_indexed.lua"),
-    route: lua!("route.lua"),
-    ready: lua!("ready.lua"),
-});
+/// The registry for one Redis, built on first use.
+pub(super) static SCRIPTS: LazyLock<Scripts> =
+    LazyLock::new(|| registry!("local CLUSTER = false\n"));
+
+/// The registry for a Redis Cluster, built on first use.
+pub(super) static CLUSTER_SCRIPTS: LazyLock<Scripts> =
+    LazyLock::new(|| registry!("local CLUSTER = true\n"));

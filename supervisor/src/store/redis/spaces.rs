@@ -1,6 +1,10 @@
 //! Key namespaces: the default one (`<prefix>`, the canonical names) and one per
 //! numbered context (`<prefix>:{c<N>}`, hash tag `{c<N>}`), which a job's id names
 //! ([`JobId::context`]). See the module docs of `redis` for the key layout.
+//!
+//! On a Redis Cluster ([`Layout`] with `cluster`), every key carries a hash tag: the
+//! default namespace is `<prefix>:{d}`, and the server-wide keys are under
+//! `<prefix>:{s}:` (one slot); numbered contexts keep `<prefix>:{c<N>}`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -15,9 +19,42 @@ pub(super) fn space(prefix: &str, context: Option<u32>) -> String {
     }
 }
 
-/// The namespace of job `id`.
-pub(super) fn space_of(prefix: &str, id: JobId) -> String {
-    space(prefix, id.context())
+/// The prefix of the server-wide keys: `prefix` itself on one Redis, `<prefix>:{s}` on a
+/// cluster (one hash tag, so scripts over several server-wide keys stay in one slot).
+pub(crate) fn server_prefix(prefix: &str, cluster: bool) -> String {
+    if cluster {
+        format!("{prefix}:{{s}}")
+    } else {
+        prefix.to_owned()
+    }
+}
+
+/// The key names of one store: its prefix and whether it is on a cluster.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    pub(super) prefix: String,
+    pub(super) cluster: bool,
+}
+
+impl Layout {
+    /// A namespace's key prefix: see [`space`]; on a cluster, the default namespace is
+    /// `<prefix>:{d}`.
+    pub(super) fn space(&self, context: Option<u32>) -> String {
+        match context {
+            None if self.cluster => format!("{}:{{d}}", self.prefix),
+            c => space(&self.prefix, c),
+        }
+    }
+
+    /// The namespace of job `id`.
+    pub(super) fn space_of(&self, id: JobId) -> String {
+        self.space(id.context())
+    }
+
+    /// A server-wide key: `<prefix>:<name>`, on a cluster `<prefix>:{s}:<name>`.
+    pub(super) fn server_key(&self, name: &str) -> String {
+        format!("{}:{name}", server_prefix(&self.prefix, self.cluster))
+    }
 }
 
 /// Whether any numbered namespace holds jobs, as far as this process knows: a claim
@@ -73,8 +110,21 @@ mod tests {
     fn namespaces_are_named_from_ids() {
         assert_eq!(space("hero", None), "hero");
         assert_eq!(space("hero", Some(42)), "hero:{c42}");
-        assert_eq!(space_of("hero", JobId::new()), "hero");
-        assert_eq!(space_of("p", JobId::new_in(Some(7))), "p:{c7}");
+        let one = Layout {
+            prefix: "hero".into(),
+            cluster: false,
+        };
+        assert_eq!(one.space(None), "hero");
+        assert_eq!(one.server_key("spaces"), "hero:spaces");
+        let cluster = Layout {
+            prefix: "hero".into(),
+            cluster: true,
+        };
+        assert_eq!(cluster.space(None), "hero:{d}");
+        assert_eq!(cluster.space(Some(3)), "hero:{c3}");
+        assert_eq!(one.space_of(JobId::new()), "hero");
+        assert_eq!(one.space_of(JobId::new_in(Some(7))), "hero:{c7}");
+        assert_eq!(cluster.server_key("ready:SAL"), "hero:{s}:ready:SAL");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 -- Returns: one flat array, per claimed job in claim order: id, the new attempt, then the
 -- value of each named field in the order given (nil when absent). The fields claim sets
 -- itself (status, times, lease, runner) are known to the caller, so they are not sent
--- back.
+-- back. On a cluster (CLUSTER), in a numbered context's namespace, one more entry
+-- ends the reply: 1 when the queue is empty now, else 0 (the caller keeps the ready
+-- set there, see common.lua).
 local prefix, owner, until_ms, now, script_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local names = {}
 for i = 7, #ARGV do
@@ -20,16 +22,21 @@ for i = 7, #ARGV do
 end
 local root, context = split_space(prefix)
 local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
-if context and redis.call('LLEN', KEYS[1]) == 0 then
+local emptied = context and redis.call('LLEN', KEYS[1]) == 0
+if emptied and not CLUSTER then
   redis.call('SREM', root .. ':ready:' .. script_type, context)
 end
+local marker = {}
+if context and CLUSTER then
+  marker = { emptied and 1 or 0 }
+end
 if not ids then
-  return {}
+  return marker
 end
 local out, claimed, scores, indexed = {}, {}, {}, {}
 for _, id in ipairs(ids) do
   local k = jkey(prefix, id)
-  if context and string.sub(id, 15, 15) ~= '8' then
+  if context and not CLUSTER and string.sub(id, 15, 15) ~= '8' then
     -- A default-namespace job on a context queue (see above): not this claim's.
     enqueue(root, id, script_type, false)
     k = nil
@@ -61,5 +68,8 @@ if #claimed > 0 then
   redis.call('ZREM', prefix .. ':status:Dispatched', unpack(claimed))
   index_add(prefix, 'Started', indexed)
   changed_many(prefix, claimed, 'Started')
+end
+if #marker > 0 then
+  out[#out + 1] = marker[1]
 end
 return out

@@ -8,6 +8,10 @@
 -- a numbered namespace the ready set `<root>:ready:<T>` that enqueue and claim keep
 -- (see ARCHITECTURE.md "Contexts and keys" for what Redis Cluster changes about them).
 -- Times are epoch milliseconds passed in ARGV by the caller (never Redis' clock).
+-- `CLUSTER` (the line before this file, scripts.rs) is true on a Redis Cluster: there
+-- the server-wide keys are in a slot of their own (`<root>:{s}:...`), so scripts leave
+-- them alone and the caller keeps them (ready sets, `spaces`); the default namespace is
+-- `<root>:{d}` there.
 
 local function jkey(prefix, id)
   return prefix .. ':job:' .. id
@@ -23,6 +27,10 @@ local function split_space(space)
   local root, n = string.match(space, '^(.*):{c(%d+)}$')
   if root then
     return root, n
+  end
+  root = string.match(space, '^(.*):{d}$')
+  if root then
+    return root, nil
   end
   return space, nil
 end
@@ -95,7 +103,9 @@ local function enqueue(prefix, id, script_type, front)
   end
   local root, n = split_space(prefix)
   if n then
-    redis.call('SADD', root .. ':ready:' .. script_type, n)
+    if not CLUSTER then
+      redis.call('SADD', root .. ':ready:' .. script_type, n)
+    end
     publish(prefix, { k = 'work', script_type = script_type, c = tonumber(n) })
   else
     publish(prefix, { k = 'work', script_type = script_type })

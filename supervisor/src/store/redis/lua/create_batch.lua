@@ -85,8 +85,11 @@ for script_type, d in pairs(direct) do
   changed_many(prefix, d.ids, 'Dispatched')
   local root, n = split_space(prefix)
   if n then
-    redis.call('SADD', root .. ':spaces', n)
-    redis.call('SADD', root .. ':ready:' .. script_type, n)
+    -- On a cluster the Rust side keeps these server-wide sets (another slot).
+    if not CLUSTER then
+      redis.call('SADD', root .. ':spaces', n)
+      redis.call('SADD', root .. ':ready:' .. script_type, n)
+    end
     publish(prefix, { k = 'work', script_type = script_type, c = tonumber(n) })
   else
     publish(prefix, { k = 'work', script_type = script_type })

@@ -41,7 +41,7 @@ local function create_job(KEYS, ARGV)
   redis.call('ZADD', prefix .. ':status:Created', ARGV[3], id)
   redis.call('HINCRBY', prefix .. ':counts', 'type:' .. script_type, 1)
   local root, context = split_space(prefix)
-  if context then
+  if context and not CLUSTER then
     redis.call('SADD', root .. ':spaces', context)
   end
   return { 'OK' }

@@ -1,0 +1,310 @@
+//! A Redis Cluster master SIGKILLed while jobs run: the supervisor (`--redis-cluster`,
+//! the library server on a private port) follows the promoted replica, answers storage
+//! errors (-32010) meanwhile, and every job the JSON-RPC API acknowledged (`create_job`
+//! and `start_job` both answered) ends `Finished`, exactly once: the runner's ledger
+//! shows each attempt at most once and none after the last.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hero_supervisor::SupervisorConfig;
+use hero_supervisor::clock::SystemClock;
+use hero_supervisor::config::ServeConfig;
+use hero_supervisor::job::ScriptType;
+use hero_supervisor::job::{JobId, JobStatus};
+use hero_supervisor::rpc::client::http_client;
+use hero_supervisor::server;
+use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_testkit::RedisCluster;
+use jsonrpsee::core::client::ClientT;
+use jsonrpsee::http_client::HttpClient;
+use jsonrpsee::rpc_params;
+use serde_json::{Value, json};
+
+/// Contexts the jobs are spread over (numbered: each its own slot, so over the masters).
+const CONTEXTS: u32 = 6;
+/// Jobs submitted in all.
+const JOBS: usize = 600;
+/// Each job's run time (ms).
+const DELAY_MS: u64 = 100;
+
+/// Submission outcomes, by job.
+#[derive(Default)]
+struct Submitted {
+    /// create_job and start_job both answered: the job must finish.
+    acked: Vec<JobId>,
+    /// A call answered an error (the outage): the job may or may not exist.
+    refused: usize,
+    /// The codes of the refusals.
+    codes: HashSet<String>,
+}
+
+/// A refused call: its method and JSON-RPC code (`transport` when there was none).
+fn describe(method: &str, e: &jsonrpsee::core::ClientError) -> String {
+    match e {
+        jsonrpsee::core::ClientError::Call(obj) => format!("{method} {}", obj.code()),
+        other => format!("{method} transport: {other}"),
+    }
+}
+
+async fn submit(c: &HttpClient, ledger: &str, i: usize) -> Result<JobId, String> {
+    let context = (i as u32 % CONTEXTS) + 1;
+    let params = json!({
+        "script": format!("soak {ledger} ok {DELAY_MS}"),
+        "script_type": ScriptType::ALL[i % 4].as_str(),
+        "caller_id": "failover",
+        "context_id": context.to_string(),
+        "timeout": 60,
+        "retries": 10,
+    });
+    let id: String = c
+        .request("create_job", rpc_params![params])
+        .await
+        .map_err(|e| describe("create_job", &e))?;
+    let _: Value = c
+        .request("start_job", rpc_params![id.clone()])
+        .await
+        .map_err(|e| describe("start_job", &e))?;
+    JobId::parse(&id).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_run_loses_no_acknowledged_job() {
+    let mut cluster = RedisCluster::start();
+    let nodes = cluster.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let ledger_arg = ledger.display().to_string();
+    let mut dispatch = common::fast_dispatch();
+    // A completion lost with the master is retried once its lease expires: keep it short.
+    dispatch.lease = Duration::from_secs(2);
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        redis_url: Some(nodes.join(",")),
+        redis_cluster: true,
+        supervisor: SupervisorConfig {
+            pools: common::pool_per_type(1, None),
+            limits: Default::default(),
+            dispatch,
+        },
+        ..ServeConfig::default()
+    };
+    let running = server::start(config).await.expect("start on the cluster");
+    let client = Arc::new(http_client(&format!("http://{}", running.addr()), None).unwrap());
+    let started = Instant::now();
+
+    // Submitters run through the failover: what an outage refuses is not acknowledged.
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (c, next, ledger) = (client.clone(), next.clone(), ledger_arg.clone());
+        tasks.spawn(async move {
+            let mut mine = Submitted::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= JOBS {
+                    break;
+                }
+                match submit(&c, &ledger, i).await {
+                    Ok(id) => mine.acked.push(id),
+                    Err(e) => {
+                        mine.refused += 1;
+                        mine.codes.insert(e);
+                    }
+                }
+                // A steady stream, so submissions overlap the failover.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            mine
+        });
+    }
+
+    // Mid-run: kill the master of context 1's slot.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::read_ledger(&ledger).len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never got going: {} submitted, {} executions",
+            next.load(Ordering::Relaxed),
+            common::read_ledger(&ledger).len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let victim = cluster
+        .master_of_slot(slot("hero:{c1}"))
+        .expect("context 1's slot has a master");
+    cluster.kill_node(victim);
+    let killed_at = Instant::now();
+    // Its replica is promoted: the slot gets another master.
+    let promoted = loop {
+        match cluster.master_of_slot(slot("hero:{c1}")) {
+            Some(p) if p != victim => break p,
+            _ => {
+                assert!(
+                    killed_at.elapsed() < Duration::from_secs(30),
+                    "no replica took over from {victim} within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let recovered_in = killed_at.elapsed();
+    cluster.wait_ok(Duration::from_secs(30));
+    assert!(!cluster.master_ports().contains(&victim));
+    // Until the promoted master has a replica again, the writes that acknowledge a job
+    // in its slots cannot be confirmed (WAIT): those answer -32010. The operator's part:
+    // the dead node is started again and rejoins as the new master's replica.
+    cluster.restart_node(victim);
+    while !cluster.has_synced_replica(promoted) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "the restarted node never became {promoted}'s replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let replica_back_in = killed_at.elapsed();
+
+    let mut all = Submitted::default();
+    while let Some(done) = tasks.join_next().await {
+        let mine = done.expect("submitter");
+        all.acked.extend(mine.acked);
+        all.refused += mine.refused;
+        all.codes.extend(mine.codes);
+    }
+    common::report(format!(
+        "submitted in {:.1?} ({} refused)",
+        started.elapsed(),
+        all.refused
+    ));
+    // Meanwhile the API answered storage errors, nothing else.
+    assert!(
+        all.codes.iter().all(|c| c.ends_with(" -32010")),
+        "refusals other than -32010: {:?}",
+        all.codes
+    );
+
+    // Every acknowledged job ends Finished.
+    let store: Arc<dyn JobStore> = Arc::new(
+        RedisStore::connect_cluster(&nodes, StoreConfig::default(), Arc::new(SystemClock))
+            .await
+            .expect("a store on the recovered cluster"),
+    );
+    let mut pending: HashSet<JobId> = all.acked.iter().copied().collect();
+    let until = Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        let ids: Vec<JobId> = pending.iter().copied().collect();
+        for (id, job) in ids.iter().zip(common::get_all(&store, &ids).await) {
+            if let Ok(job) = job
+                && job.status.is_terminal()
+            {
+                pending.remove(id);
+            }
+        }
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < until,
+                "{} acknowledged jobs not ended after 120 s",
+                pending.len()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    common::report(format!("all ended at {:.1?}", started.elapsed()));
+    let runs = common::read_ledger(&ledger);
+    let mut wrong = Vec::new();
+    let mut reruns = 0;
+    for (id, job) in all
+        .acked
+        .iter()
+        .zip(common::get_all(&store, &all.acked).await)
+    {
+        let job = match job {
+            Ok(job) => job,
+            Err(e) => {
+                wrong.push(format!("job {id}: acknowledged, now {e}"));
+                continue;
+            }
+        };
+        if job.status != JobStatus::Finished
+            || job.output.as_deref() != Some(format!("ok {}", job.attempt).as_str())
+        {
+            wrong.push(format!(
+                "job {id}: {:?} attempt {} output {:?} error {:?}",
+                job.status, job.attempt, job.output, job.error
+            ));
+            continue;
+        }
+        let mine = runs.get(&id.to_string()).map(Vec::as_slice).unwrap_or(&[]);
+        let mut seen = HashSet::new();
+        for run in mine {
+            if !seen.insert(run.attempt) {
+                wrong.push(format!("job {id}: attempt {} ran twice", run.attempt));
+            }
+            if run.attempt > job.attempt {
+                wrong.push(format!("job {id}: ran after it finished: {mine:?}"));
+            }
+        }
+        if !seen.contains(&job.attempt) {
+            wrong.push(format!("job {id}: its last attempt never ran: {mine:?}"));
+        }
+        reruns += mine.len().saturating_sub(1);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} acknowledged jobs wrong; first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(
+        all.acked.len() >= JOBS / 2,
+        "most jobs were acknowledged: {} of {JOBS}",
+        all.acked.len()
+    );
+    common::report(format!(
+        "cluster failover: {} jobs acknowledged, {} refused during the failover ({:?}); \
+         master {victim} killed, replica {promoted} promoted after {recovered_in:.1?}, \
+         {victim} back as its replica after {replica_back_in:.1?}; {reruns} \
+         executions re-run (answers lost with the master); all acknowledged jobs Finished \
+         once, in {:.1?}",
+        all.acked.len(),
+        all.refused,
+        all.codes,
+        started.elapsed()
+    ));
+    running.stop().await;
+}
+
+/// The hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384), as Redis Cluster
+/// computes it.
+fn slot(key: &str) -> u16 {
+    let tag = match (key.find('{'), key.find('}')) {
+        (Some(a), Some(b)) if b > a + 1 => &key[a + 1..b],
+        _ => key,
+    };
+    let mut crc: u16 = 0;
+    for &byte in tag.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[test]
+fn slots_are_computed_as_redis_does() {
+    // Values from `CLUSTER KEYSLOT`.
+    assert_eq!(slot("foo"), 12182);
+    assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+    assert_eq!(slot("123456789"), 0x31C3);
+}
