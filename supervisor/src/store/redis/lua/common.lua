@@ -92,15 +92,11 @@ end
 -- Ready queues: RPUSH at the tail, LPOP from the head; `front` puts an id at the head.
 -- The caller has set the job's queued_at (the next attempt's enqueue_time) to now,
 -- usually in the HSET that made it Dispatched; push_ready below does it itself.
--- A numbered context's namespace is also entered in the server-wide ready set of the
--- type (<root>:ready:<T>), which claimers read to find the contexts with ready jobs
--- without a scan; the `work` event names the context (`c`).
-local function enqueue(prefix, id, script_type, front)
-  if front then
-    redis.call('LPUSH', qkey(prefix, script_type), id)
-  else
-    redis.call('RPUSH', qkey(prefix, script_type), id)
-  end
+-- announce_work: jobs of `script_type` became ready in namespace `prefix`. A numbered
+-- context's namespace is also entered in the server-wide ready set of the type
+-- (<root>:ready:<T>), which claimers read to find the contexts with ready jobs without
+-- a scan; the `work` event names the context (`c`).
+local function announce_work(prefix, script_type)
   local root, n = split_space(prefix)
   if n then
     if not CLUSTER then
@@ -110,6 +106,16 @@ local function enqueue(prefix, id, script_type, front)
   else
     publish(prefix, { k = 'work', script_type = script_type })
   end
+end
+
+-- Pushes `id` on its namespace's queue of `script_type` and announces the work.
+local function enqueue(prefix, id, script_type, front)
+  if front then
+    redis.call('LPUSH', qkey(prefix, script_type), id)
+  else
+    redis.call('RPUSH', qkey(prefix, script_type), id)
+  end
+  announce_work(prefix, script_type)
 end
 
 -- enqueue, recording `now` as the job's queued_at first.

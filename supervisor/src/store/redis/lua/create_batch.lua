@@ -84,15 +84,10 @@ for script_type, d in pairs(direct) do
   redis.call('RPUSH', qkey(prefix, script_type), unpack(d.ids))
   changed_many(prefix, d.ids, 'Dispatched')
   local root, n = split_space(prefix)
-  if n then
-    -- On a cluster the Rust side keeps these server-wide sets (another slot).
-    if not CLUSTER then
-      redis.call('SADD', root .. ':spaces', n)
-      redis.call('SADD', root .. ':ready:' .. script_type, n)
-    end
-    publish(prefix, { k = 'work', script_type = script_type, c = tonumber(n) })
-  else
-    publish(prefix, { k = 'work', script_type = script_type })
+  if n and not CLUSTER then
+    -- As create_job would (on a cluster the Rust side keeps it: another slot).
+    redis.call('SADD', root .. ':spaces', n)
   end
+  announce_work(prefix, script_type)
 end
 return out
