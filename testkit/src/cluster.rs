@@ -258,6 +258,68 @@ impl RedisCluster {
         }
     }
 
+    /// Moves hash slot `slot` to the master on `to` the way `redis-cli --cluster
+    /// reshard` does, while the cluster serves: `CLUSTER SETSLOT .. IMPORTING` on the
+    /// target, `.. MIGRATING` on the source, then `CLUSTER GETKEYSINSLOT` and `MIGRATE`
+    /// of up to `batch` keys at a time with `pause` between batches (the slot is half
+    /// moved meanwhile), then `CLUSTER SETSLOT .. NODE` on the target, the source and
+    /// every other master. Returns the number of keys moved (0 when `to` serves the
+    /// slot already). Panics with the reply when a step fails.
+    pub fn move_slot(&self, slot: u16, to: u16, batch: usize, pause: Duration) -> usize {
+        let from = self
+            .master_of_slot(slot)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"));
+        if from == to {
+            return 0;
+        }
+        let id = |port: u16| {
+            command(port, &["CLUSTER", "MYID"]).unwrap_or_else(|| panic!("CLUSTER MYID on {port}"))
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let slot_arg = slot.to_string();
+        let ok = |port: u16, args: &[&str]| match request(port, args) {
+            Some(Reply::Simple(s)) if s == "OK" || s == "NOKEY" => {}
+            other => panic!("{args:?} on {port}: {other:?}"),
+        };
+        ok(
+            to,
+            &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from_id],
+        );
+        ok(
+            from,
+            &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &to_id],
+        );
+        let mut moved = 0;
+        loop {
+            let keys = match request(
+                from,
+                &["CLUSTER", "GETKEYSINSLOT", &slot_arg, &batch.to_string()],
+            ) {
+                Some(Reply::Array(keys)) => keys,
+                other => panic!("CLUSTER GETKEYSINSLOT on {from}: {other:?}"),
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            ok(from, &args);
+            moved += keys.len();
+            std::thread::sleep(pause);
+        }
+        let mut order = vec![to, from];
+        order.extend(
+            self.master_ports()
+                .into_iter()
+                .filter(|p| *p != to && *p != from),
+        );
+        for port in order {
+            ok(port, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+        }
+        moved
+    }
+
     /// Whether the master on `port` has a replica in sync (`INFO replication`).
     pub fn has_synced_replica(&self, port: u16) -> bool {
         command(port, &["INFO", "replication"])
@@ -411,6 +473,67 @@ fn command(port: u16, args: &[&str]) -> Option<String> {
     String::from_utf8(body).ok()
 }
 
+/// A RESP reply, as far as [`request`] reads them.
+#[derive(Debug)]
+#[expect(
+    dead_code,
+    reason = "the payloads are read through Debug, in panic messages"
+)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    /// An array of bulk strings (nil entries left out).
+    Array(Vec<String>),
+}
+
+/// One command over RESP to 127.0.0.1:`port`, its reply parsed: `None` on a
+/// connection failure or a reply it cannot read.
+fn request(port: u16, args: &[&str]) -> Option<Reply> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut r = BufReader::new(s);
+    let line = |r: &mut BufReader<TcpStream>| -> Option<String> {
+        let mut l = String::new();
+        r.read_line(&mut l).ok()?;
+        Some(l.trim_end().to_owned())
+    };
+    let bulk = |r: &mut BufReader<TcpStream>, len: i64| -> Option<Option<String>> {
+        if len < 0 {
+            return Some(None);
+        }
+        let mut body = vec![0u8; usize::try_from(len).ok()? + 2];
+        r.read_exact(&mut body).ok()?;
+        body.truncate(body.len() - 2);
+        Some(Some(String::from_utf8(body).ok()?))
+    };
+    let head = line(&mut r)?;
+    let (kind, rest) = head.split_at(1);
+    Some(match kind {
+        "+" => Reply::Simple(rest.to_owned()),
+        "-" => Reply::Error(rest.to_owned()),
+        ":" => Reply::Int(rest.parse().ok()?),
+        "$" => Reply::Bulk(bulk(&mut r, rest.parse().ok()?)?),
+        "*" => {
+            let n: i64 = rest.parse().ok()?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                let h = line(&mut r)?;
+                let len = h.strip_prefix('$')?.parse().ok()?;
+                items.extend(bulk(&mut r, len)?);
+            }
+            Reply::Array(items)
+        }
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +544,21 @@ mod tests {
         assert_eq!(cluster.master_ports().len(), 3);
         let port = cluster.master_of_slot(0).expect("slot 0 is served");
         assert!(cluster.ports().contains(&port));
+
+        // A slot moved with a key in it: the key is served by the new master.
+        let slot = 15495; // CLUSTER KEYSLOT a
+        let from = cluster.master_of_slot(slot).expect("slot served");
+        assert_eq!(command(from, &["SET", "{a}k", "v"]).as_deref(), Some("OK"));
+        let to = *cluster
+            .master_ports()
+            .iter()
+            .find(|&&p| p != from)
+            .expect("another master");
+        assert_eq!(cluster.move_slot(slot, to, 10, Duration::ZERO), 1);
+        assert_eq!(cluster.master_of_slot(slot), Some(to));
+        assert_eq!(command(to, &["GET", "{a}k"]).as_deref(), Some("v"));
+        assert_eq!(cluster.move_slot(slot, to, 10, Duration::ZERO), 0);
+
         let ports = cluster.ports().to_vec();
         drop(cluster);
         for p in ports {

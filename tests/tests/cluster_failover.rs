@@ -136,13 +136,13 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let victim = cluster
-        .master_of_slot(slot("hero:{c1}"))
+        .master_of_slot(common::slot("hero:{c1}"))
         .expect("context 1's slot has a master");
     cluster.kill_node(victim);
     let killed_at = Instant::now();
     // Its replica is promoted: the slot gets another master.
     let promoted = loop {
-        match cluster.master_of_slot(slot("hero:{c1}")) {
+        match cluster.master_of_slot(common::slot("hero:{c1}")) {
             Some(p) if p != victim => break p,
             _ => {
                 assert!(
@@ -280,31 +280,13 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job() {
     running.stop().await;
 }
 
-/// The hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384), as Redis Cluster
-/// computes it.
-fn slot(key: &str) -> u16 {
-    let tag = match (key.find('{'), key.find('}')) {
-        (Some(a), Some(b)) if b > a + 1 => &key[a + 1..b],
-        _ => key,
-    };
-    let mut crc: u16 = 0;
-    for &byte in tag.as_bytes() {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 #[test]
 fn slots_are_computed_as_redis_does() {
     // Values from `CLUSTER KEYSLOT`.
-    assert_eq!(slot("foo"), 12182);
-    assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
-    assert_eq!(slot("123456789"), 0x31C3);
+    assert_eq!(common::slot("foo"), 12182);
+    assert_eq!(
+        common::slot("{user1000}.following"),
+        common::slot("{user1000}.followers")
+    );
+    assert_eq!(common::slot("123456789"), 0x31C3);
 }

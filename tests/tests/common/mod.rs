@@ -439,3 +439,24 @@ pub(crate) fn supervisor_binary() -> PathBuf {
     );
     bin
 }
+
+/// The hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384), as Redis Cluster
+/// computes it.
+pub(crate) fn slot(key: &str) -> u16 {
+    let tag = match (key.find('{'), key.find('}')) {
+        (Some(a), Some(b)) if b > a + 1 => &key[a + 1..b],
+        _ => key,
+    };
+    let mut crc: u16 = 0;
+    for &byte in tag.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}

@@ -99,7 +99,13 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => match fenced(cmd) {
+                Some(fenced) => {
+                    let mut c = c.clone();
+                    Box::pin(async move { c.req_packed_command(&fenced).await })
+                }
+                None => c.req_packed_command(cmd),
+            },
         }
     }
 
@@ -121,6 +127,89 @@ impl ConnectionLike for RedisConn {
             RedisConn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// The slot fence: on a cluster, every script call (`EVAL`/`EVALSHA` with keys) declares
+/// one more key after its own, [`fence_key`] of its first key's slot, a key that never
+/// exists. Scripts compute keys they do not declare (a job's hash from an id popped off
+/// a queue), so a script must not run while its slot is half moved: a key it reads may
+/// be on the other node already (`MIGRATE` moves keys one by one), and a key it writes
+/// there would fail the script halfway, its earlier writes kept.
+///
+/// Redis itself refuses a command with a missing declared key while the slot is
+/// migrating or importing: the source answers `ASK` (or `TRYAGAIN`), and the target,
+/// asked with `ASKING`, answers `TRYAGAIN` for a command of several keys not all there.
+/// The fence is never there, so no fenced script runs anywhere until the slot is
+/// settled on one node (`CLUSTER SETSLOT .. NODE`); in a settled slot a missing key is
+/// an ordinary empty key, so the fence costs nothing else. The cluster client retries
+/// `TRYAGAIN` with backoff, and a store call still refused after that is
+/// [`StoreError::Unavailable`] (-32010 to a caller; the recorder tries a completion
+/// again for about 8 s). So a slot moves safely with `redis-cli --cluster reshard`
+/// while jobs run. Returns `None` for any other command (sent unchanged).
+///
+/// [`StoreError::Unavailable`]: crate::store::StoreError::Unavailable
+fn fenced(cmd: &Cmd) -> Option<Cmd> {
+    use redis::Arg;
+    let all: Vec<&[u8]> = cmd
+        .args_iter()
+        .map(|a| match a {
+            Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let mut args = all.into_iter();
+    let name = args.next()?;
+    let script = [&b"EVALSHA"[..], b"EVAL", b"EVALSHA_RO", b"EVAL_RO"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n));
+    if !script {
+        return None;
+    }
+    let body = args.next()?;
+    let numkeys: usize = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+    let rest: Vec<&[u8]> = args.collect();
+    if numkeys == 0 || rest.len() < numkeys {
+        return None;
+    }
+    let mut out = Cmd::new();
+    out.arg(name).arg(body).arg(numkeys + 1);
+    for key in &rest[..numkeys] {
+        out.arg(*key);
+    }
+    out.arg(fence_key(rest[0]));
+    for arg in &rest[numkeys..] {
+        out.arg(*arg);
+    }
+    Some(out)
+}
+
+/// The fence of `key`'s hash slot (see [`fenced`]): `hero-slot-fence:{<tag>}`, `<tag>`
+/// being `key`'s hash tag (or the whole key when it has none), so the fence hashes to
+/// `key`'s slot. Should that not hold (a key without a tag that holds a `}`), the first
+/// `hero-slot-fence:{<n>}` (n = 0, 1, ..) of that slot. Nothing may ever create a key of
+/// this name: while one exists, scripts of its slot could run mid-migration.
+pub(crate) fn fence_key(key: &[u8]) -> Vec<u8> {
+    use redis::cluster_routing::Slot;
+    let slot = Slot::for_key(key);
+    let tag = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let inner = &key[open + 1..];
+            let close = inner.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &inner[..close])
+        })
+        .unwrap_or(key);
+    let mut fence = b"hero-slot-fence:{".to_vec();
+    fence.extend_from_slice(tag);
+    fence.push(b'}');
+    if Slot::for_key(&fence) == slot {
+        return fence;
+    }
+    (0u64..)
+        .map(|n| format!("hero-slot-fence:{{{n}}}").into_bytes())
+        .find(|f| Slot::for_key(f) == slot)
+        .unwrap_or(fence)
 }
 
 /// A connection to one Redis at `url` with the house settings: 2 s to connect and to
@@ -218,5 +307,75 @@ impl CasSet {
             .invoke_async(conn)
             .await?;
         Ok(written == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Arg;
+    use redis::cluster_routing::Slot;
+
+    use super::{fence_key, fenced};
+
+    fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => b.to_vec(),
+                _ => panic!("a cursor argument"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fence_is_in_the_slot_of_its_key() {
+        for key in [
+            &b"hero:{c42}:job:0000002a-0000-8000-8000-000000000001"[..],
+            b"hero:{d}:q:work:type:SAL",
+            b"hero:{s}:actors",
+            b"no-tag-at-all",
+            b"{}empty-tag",
+            b"a{b}}c",
+            b"odd}{key",
+            b"{unclosed",
+        ] {
+            let fence = fence_key(key);
+            assert_eq!(Slot::for_key(&fence), Slot::for_key(key), "{key:?}");
+            assert_ne!(fence, key);
+        }
+        assert_eq!(fence_key(b"hero:{c42}:leases"), b"hero-slot-fence:{c42}");
+    }
+
+    #[test]
+    fn scripts_get_the_fence_after_their_keys_other_commands_nothing() {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg("abc")
+            .arg(2)
+            .arg("p:{c1}:a")
+            .arg("p:{c1}:b")
+            .arg("x")
+            .arg(7);
+        let out = fenced(&evalsha).expect("a script call is fenced");
+        let want: Vec<Vec<u8>> = [
+            &b"EVALSHA"[..],
+            b"abc",
+            b"3",
+            b"p:{c1}:a",
+            b"p:{c1}:b",
+            b"hero-slot-fence:{c1}",
+            b"x",
+            b"7",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        assert_eq!(args(&out), want);
+
+        let mut no_keys = redis::cmd("EVAL");
+        no_keys.arg("return 1").arg(0);
+        assert!(fenced(&no_keys).is_none());
+        let mut get = redis::cmd("GET");
+        get.arg("p:{c1}:a");
+        assert!(fenced(&get).is_none());
     }
 }
