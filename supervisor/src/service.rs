@@ -11,6 +11,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod waiters;
+
+use self::waiters::{Watch, Waiters};
 use crate::dispatch::{DispatchConfig, Dispatcher, log_writer};
 use crate::job::{Job, JobId, JobParams, JobStatus, Limits, ScriptType};
 use crate::metrics::Metrics;
@@ -136,6 +139,8 @@ struct Inner {
     started: std::time::Instant,
     /// What this process counts (`/metrics`).
     metrics: Arc<Metrics>,
+    /// The waits for jobs to end, woken by one reader of the store's events.
+    waiters: Arc<Waiters>,
 }
 
 /// A pool attached at run time and what stops it.
@@ -177,6 +182,12 @@ impl Supervisor {
             .collect();
         let dispatcher = Dispatcher::new(store.clone(), config.dispatch, metrics.clone());
         dispatcher.start(&pools, &tracker, &shutdown);
+        let waiters = Arc::new(Waiters::default());
+        tracker.spawn(
+            waiters
+                .clone()
+                .forward(store.subscribe(), shutdown.clone()),
+        );
         Supervisor {
             inner: Arc::new(Inner {
                 store,
@@ -189,6 +200,7 @@ impl Supervisor {
                 tracker,
                 started: std::time::Instant::now(),
                 metrics,
+                waiters,
             }),
         }
     }
@@ -274,28 +286,28 @@ impl Supervisor {
             job.timeout_secs
                 .saturating_mul(u64::from(job.max_attempts())),
         ) + Duration::from_secs(2);
-        // Subscribe before starting, so the end cannot slip past us; then the terminal
+        // Register before starting, so the end cannot slip past us; then the terminal
         // event itself says when to read the job: two store calls in all on the
         // happy path (create and start in one, get).
-        let events = self.inner.store.subscribe();
+        let watch = self.inner.waiters.watch(id);
         let status = self.inner.store.create_started(&job).await?;
-        job_result(self.wait_terminal(id, events, wait, Some(status)).await?)
+        job_result(self.wait_terminal(id, watch, wait, Some(status)).await?)
     }
 
     /// Waits up to `wait` for the job to reach a terminal status and returns it.
     pub async fn wait_for_job(&self, id: JobId, wait: Duration) -> Result<Job, SupervisorError> {
-        let events = self.inner.store.subscribe();
-        self.wait_terminal(id, events, wait, None).await
+        let watch = self.inner.waiters.watch(id);
+        self.wait_terminal(id, watch, wait, None).await
     }
 
-    /// Waits for the job to end, pushed by store events (`events` subscribed before the
-    /// job could change). `known` is its status when the caller just learned it (then no
-    /// read is needed until an event says it ended); `None` reads it first. Reads the
-    /// job only when it may have ended: a terminal event, or missed events.
+    /// Waits for the job to end, woken through `watch` (registered before the job
+    /// could change). `known` is its status when the caller just learned it (then no
+    /// read is needed until it may have ended); `None` reads it first. Reads the job only
+    /// when it may have ended: a terminal event, or missed events.
     async fn wait_terminal(
         &self,
         id: JobId,
-        mut events: broadcast::Receiver<StoreEvent>,
+        mut watch: Watch,
         wait: Duration,
         known: Option<JobStatus>,
     ) -> Result<Job, SupervisorError> {
@@ -308,39 +320,16 @@ impl Supervisor {
                     return Ok(job);
                 }
             }
-            let next = async {
-                loop {
-                    match events.recv().await {
-                        Ok(StoreEvent::JobChanged {
-                            id: changed,
-                            status,
-                        }) if changed == id => {
-                            return status.is_terminal();
-                        }
-                        Ok(StoreEvent::JobDeleted { id: changed }) if changed == id => {
-                            return true;
-                        }
-                        Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                            return true;
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Closed) => {
-                            // No more events (store gone): fall back to a slow re-read.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            return true;
-                        }
-                    }
-                }
-            };
-            match tokio::time::timeout_at(deadline, next).await {
-                Ok(may_have_ended) => read = may_have_ended,
-                Err(_) => {
-                    return Err(SupervisorError::Timeout {
-                        id,
-                        waited_secs: wait.as_secs(),
-                    });
-                }
+            if tokio::time::timeout_at(deadline, watch.changed())
+                .await
+                .is_err()
+            {
+                return Err(SupervisorError::Timeout {
+                    id,
+                    waited_secs: wait.as_secs(),
+                });
             }
+            read = true;
         }
     }
 
