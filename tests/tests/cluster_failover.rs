@@ -1,8 +1,14 @@
 //! A Redis Cluster master SIGKILLed while jobs run: the supervisor (`--redis-cluster`,
-//! the library server on a private port) follows the promoted replica, answers storage
-//! errors (-32010) meanwhile, and every job the JSON-RPC API acknowledged (`create_job`
-//! and `start_job` both answered) ends `Finished`, exactly once: the runner's ledger
-//! shows each attempt at most once and none after the last.
+//! the library server on a private port) follows the cluster, answers storage errors
+//! (-32010) meanwhile, and every job the JSON-RPC API acknowledged (`create_job` and
+//! `start_job` both answered) ends `Finished`, exactly once: the runner's ledger shows
+//! each attempt at most once and none after the last.
+//!
+//! Two faults: the master stays dead until its replica is promoted (then comes back as
+//! that replica's replica), or it is started again at once on its AOF (the chaos
+//! suite's "Redis restarted mid-run" for one master of a cluster): it is back within the
+//! node timeout, so normally still the slot's master, and the supervisor reconnects to
+//! the same address.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -73,9 +79,33 @@ async fn submit(c: &HttpClient, ledger: &str, i: usize) -> Result<JobId, String>
     JobId::parse(&id).map_err(|e| e.to_string())
 }
 
+/// What happens to the killed master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// It stays dead until its replica is promoted, then is started again and rejoins
+    /// as the new master's replica.
+    Failover,
+    /// It is started again at once on its AOF (`appendfsync always`): no write it
+    /// acknowledged is lost, whether or not its replica took over meanwhile.
+    RestartAtOnce,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_run_loses_no_acknowledged_job() {
-    let mut cluster = RedisCluster::start();
+    master_killed_mid_run(Fault::Failover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_mid_run_loses_no_acknowledged_job() {
+    master_killed_mid_run(Fault::RestartAtOnce).await;
+}
+
+async fn master_killed_mid_run(fault: Fault) {
+    let mut cluster = tokio::task::block_in_place(|| {
+        RedisCluster::builder()
+            .aof(fault == Fault::RestartAtOnce)
+            .start()
+    });
     let nodes = cluster.urls();
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
@@ -140,34 +170,62 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job() {
         .expect("context 1's slot has a master");
     cluster.kill_node(victim);
     let killed_at = Instant::now();
-    // Its replica is promoted: the slot gets another master.
-    let promoted = loop {
-        match cluster.master_of_slot(slot("hero:{c1}")) {
-            Some(p) if p != victim => break p,
-            _ => {
+    let what = match fault {
+        Fault::Failover => {
+            // Its replica is promoted: the slot gets another master.
+            let promoted = loop {
+                match cluster.master_of_slot(slot("hero:{c1}")) {
+                    Some(p) if p != victim => break p,
+                    _ => {
+                        assert!(
+                            killed_at.elapsed() < Duration::from_secs(30),
+                            "no replica took over from {victim} within 30 s"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            let recovered_in = killed_at.elapsed();
+            cluster.wait_ok(Duration::from_secs(30));
+            assert!(!cluster.master_ports().contains(&victim));
+            // Until the promoted master has a replica again, the writes that acknowledge a
+            // job in its slots cannot be confirmed (WAIT): those answer -32010. The
+            // operator's part: the dead node is started again and rejoins as the new
+            // master's replica.
+            cluster.restart_node(victim);
+            while !cluster.has_synced_replica(promoted) {
                 assert!(
-                    killed_at.elapsed() < Duration::from_secs(30),
-                    "no replica took over from {victim} within 30 s"
+                    killed_at.elapsed() < Duration::from_secs(60),
+                    "the restarted node never became {promoted}'s replica"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            format!(
+                "master {victim} killed, replica {promoted} promoted after {recovered_in:.1?}, \
+                 {victim} back as its replica after {:.1?}",
+                killed_at.elapsed()
+            )
+        }
+        Fault::RestartAtOnce => {
+            let back_in = tokio::task::block_in_place(|| {
+                cluster.restart_node(victim);
+                let back_in = killed_at.elapsed();
+                cluster.wait_healthy(Duration::from_secs(60));
+                back_in
+            });
+            let master = cluster.master_of_slot(slot("hero:{c1}"));
+            format!(
+                "master {victim} SIGKILLed and answering again on its AOF after {back_in:.1?}, \
+                 its replica in sync again after {:.1?}; context 1's slot now on {master:?} ({})",
+                killed_at.elapsed(),
+                if master == Some(victim) {
+                    "no failover"
+                } else {
+                    "its replica took over meanwhile"
+                }
+            )
         }
     };
-    let recovered_in = killed_at.elapsed();
-    cluster.wait_ok(Duration::from_secs(30));
-    assert!(!cluster.master_ports().contains(&victim));
-    // Until the promoted master has a replica again, the writes that acknowledge a job
-    // in its slots cannot be confirmed (WAIT): those answer -32010. The operator's part:
-    // the dead node is started again and rejoins as the new master's replica.
-    cluster.restart_node(victim);
-    while !cluster.has_synced_replica(promoted) {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(60),
-            "the restarted node never became {promoted}'s replica"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let replica_back_in = killed_at.elapsed();
 
     let mut all = Submitted::default();
     while let Some(done) = tasks.join_next().await {
@@ -267,11 +325,9 @@ async fn a_master_killed_mid_run_loses_no_acknowledged_job() {
         all.acked.len()
     );
     common::report(format!(
-        "cluster failover: {} jobs acknowledged, {} refused during the failover ({:?}); \
-         master {victim} killed, replica {promoted} promoted after {recovered_in:.1?}, \
-         {victim} back as its replica after {replica_back_in:.1?}; {reruns} \
-         executions re-run (answers lost with the master); all acknowledged jobs Finished \
-         once, in {:.1?}",
+        "cluster {fault:?}: {} jobs acknowledged, {} refused meanwhile ({:?}); {what}; \
+         {reruns} executions re-run (answers lost with the master); all acknowledged jobs \
+         Finished once, in {:.1?}",
         all.acked.len(),
         all.refused,
         all.codes,

@@ -24,8 +24,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Execution, Outcome, Rng};
 use common::StoreTarget;
+use common::{Execution, Outcome, Rng};
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::{Supervisor, SupervisorConfig};
 use hero_testkit::{RedisCluster, RedisServer};
