@@ -241,6 +241,31 @@ impl RedisCluster {
         masters
     }
 
+    /// The ports of the live replicas of the master on `port` now (`CLUSTER NODES`).
+    pub fn replicas_of(&self, port: u16) -> Vec<u16> {
+        let lines = self.nodes_lines();
+        let Some(master_id) = lines.iter().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 2 && parse_port(f[1]) == Some(port)).then(|| f[0].to_owned())
+        }) else {
+            return Vec::new();
+        };
+        let mut replicas = Vec::new();
+        for line in &lines {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 3
+                && f[2].contains("slave")
+                && !f[2].contains("fail")
+                && f[3] == master_id
+                && let Some(p) = parse_port(f[1])
+            {
+                replicas.push(p);
+            }
+        }
+        replicas.sort_unstable();
+        replicas
+    }
+
     /// The port of the master serving hash slot `slot` now.
     pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
         for line in self.nodes_lines() {

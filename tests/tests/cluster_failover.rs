@@ -22,10 +22,12 @@ use hero_supervisor::SupervisorConfig;
 use hero_supervisor::clock::SystemClock;
 use hero_supervisor::config::ServeConfig;
 use hero_supervisor::job::ScriptType;
-use hero_supervisor::job::{JobId, JobStatus};
+use hero_supervisor::job::{Job, JobId, JobStatus};
 use hero_supervisor::rpc::client::http_client;
 use hero_supervisor::server;
-use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
+use hero_supervisor::store::{
+    ClaimedJob, Completion, JobStore, RedisStore, StoreConfig, StoreError,
+};
 use hero_testkit::RedisCluster;
 use jsonrpsee::core::client::ClientT;
 use jsonrpsee::http_client::HttpClient;
@@ -334,6 +336,113 @@ async fn master_killed_mid_run(fault: Fault) {
         started.elapsed()
     ));
     running.stop().await;
+}
+
+/// A master that lost its replica: every write that acknowledges a job in its slots
+/// waits the whole `WAIT` (3 s) and fails (-32010), as designed. Meanwhile the other
+/// commands of that master's contexts (reads, lease renewals, completions) answer
+/// promptly: the `WAIT`s block only the connection of the acknowledged writes. (They
+/// used to share the store's one connection to that master and queue behind every
+/// `WAIT`, 3 s each, until leases expired and finished jobs ran again: found by the
+/// master restarted mid-run above, whose replica takes seconds to resync.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_without_a_replica_refuses_acknowledgements_but_keeps_running_jobs() {
+    let mut cluster = tokio::task::block_in_place(RedisCluster::start);
+    let store: Arc<dyn JobStore> = Arc::new(
+        RedisStore::connect_cluster(
+            &cluster.urls(),
+            StoreConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .expect("a store on the cluster"),
+    );
+    let job_in_c1 = || {
+        let mut p = common::params("echo x".to_owned(), ScriptType::Sal, 60, 0);
+        p.context_id = "1".to_owned();
+        Job::new(JobId::for_context_id("1"), p, chrono::Utc::now())
+    };
+    // Two jobs of context 1, acknowledged while the master has its replica; one claimed.
+    let (running, queued) = (job_in_c1(), job_in_c1());
+    for job in [&running, &queued] {
+        store.create(job).await.expect("create");
+    }
+    store.start(running.id).await.expect("start");
+    let owner = "lost-replica";
+    let lease = Duration::from_secs(30);
+    let claimed = store
+        .claim(ScriptType::Sal, 10, owner, lease)
+        .await
+        .expect("claim");
+    assert!(
+        matches!(claimed.as_slice(), [ClaimedJob::Job(j)] if j.id == running.id),
+        "{claimed:?}"
+    );
+
+    let master = cluster
+        .master_of_slot(slot("hero:{c1}"))
+        .expect("context 1's slot has a master");
+    let replicas = cluster.replicas_of(master);
+    assert!(!replicas.is_empty(), "master {master} has no replica");
+    for r in &replicas {
+        cluster.kill_node(*r);
+    }
+    while cluster.has_synced_replica(master) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // An acknowledged write (start) now waits for a replica that is gone...
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            (store.start(queued.id).await, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... while the running job's reads, renewal and completion, on the same master,
+    // answer at once.
+    let bound = Duration::from_secs(1);
+    let t = Instant::now();
+    let got = store.get(running.id).await.expect("get");
+    assert_eq!(got.status, JobStatus::Started);
+    let read_in = t.elapsed();
+    let t = Instant::now();
+    let lost = store
+        .renew(owner, &[running.id], lease)
+        .await
+        .expect("renew");
+    assert!(lost.is_empty(), "{lost:?}");
+    let renewed_in = t.elapsed();
+    let t = Instant::now();
+    store
+        .complete_one(Completion::finish(running.id, 1, "done"))
+        .await
+        .expect("complete");
+    let completed_in = t.elapsed();
+    assert!(
+        read_in < bound && renewed_in < bound && completed_in < bound,
+        "behind a WAIT: read {read_in:?}, renewal {renewed_in:?}, completion {completed_in:?}"
+    );
+    let (started, waited) = waiting.await.unwrap();
+    assert!(
+        matches!(started, Err(StoreError::Unavailable(_))),
+        "an acknowledgement with no replica: {started:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(3),
+        "WAIT returned after {waited:?}"
+    );
+    let done = store.get(running.id).await.expect("get");
+    assert_eq!(
+        (done.status, done.output.as_deref()),
+        (JobStatus::Finished, Some("done"))
+    );
+    common::report(format!(
+        "lost replica: start answered Unavailable after {waited:.1?}; meanwhile on the same \
+         master a read took {read_in:.1?}, a renewal {renewed_in:.1?}, a completion \
+         {completed_in:.1?}"
+    ));
 }
 
 /// The hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384), as Redis Cluster
