@@ -27,11 +27,33 @@ const NODES: usize = 6;
 /// within a few seconds.
 pub const NODE_TIMEOUT_MS: u64 = 1000;
 
+/// Options for a [`RedisCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct RedisClusterBuilder {
+    aof: bool,
+}
+
+impl RedisClusterBuilder {
+    /// Turns every node's append-only file on (`appendfsync always`, a directory per
+    /// node), so the data survives [`RedisCluster::kill_all_nodes`] and
+    /// [`RedisCluster::restart_all`] (chaos tests). Off by default.
+    pub fn aof(mut self, on: bool) -> Self {
+        self.aof = on;
+        self
+    }
+
+    /// Starts the cluster (see [`RedisCluster::start`]).
+    pub fn start(self) -> RedisCluster {
+        RedisCluster::start_with(&self)
+    }
+}
+
 /// A private Redis Cluster (see the module docs). Killed on drop.
 #[derive(Debug)]
 pub struct RedisCluster {
     dir: PathBuf,
     server: PathBuf,
+    aof: bool,
     ports: Vec<u16>,
     /// Each node's cluster bus port.
     buses: Vec<u16>,
@@ -46,6 +68,15 @@ impl RedisCluster {
     /// picked free, then bound by the nodes) fails an attempt; up to three attempts are
     /// made, each on fresh ports.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(&RedisClusterBuilder::default())
+    }
+
+    /// Options (AOF) before starting.
+    pub fn builder() -> RedisClusterBuilder {
+        RedisClusterBuilder::default()
+    }
+
+    fn start_with(options: &RedisClusterBuilder) -> RedisCluster {
         let server = find_on_path("redis-server").unwrap_or_else(|| {
             panic!("redis-server not found: install it (apt-get install redis-server)")
         });
@@ -54,7 +85,7 @@ impl RedisCluster {
         });
         let mut failures = Vec::new();
         for _ in 0..3 {
-            match Self::try_start(&server, &cli) {
+            match Self::try_start(&server, &cli, options.aof) {
                 Ok(cluster) => return cluster,
                 Err(why) => failures.push(why),
             }
@@ -65,7 +96,11 @@ impl RedisCluster {
         );
     }
 
-    fn try_start(server: &std::path::Path, cli: &std::path::Path) -> Result<RedisCluster, String> {
+    fn try_start(
+        server: &std::path::Path,
+        cli: &std::path::Path,
+        aof: bool,
+    ) -> Result<RedisCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("hero-cluster-")
             .tempdir()
@@ -84,7 +119,7 @@ impl RedisCluster {
         let children: Vec<Option<Child>> = ports
             .iter()
             .zip(&buses)
-            .map(|(&port, &bus)| Some(spawn_node(server, &dir, port, bus)))
+            .map(|(&port, &bus)| Some(spawn_node(server, &dir, port, bus, aof)))
             .collect();
         let pids: Vec<String> = children
             .iter()
@@ -109,6 +144,7 @@ impl RedisCluster {
         let mut cluster = RedisCluster {
             dir,
             server: server.to_owned(),
+            aof,
             ports,
             buses,
             children,
@@ -205,6 +241,31 @@ impl RedisCluster {
         masters
     }
 
+    /// The ports of the live replicas of the master on `port` now (`CLUSTER NODES`).
+    pub fn replicas_of(&self, port: u16) -> Vec<u16> {
+        let lines = self.nodes_lines();
+        let Some(master_id) = lines.iter().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 2 && parse_port(f[1]) == Some(port)).then(|| f[0].to_owned())
+        }) else {
+            return Vec::new();
+        };
+        let mut replicas = Vec::new();
+        for line in &lines {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 3
+                && f[2].contains("slave")
+                && !f[2].contains("fail")
+                && f[3] == master_id
+                && let Some(p) = parse_port(f[1])
+            {
+                replicas.push(p);
+            }
+        }
+        replicas.sort_unstable();
+        replicas
+    }
+
     /// The port of the master serving hash slot `slot` now.
     pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
         for line in self.nodes_lines() {
@@ -250,7 +311,13 @@ impl RedisCluster {
         if self.children[i].is_some() {
             return;
         }
-        self.children[i] = Some(spawn_node(&self.server, &self.dir, port, self.buses[i]));
+        self.children[i] = Some(spawn_node(
+            &self.server,
+            &self.dir,
+            port,
+            self.buses[i],
+            self.aof,
+        ));
         let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
         while command(port, &["PING"]).as_deref() != Some("PONG") {
             assert!(Instant::now() < deadline, "node {port} did not come back");
@@ -320,6 +387,54 @@ impl RedisCluster {
         moved
     }
 
+    /// SIGKILLs every node at once: the whole cluster is down (with AOF on, see
+    /// [`RedisClusterBuilder::aof`], its data survives for [`RedisCluster::restart_all`]).
+    pub fn kill_all_nodes(&mut self) {
+        for port in self.ports.clone() {
+            self.kill_node(port);
+        }
+    }
+
+    /// Starts every node killed by [`RedisCluster::kill_all_nodes`] (or
+    /// [`RedisCluster::kill_node`]) again, the masters of `masters` first (so that no
+    /// replica back before its master is elected in its place), then waits until the
+    /// cluster is whole again ([`RedisCluster::wait_healthy`]).
+    pub fn restart_all(&mut self, masters: &[u16], timeout: Duration) {
+        let mut order: Vec<u16> = masters.to_vec();
+        order.extend(self.ports.iter().filter(|p| !masters.contains(p)));
+        for port in order {
+            self.restart_node(port);
+        }
+        self.wait_healthy(timeout);
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and every master has its
+    /// replica connected and in sync: writes acknowledged with `WAIT 1` go through.
+    /// Panics after `timeout`.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster was not whole again within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every live node `cluster_state:ok`, every live master with a replica in sync.
+    fn healthy(&self) -> bool {
+        let live = self.live_ports();
+        live.iter().all(|&p| {
+            command(p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+        }) && live.iter().all(|&p| {
+            command(p, &["INFO", "replication"]).is_some_and(|i| {
+                !i.contains("role:master")
+                    || (i.contains("connected_slaves:1") && i.contains("state=online"))
+            })
+        })
+    }
+
     /// Whether the master on `port` has a replica in sync (`INFO replication`).
     pub fn has_synced_replica(&self, port: u16) -> bool {
         command(port, &["INFO", "replication"])
@@ -366,17 +481,7 @@ impl RedisCluster {
 
     fn wait_until_up(&self, deadline: Instant) -> Result<(), String> {
         loop {
-            let states_ok = self.ports.iter().all(|&p| {
-                command(p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
-            });
-            let replicas_ok = states_ok
-                && self.ports.iter().all(|&p| {
-                    command(p, &["INFO", "replication"]).is_some_and(|i| {
-                        !i.contains("role:master")
-                            || (i.contains("connected_slaves:1") && i.contains("state=online"))
-                    })
-                });
-            if replicas_ok {
+            if self.healthy() {
                 return Ok(());
             }
             self.check_deadline(deadline, "the cluster did not come up")?;
@@ -422,16 +527,29 @@ impl Drop for RedisCluster {
 }
 
 /// One node of a test cluster (see [`RedisCluster::start`] for the settings).
-fn spawn_node(server: &std::path::Path, dir: &std::path::Path, port: u16, bus: u16) -> Child {
-    Command::new(server)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+fn spawn_node(
+    server: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    bus: u16,
+    aof: bool,
+) -> Child {
+    let mut cmd = Command::new(server);
+    if aof {
+        // One AOF directory per node: the nodes share `dir`.
+        cmd.args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--appenddirname", &format!("aof-{port}")]);
+    } else {
+        cmd.args(["--appendonly", "no"]);
+    }
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-port", &bus.to_string()])
         .arg("--cluster-config-file")
         .arg(dir.join(format!("nodes-{port}.conf")))
         .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
         .args(["--cluster-require-full-coverage", "no"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--save", "", "--daemonize", "no"])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")

@@ -14,7 +14,7 @@
 mod cluster;
 mod proxy;
 
-pub use cluster::{CLUSTER_START_TIMEOUT, NODE_TIMEOUT_MS, RedisCluster};
+pub use cluster::{CLUSTER_START_TIMEOUT, NODE_TIMEOUT_MS, RedisCluster, RedisClusterBuilder};
 pub use proxy::SilentProxy;
 
 use std::io::{Read, Write};

@@ -8,6 +8,12 @@
 //! - the `hero-supervisor` process killed with SIGKILL mid-run and started again on the
 //!   same Redis: every accepted job finishes.
 //!
+//! Each scenario runs on one `redis-server` and on a Redis Cluster (`--redis-cluster`,
+//! three masters and three replicas, the jobs spread over six numbered contexts, so over
+//! every master). On a cluster, "Redis killed" is the whole cluster: every node SIGKILLed
+//! at once and started again on its AOF (a single master killed, its replica promoted,
+//! is `cluster_failover.rs`).
+//!
 //! `HERO_CHAOS_SEED=<n>` replays the choice of victims.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,12 +24,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::StoreTarget;
 use common::{Execution, Outcome, Rng};
-use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
-use hero_supervisor::store::{JobStore, RedisStore, StoreConfig};
 use hero_supervisor::{Supervisor, SupervisorConfig};
-use hero_testkit::RedisServer;
+use hero_testkit::{RedisCluster, RedisServer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -74,13 +79,6 @@ fn uuid_ish() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-async fn redis_store(server: &RedisServer) -> Arc<dyn JobStore> {
-    let store = RedisStore::connect(&server.url(), StoreConfig::default(), Arc::new(SystemClock))
-        .await
-        .expect("connect to the test redis");
-    Arc::new(store)
 }
 
 fn ok_jobs(ledger: &Path, n: usize, delay_ms: u64, retries: u32) -> Vec<JobParams> {
@@ -178,9 +176,23 @@ fn check_all_finished(
 /// once, and only executions on killed runners lost their answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_killed_at_random_lose_no_job() {
-    let mut rng = Rng::from_env("HERO_CHAOS_SEED", "chaos: runners killed");
     let redis = RedisServer::start();
-    let store = redis_store(&redis).await;
+    runners_killed_at_random(&StoreTarget::redis(&redis), 3_000).await;
+}
+
+/// The same on the shared Redis Cluster, 1,500 jobs over six contexts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_killed_at_random_lose_no_job_on_a_cluster() {
+    let target = StoreTarget::cluster(RedisCluster::shared(), "chaos-runners");
+    runners_killed_at_random(&target, 1_500).await;
+}
+
+async fn runners_killed_at_random(target: &StoreTarget, jobs: usize) {
+    let mut rng = Rng::from_env(
+        "HERO_CHAOS_SEED",
+        &format!("chaos: runners killed ({})", target.name()),
+    );
+    let store = target.connect().await;
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
     let tag = unique_tag("chaos-runners");
@@ -203,7 +215,6 @@ async fn runners_killed_at_random_lose_no_job() {
         dispatch: common::fast_dispatch(),
     };
     let sup = Supervisor::start(config, store.clone());
-    let jobs = 3_000;
     let events = store.subscribe();
     let started = Instant::now();
 
@@ -228,7 +239,7 @@ async fn runners_killed_at_random_lose_no_job() {
             }
         })
     };
-    let ids = common::submit_all(&sup, ok_jobs(&ledger, jobs, 30, 10), 16).await;
+    let ids = common::submit_all(&sup, target.spread(ok_jobs(&ledger, jobs, 30, 10)), 16).await;
     common::wait_all_terminal(&store, events, &ids, Duration::from_secs(90)).await;
     stop.cancel();
     killer.await.unwrap();
@@ -242,8 +253,9 @@ async fn runners_killed_at_random_lose_no_job() {
     );
     let restarts: u64 = sup.list_runners().iter().map(|r| r.restarts).sum();
     common::report(format!(
-        "chaos runners: {jobs} jobs in {elapsed:.1?}, {} runners SIGKILLed ({restarts} restarts), \
+        "chaos runners ({}): {jobs} jobs in {elapsed:.1?}, {} runners SIGKILLed ({restarts} restarts), \
          {} jobs retried, {} answers lost with their runner, {} executions, 0 jobs lost",
+        target.name(),
         killed.len(),
         tally.retried,
         tally.lost_answers,
@@ -263,13 +275,81 @@ async fn runners_killed_at_random_lose_no_job() {
     );
 }
 
+/// What a store outage does to the store's Redis: kill it, start it again.
+trait Outage {
+    /// Kills every Redis process of the store (SIGKILL).
+    fn kill(&mut self);
+    /// Starts them again on their AOF and waits until they serve.
+    fn restart(&mut self);
+}
+
+impl Outage for RedisServer {
+    fn kill(&mut self) {
+        self.stop();
+    }
+
+    fn restart(&mut self) {
+        RedisServer::restart(self);
+    }
+}
+
+/// The whole cluster: every node at once.
+struct ClusterOutage {
+    cluster: RedisCluster,
+    /// The masters before the outage, started first again.
+    masters: Vec<u16>,
+}
+
+impl Outage for ClusterOutage {
+    fn kill(&mut self) {
+        self.masters = self.cluster.master_ports();
+        self.cluster.kill_all_nodes();
+    }
+
+    fn restart(&mut self) {
+        // Until every master has its replica back, the writes that acknowledge a job
+        // answer -32010 (WAIT 1): wait for that, as an operator would.
+        tokio::task::block_in_place(|| {
+            self.cluster
+                .restart_all(&self.masters, Duration::from_secs(60));
+        });
+    }
+}
+
 /// Redis killed mid-run and restarted on the same AOF: during the outage every API call
 /// answers `Storage` within a bound; afterwards the same supervisor serves again and
 /// every accepted job finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_run_storage_errors_then_recovery() {
     let mut redis = RedisServer::builder().aof(true).start();
-    let store = redis_store(&redis).await;
+    let target = StoreTarget::redis(&redis);
+    store_outage_then_recovery(&target, &mut redis, 1_000, 300).await;
+}
+
+/// The same with every node of a private Redis Cluster (AOF on) SIGKILLed at once and
+/// started again: the cluster connection finds its nodes again without a restart of the
+/// supervisor. 600 jobs, then 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restarted_mid_run_storage_errors_then_recovery() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::builder().aof(true).start());
+    let target = StoreTarget::cluster(&cluster, "chaos-outage");
+    let mut outage = ClusterOutage {
+        cluster,
+        masters: Vec::new(),
+    };
+    store_outage_then_recovery(&target, &mut outage, 600, 200).await;
+}
+
+/// `jobs` jobs of 200 ms, Redis killed mid-run (`outage`), API calls checked during the
+/// outage, Redis restarted, `more` jobs of 20 ms submitted to the same supervisor; every
+/// job ends `Finished`, no attempt run twice.
+async fn store_outage_then_recovery(
+    target: &StoreTarget,
+    outage: &mut dyn Outage,
+    jobs: usize,
+    more: usize,
+) {
+    let store = target.connect().await;
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
     let mut dispatch = common::fast_dispatch();
@@ -283,18 +363,19 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
     };
     let sup = Supervisor::start(config, store.clone());
     let started = Instant::now();
-    // Jobs of 200 ms, 64 at a time: a run of about three seconds.
-    let mut ids = common::submit_all(&sup, ok_jobs(&ledger, 1_000, 200, 10), 16).await;
+    // Jobs of 200 ms, 64 at a time: a run of a few seconds.
+    let mut ids =
+        common::submit_all(&sup, target.spread(ok_jobs(&ledger, jobs, 200, 10)), 16).await;
     let known = ids[0];
 
     // Mid-run: some finished, many queued or running.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while common::read_ledger(&ledger).len() < 150 {
+    while common::read_ledger(&ledger).len() < jobs * 3 / 20 {
         assert!(Instant::now() < deadline, "the run never got going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    redis.stop();
-    let outage = Instant::now();
+    outage.kill();
+    let down = Instant::now();
     // Requests the runners were working on when Redis went: their answers come during
     // the outage.
     let in_flight: u64 = sup.list_runners().iter().map(|r| r.in_flight).sum();
@@ -309,7 +390,13 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
             matches!(&got, Err(e) if common::is_storage(e)),
             "round {round}: {got:?}"
         );
-        let p = common::params("echo x".to_owned(), ScriptType::Sal, 10, 0);
+        let p = target.spread(vec![common::params(
+            "echo x".to_owned(),
+            ScriptType::Sal,
+            10,
+            0,
+        )]);
+        let p = p.into_iter().next().unwrap();
         let created = common::bounded(bound, "create_job", sup.create_job(p)).await;
         assert!(
             matches!(&created, Err(e) if common::is_storage(e)),
@@ -328,10 +415,11 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
         slowest = slowest.max(t.elapsed());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let down_for = outage.elapsed();
-    redis.restart();
+    let down_for = down.elapsed();
+    outage.restart();
+    let restarted_in = down.elapsed() - down_for;
 
-    // The same supervisor serves again (the connection manager reconnects on its own).
+    // The same supervisor serves again (the connection reconnects on its own).
     let deadline = Instant::now() + Duration::from_secs(15);
     let events = loop {
         let events = store.subscribe();
@@ -344,7 +432,8 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
             }
         }
     };
-    ids.extend(common::submit_all(&sup, ok_jobs(&ledger, 300, 20, 10), 16).await);
+    let recovered_in = down.elapsed() - down_for - restarted_in;
+    ids.extend(common::submit_all(&sup, target.spread(ok_jobs(&ledger, more, 20, 10)), 16).await);
     common::wait_all_terminal(&store, events, &ids, Duration::from_secs(60)).await;
     let tally = check_all_finished(
         &common::get_all(&store, &ids).await,
@@ -355,15 +444,17 @@ async fn redis_restarted_mid_run_storage_errors_then_recovery() {
         |_| true,
     );
     common::report(format!(
-        "chaos redis: {} jobs in {:.1?}; redis down {down_for:.1?}, API calls during the outage \
-         answered Storage in at most {slowest:.1?} each (4 calls per round); {in_flight} \
-         requests in flight when it went down; {} jobs retried, {} answers lost, 0 jobs lost",
+        "chaos redis ({}): {} jobs in {:.1?}; redis down {down_for:.1?}, API calls during the \
+         outage answered Storage in at most {slowest:.1?} each (4 calls per round); restarted \
+         in {restarted_in:.1?}, serving again {recovered_in:.1?} later; {in_flight} requests \
+         in flight when it went down; {} jobs retried, {} answers lost, 0 jobs lost",
+        target.name(),
         tally.jobs,
         started.elapsed(),
         tally.retried,
         tally.lost_answers
     ));
-    assert_eq!(tally.jobs, 1_300);
+    assert_eq!(tally.jobs, jobs + more);
     assert!(in_flight > 0, "the outage hit no running job");
     sup.shutdown().await;
 }
@@ -392,7 +483,7 @@ impl Drop for KillTagged {
 fn spawn_supervisor(
     bin: &Path,
     port: u16,
-    redis: &RedisServer,
+    target: &StoreTarget,
     tag: &str,
     log: &Path,
 ) -> KillOnDrop {
@@ -407,7 +498,8 @@ fn spawn_supervisor(
         .expect("supervisor log");
     let child = std::process::Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--redis-url", &redis.url(), "--runner", &runner])
+        .args(target.cli_args())
+        .args(["--runner", &runner])
         // A short lease: the restarted instance takes the dead one's jobs over quickly.
         .args(["--lease-secs", "2"])
         .env("RUST_LOG", "warn")
@@ -444,9 +536,21 @@ async fn wait_listening(port: u16, child: &mut KillOnDrop, log: &Path) {
 /// `--lease-secs 2`, expire), and its orphaned runners exit on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
-    let bin = common::supervisor_binary();
     let redis = RedisServer::builder().aof(true).start();
-    let store = redis_store(&redis).await;
+    supervisor_killed_mid_run_and_restarted(&StoreTarget::redis(&redis), 1_000).await;
+}
+
+/// The same with `--redis-cluster` on the shared Redis Cluster, 600 jobs over six
+/// contexts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_killed_mid_run_and_restarted_loses_no_job_on_a_cluster() {
+    let target = StoreTarget::cluster(RedisCluster::shared(), "chaos-supervisor");
+    supervisor_killed_mid_run_and_restarted(&target, 600).await;
+}
+
+async fn supervisor_killed_mid_run_and_restarted(target: &StoreTarget, jobs: usize) {
+    let bin = common::supervisor_binary();
+    let store = target.connect().await;
     let dir = tempfile::tempdir().unwrap();
     let (ledger, log) = (dir.path().join("ledger"), dir.path().join("supervisor.log"));
     let tag = unique_tag("chaos-supervisor");
@@ -454,12 +558,12 @@ async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
     let port = hero_testkit::free_tcp_port();
     let started = Instant::now();
 
-    let mut first = spawn_supervisor(&bin, port, &redis, &tag, &log);
+    let mut first = spawn_supervisor(&bin, port, target, &tag, &log);
     wait_listening(port, &mut first, &log).await;
     // Accepted = created and started in the store the supervisor serves.
     let mut ids: Vec<JobId> = Vec::new();
-    for p in ok_jobs(&ledger, 1_000, 20, 3) {
-        let job = Job::new(JobId::new(), p, chrono::Utc::now());
+    for p in target.spread(ok_jobs(&ledger, jobs, 20, 3)) {
+        let job = Job::new(JobId::for_context_id(&p.context_id), p, chrono::Utc::now());
         store.create(&job).await.unwrap();
         store.start(job.id).await.unwrap();
         ids.push(job.id);
@@ -499,7 +603,7 @@ async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
     }
 
     let events = store.subscribe();
-    let mut second = spawn_supervisor(&bin, port, &redis, &tag, &log);
+    let mut second = spawn_supervisor(&bin, port, target, &tag, &log);
     wait_listening(port, &mut second, &log).await;
     common::wait_all_terminal(&store, events, &ids, Duration::from_secs(75)).await;
     let tally = check_all_finished(
@@ -509,13 +613,14 @@ async fn supervisor_killed_mid_run_and_restarted_loses_no_job() {
         |_| true,
     );
     common::report(format!(
-        "chaos supervisor: {} jobs in {:.1?}, supervisor SIGKILLed with {running_at_kill} jobs \
-         running; {} jobs retried, {} answers lost with it, 0 jobs lost",
+        "chaos supervisor ({}): {} jobs in {:.1?}, supervisor SIGKILLed with {running_at_kill} \
+         jobs running; {} jobs retried, {} answers lost with it, 0 jobs lost",
+        target.name(),
         tally.jobs,
         started.elapsed(),
         tally.retried,
         tally.lost_answers
     ));
-    assert_eq!(tally.jobs, 1_000);
+    assert_eq!(tally.jobs, jobs);
     drop(second);
 }

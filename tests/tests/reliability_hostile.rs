@@ -5,6 +5,10 @@
 //! must drop that connection (within a bound), retry the job on the next connection
 //! (where the fake behaves) or fail it with `runner_lost`, keep serving its other pool,
 //! and never allocate what a header claims.
+//!
+//! Every scenario runs with the supervisor's jobs in the in-memory store and on a Redis
+//! Cluster (the shared one, under a key prefix per test): the retry, the `runner_lost`
+//! failure and the RPC port's answers go through the cluster store there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,6 +24,7 @@ use hero_supervisor::job::{JobStatus, ScriptType};
 use hero_supervisor::pool::{HelloMode, PoolConfig, Transport};
 use hero_supervisor::store::{JobStore, MemoryStore, StoreConfig};
 use hero_supervisor::{Supervisor, SupervisorConfig};
+use hero_testkit::RedisCluster;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -204,7 +209,32 @@ fn vm_peak_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn supervisor_with_fake(fake: &FakeRunner) -> Supervisor {
+/// Where a scenario's supervisor keeps its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Memory,
+    /// The shared Redis Cluster, under a prefix of the test's own.
+    Cluster,
+}
+
+impl On {
+    /// The store, for the supervisor of the scenario `what`.
+    async fn store(self, what: &str) -> Arc<dyn JobStore> {
+        match self {
+            On::Memory => Arc::new(MemoryStore::new(
+                StoreConfig::default(),
+                Arc::new(SystemClock),
+            )),
+            On::Cluster => {
+                common::StoreTarget::cluster(RedisCluster::shared(), what)
+                    .connect()
+                    .await
+            }
+        }
+    }
+}
+
+async fn supervisor_with_fake(fake: &FakeRunner, store: Arc<dyn JobStore>) -> Supervisor {
     let mut hostile = PoolConfig::new(
         "fake",
         vec![ScriptType::Sal],
@@ -223,19 +253,23 @@ async fn supervisor_with_fake(fake: &FakeRunner) -> Supervisor {
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(
-        StoreConfig::default(),
-        Arc::new(SystemClock),
-    ));
     Supervisor::start(config, store)
 }
 
 /// The hostile answer costs one connection: dropped within `drop_bound`, the job retried
 /// on the next connection and finished there; the other pool serves all along.
-async fn hostile_answer_costs_one_connection(how: Hostility, timeout: u64, drop_bound: Duration) {
-    let rng = Rng::from_env("HERO_HOSTILE_SEED", &format!("hostile runner {how:?}"));
+async fn hostile_answer_costs_one_connection(
+    on: On,
+    how: Hostility,
+    timeout: u64,
+    drop_bound: Duration,
+) {
+    let rng = Rng::from_env(
+        "HERO_HOSTILE_SEED",
+        &format!("hostile runner {how:?} ({on:?})"),
+    );
     let mut fake = FakeRunner::start(how, 1, rng).await;
-    let sup = supervisor_with_fake(&fake).await;
+    let sup = supervisor_with_fake(&fake, on.store("hostile").await).await;
     let peak_before = vm_peak_kib();
 
     let id = sup
@@ -295,8 +329,8 @@ async fn hostile_answer_costs_one_connection(how: Hostility, timeout: u64, drop_
         .await;
     assert_eq!(again.unwrap(), "good 1");
     common::report(format!(
-        "hostile runner {how:?}: connection dropped {dropped_after:.1?} after the hostile answer began; \
-         job finished on attempt {}; VmPeak +{grown_mib} MiB",
+        "hostile runner {how:?} ({on:?}): connection dropped {dropped_after:.1?} after the \
+         hostile answer began; job finished on attempt {}; VmPeak +{grown_mib} MiB",
         job.attempt
     ));
     sup.shutdown().await;
@@ -304,45 +338,94 @@ async fn hostile_answer_costs_one_connection(how: Hostility, timeout: u64, drop_
 
 const PROMPT: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_bytes_from_a_runner_cost_one_connection() {
-    hostile_answer_costs_one_connection(Hostility::RandomBytes, 10, PROMPT).await;
+/// One test per store for a hostile answer: `$memory` on the in-memory store, `$cluster`
+/// on the shared Redis Cluster.
+macro_rules! hostile_answer_tests {
+    ($(#[$doc:meta])* $memory:ident, $cluster:ident, $how:expr, $timeout:expr, $bound:expr) => {
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $memory() {
+            hostile_answer_costs_one_connection(On::Memory, $how, $timeout, $bound).await;
+        }
+
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            hostile_answer_costs_one_connection(On::Cluster, $how, $timeout, $bound).await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_4_gib_length_header_is_refused_without_allocating() {
-    hostile_answer_costs_one_connection(Hostility::HugeLengthHeader, 10, PROMPT).await;
-}
+hostile_answer_tests!(
+    random_bytes_from_a_runner_cost_one_connection,
+    random_bytes_from_a_runner_cost_one_connection_on_a_cluster,
+    Hostility::RandomBytes,
+    10,
+    PROMPT
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deeply_nested_json_from_a_runner_costs_one_connection() {
-    hostile_answer_costs_one_connection(Hostility::DeepNesting, 10, PROMPT).await;
-}
+hostile_answer_tests!(
+    a_4_gib_length_header_is_refused_without_allocating,
+    a_4_gib_length_header_is_refused_without_allocating_on_a_cluster,
+    Hostility::HugeLengthHeader,
+    10,
+    PROMPT
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_utf8_from_a_runner_costs_one_connection() {
-    hostile_answer_costs_one_connection(Hostility::InvalidUtf8, 10, PROMPT).await;
-}
+hostile_answer_tests!(
+    deeply_nested_json_from_a_runner_costs_one_connection,
+    deeply_nested_json_from_a_runner_costs_one_connection_on_a_cluster,
+    Hostility::DeepNesting,
+    10,
+    PROMPT
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_naming_another_job_costs_one_connection() {
-    hostile_answer_costs_one_connection(Hostility::WrongJobId, 10, PROMPT).await;
-}
+hostile_answer_tests!(
+    invalid_utf8_from_a_runner_costs_one_connection,
+    invalid_utf8_from_a_runner_costs_one_connection_on_a_cluster,
+    Hostility::InvalidUtf8,
+    10,
+    PROMPT
+);
 
-/// A slow-loris runner (a valid frame, one byte per 100 ms: 15 s) holds its connection
-/// only until the job's deadline (1 s), the cancel grace and the hard-cancel second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_trickled_byte_by_byte_ends_at_the_deadline() {
-    hostile_answer_costs_one_connection(Hostility::Trickle, 1, Duration::from_secs(8)).await;
-}
+hostile_answer_tests!(
+    a_response_naming_another_job_costs_one_connection,
+    a_response_naming_another_job_costs_one_connection_on_a_cluster,
+    Hostility::WrongJobId,
+    10,
+    PROMPT
+);
+
+hostile_answer_tests!(
+    /// A slow-loris runner (a valid frame, one byte per 100 ms: 15 s) holds its connection
+    /// only until the job's deadline (1 s), the cancel grace and the hard-cancel second.
+    a_frame_trickled_byte_by_byte_ends_at_the_deadline,
+    a_frame_trickled_byte_by_byte_ends_at_the_deadline_on_a_cluster,
+    Hostility::Trickle,
+    1,
+    Duration::from_secs(8)
+);
 
 /// A runner hostile on every connection: the job fails with `runner_lost` once its
 /// attempts are used up, and the supervisor keeps serving its other pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_hostile_every_time_fails_the_job_with_runner_lost() {
-    let rng = Rng::from_env("HERO_HOSTILE_SEED", "hostile runner every time");
+    hostile_every_time(On::Memory).await;
+}
+
+/// The same on the shared Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_hostile_every_time_fails_the_job_with_runner_lost_on_a_cluster() {
+    hostile_every_time(On::Cluster).await;
+}
+
+async fn hostile_every_time(on: On) {
+    let rng = Rng::from_env(
+        "HERO_HOSTILE_SEED",
+        &format!("hostile runner every time ({on:?})"),
+    );
     let fake = FakeRunner::start(Hostility::RandomBytes, usize::MAX, rng).await;
-    let sup = supervisor_with_fake(&fake).await;
+    let sup = supervisor_with_fake(&fake, on.store("hostile-every").await).await;
     let id = sup
         .create_job(common::params(
             "anything".to_owned(),
@@ -436,7 +519,17 @@ fn rpc_error(body: &str) -> Option<i64> {
 /// and the server answers a normal request afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_port_answers_hostile_requests_with_clear_errors() {
-    let mut rng = Rng::from_env("HERO_HOSTILE_SEED", "hostile rpc");
+    hostile_rpc(On::Memory).await;
+}
+
+/// The same with the server on the shared Redis Cluster (`--redis-cluster`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_port_answers_hostile_requests_with_clear_errors_on_a_cluster() {
+    hostile_rpc(On::Cluster).await;
+}
+
+async fn hostile_rpc(on: On) {
+    let mut rng = Rng::from_env("HERO_HOSTILE_SEED", &format!("hostile rpc ({on:?})"));
     let config = SupervisorConfig {
         pools: vec![common::runner_pool(
             "good",
@@ -447,13 +540,18 @@ async fn rpc_port_answers_hostile_requests_with_clear_errors() {
         limits: Default::default(),
         dispatch: common::fast_dispatch(),
     };
-    let server = hero_supervisor::server::start(hero_supervisor::config::ServeConfig {
+    let serve = hero_supervisor::config::ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         supervisor: config,
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    let serve = match on {
+        On::Memory => serve,
+        On::Cluster => {
+            common::StoreTarget::cluster(RedisCluster::shared(), "hostile-rpc").serve_config(serve)
+        }
+    };
+    let server = hero_supervisor::server::start(serve).await.unwrap();
     let addr = server.addr();
     let call = |method: &str, params: serde_json::Value| {
         post(
@@ -510,7 +608,19 @@ async fn rpc_port_answers_hostile_requests_with_clear_errors() {
     }
     // Hostile job ids: each a clear error, never a result.
     let long = "x".repeat(10 * 1024);
-    for id in ["*", "hero:job:*", "a b", "a\nb", "a:b", long.as_str()] {
+    // Hash tags and server-wide key names too (on a cluster, a key's slot follows its
+    // tag), and a well-formed id of a numbered context that holds no such job.
+    for id in [
+        "*",
+        "hero:job:*",
+        "a b",
+        "a\nb",
+        "a:b",
+        "{c1}",
+        "hero:{s}:spaces",
+        "00000001-0000-8000-8000-000000000000",
+        long.as_str(),
+    ] {
         for method in [
             "get_job_status",
             "get_job",

@@ -5,8 +5,12 @@
 //! error type and attempt count; the runner's own ledger proves no attempt ran twice,
 //! none ran after the job ended, and no job finished twice.
 //!
+//! Over one Redis, over a Redis Cluster (`--redis-cluster`, the jobs spread over six
+//! numbered contexts, so over every master) and over the in-memory store.
+//!
 //! `HERO_SOAK_SEED=<n>` replays a run; `HERO_SOAK_JOBS=<n>` changes the size of the
-//! Redis soak (default 20,000).
+//! Redis soak (default 20,000), `HERO_SOAK_CLUSTER_JOBS=<n>` the cluster's (default
+//! 3,000).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,7 +23,7 @@ use hero_supervisor::clock::SystemClock;
 use hero_supervisor::job::{JobParams, JobStatus, ScriptType};
 use hero_supervisor::store::{JobStore, MemoryStore, RedisStore, StoreConfig};
 use hero_supervisor::{Supervisor, SupervisorConfig};
-use hero_testkit::RedisServer;
+use hero_testkit::{RedisCluster, RedisServer};
 
 /// Picks an outcome: mostly successes, every other kind well represented, few timeouts
 /// (each costs a runner slot for a whole second).
@@ -64,8 +68,15 @@ fn plan(rng: &mut Rng, jobs: usize, ledger: &std::path::Path) -> Plan {
     Plan { params, outcomes }
 }
 
-/// Runs `jobs` planned jobs through a supervisor over `store` and checks every one.
-async fn soak(store: Arc<dyn JobStore>, jobs: usize, processes: usize, what: &str) {
+/// Runs `jobs` planned jobs (their params passed through `spread`) through a supervisor
+/// over `store` and checks every one.
+async fn soak(
+    store: Arc<dyn JobStore>,
+    jobs: usize,
+    processes: usize,
+    what: &str,
+    spread: impl Fn(Vec<JobParams>) -> Vec<JobParams>,
+) {
     let mut rng = Rng::from_env("HERO_SOAK_SEED", what);
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
@@ -79,7 +90,7 @@ async fn soak(store: Arc<dyn JobStore>, jobs: usize, processes: usize, what: &st
     let sup = Supervisor::start(config, store.clone());
     let started = Instant::now();
     let events = store.subscribe();
-    let ids = common::submit_all(&sup, plan.params, 32).await;
+    let ids = common::submit_all(&sup, spread(plan.params), 32).await;
     let submitted = started.elapsed();
     common::wait_all_terminal(&store, events, &ids, Duration::from_secs(150)).await;
     let elapsed = started.elapsed();
@@ -139,12 +150,24 @@ async fn soak_redis_every_job_ends_as_its_runner_was_told() {
     let store = RedisStore::connect(&redis.url(), StoreConfig::default(), Arc::new(SystemClock))
         .await
         .expect("connect to the test redis");
-    soak(Arc::new(store), jobs, 2, "soak over redis").await;
+    soak(Arc::new(store), jobs, 2, "soak over redis", |p| p).await;
+}
+
+/// The same, smaller, over the shared Redis Cluster: 3,000 jobs over six contexts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_cluster_every_job_ends_as_its_runner_was_told() {
+    let jobs = std::env::var("HERO_SOAK_CLUSTER_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3_000);
+    let target = common::StoreTarget::cluster(RedisCluster::shared(), "soak");
+    let store = target.connect().await;
+    soak(store, jobs, 2, "soak over a cluster", |p| target.spread(p)).await;
 }
 
 /// The same, smaller, over the in-memory store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_memory_every_job_ends_as_its_runner_was_told() {
     let store = MemoryStore::new(StoreConfig::default(), Arc::new(SystemClock));
-    soak(Arc::new(store), 3_000, 1, "soak over memory").await;
+    soak(Arc::new(store), 3_000, 1, "soak over memory", |p| p).await;
 }

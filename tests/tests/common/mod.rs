@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hero_supervisor::clock::SystemClock;
+use hero_supervisor::config::ServeConfig;
 use hero_supervisor::dispatch::DispatchConfig;
 use hero_supervisor::job::{Job, JobId, JobParams, JobStatus, ScriptType};
 use hero_supervisor::pool::{PoolConfig, Transport};
-use hero_supervisor::store::{JobStore, StoreEvent};
+use hero_supervisor::store::{JobStore, RedisStore, StoreConfig, StoreEvent};
 use hero_supervisor::{Supervisor, SupervisorError};
 use tokio::sync::broadcast;
 
@@ -459,4 +461,101 @@ pub(crate) fn slot(key: &str) -> u16 {
         }
     }
     crc % 16384
+}
+
+/// Contexts a cluster scenario spreads its jobs over: numbered, so each context is its
+/// own hash slot (`{c<N>}`) and the jobs land on every master.
+pub(crate) const CLUSTER_CONTEXTS: usize = 6;
+
+/// Where a scenario keeps its jobs: one private `redis-server`, or a Redis Cluster under
+/// a key prefix of the test's own (the shared cluster serves the other tests of the
+/// binary at the same time).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreTarget {
+    /// The URL: one Redis's, or the cluster's seed nodes joined by commas.
+    pub(crate) url: String,
+    /// Cluster mode (`--redis-cluster`).
+    pub(crate) cluster: bool,
+    /// Key prefix (`--redis-prefix`).
+    pub(crate) prefix: String,
+}
+
+impl StoreTarget {
+    /// One Redis, under the default prefix.
+    pub(crate) fn redis(server: &hero_testkit::RedisServer) -> StoreTarget {
+        StoreTarget {
+            url: server.url(),
+            cluster: false,
+            prefix: StoreConfig::default().prefix,
+        }
+    }
+
+    /// A Redis Cluster, under a fresh prefix naming `what`.
+    pub(crate) fn cluster(cluster: &hero_testkit::RedisCluster, what: &str) -> StoreTarget {
+        StoreTarget {
+            url: cluster.urls().join(","),
+            cluster: true,
+            prefix: format!("{what}-{}", &JobId::new().to_string()[..8]),
+        }
+    }
+
+    /// Which one, in a report line.
+    pub(crate) fn name(&self) -> &'static str {
+        if self.cluster { "cluster" } else { "redis" }
+    }
+
+    /// The store's settings: the default ones under this target's prefix.
+    pub(crate) fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            prefix: self.prefix.clone(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// A store on the target, as the supervisor's would be.
+    pub(crate) async fn connect(&self) -> Arc<dyn JobStore> {
+        let clock = Arc::new(SystemClock);
+        let store = if self.cluster {
+            let nodes: Vec<String> = self.url.split(',').map(str::to_owned).collect();
+            RedisStore::connect_cluster(&nodes, self.store_config(), clock).await
+        } else {
+            RedisStore::connect(&self.url, self.store_config(), clock).await
+        };
+        Arc::new(store.expect("connect to the test store"))
+    }
+
+    /// The `hero-supervisor serve` flags naming the target.
+    pub(crate) fn cli_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--redis-url".to_owned(),
+            self.url.clone(),
+            "--redis-prefix".to_owned(),
+            self.prefix.clone(),
+        ];
+        if self.cluster {
+            args.push("--redis-cluster".to_owned());
+        }
+        args
+    }
+
+    /// `config` with the store on the target (the library server's `ServeConfig`).
+    pub(crate) fn serve_config(&self, config: ServeConfig) -> ServeConfig {
+        ServeConfig {
+            redis_url: Some(self.url.clone()),
+            redis_cluster: self.cluster,
+            store: self.store_config(),
+            ..config
+        }
+    }
+
+    /// On a cluster, spreads `params` over [`CLUSTER_CONTEXTS`] numbered contexts (so
+    /// over every master); on one Redis, leaves them as they are.
+    pub(crate) fn spread(&self, mut params: Vec<JobParams>) -> Vec<JobParams> {
+        if self.cluster {
+            for (i, p) in params.iter_mut().enumerate() {
+                p.context_id = (i % CLUSTER_CONTEXTS + 1).to_string();
+            }
+        }
+        params
+    }
 }

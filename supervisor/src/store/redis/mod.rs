@@ -108,6 +108,12 @@ const REPLICA_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct RedisStore {
     conn: RedisConn,
+    /// The writes that acknowledge a job (create, start) and their `WAIT`: on a cluster
+    /// a connection of their own, since `WAIT` must follow the write on its connection
+    /// and blocks that connection while it waits (up to [`REPLICA_WAIT`] per write when a
+    /// master has no replica in sync): claims, completions, renewals and reads on
+    /// `conn` do not queue behind it. On one Redis, `conn` again (no `WAIT`).
+    acks: RedisConn,
     /// The script registry of the mode (one Redis or a cluster).
     scripts: &'static Scripts,
     /// Key names: the prefix, and whether every key carries a hash tag (cluster).
@@ -156,7 +162,8 @@ impl RedisStore {
         let conn = records::connect_with(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        Self::start(conn, vec![client], config, clock).await
+        let acks = conn.clone();
+        Self::start(conn, acks, vec![client], config, clock).await
     }
 
     /// Connects to the Redis Cluster that `nodes` (seed URLs `redis://host:port`, any
@@ -182,12 +189,17 @@ impl RedisStore {
         let conn = records::connect_cluster(nodes, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        Self::start(conn, clients, config, clock).await
+        let acks = records::connect_cluster(nodes, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
+            .await
+            .map_err(unavailable)?;
+        Self::start(conn, acks, clients, config, clock).await
     }
 
-    /// The store on `conn`, with its event listener on `clients` (tried in turn).
+    /// The store on `conn` (`acks` for the acknowledged writes), with its event listener
+    /// on `clients` (tried in turn).
     async fn start(
         conn: RedisConn,
+        acks: RedisConn,
         clients: Vec<Client>,
         config: StoreConfig,
         clock: Arc<dyn Clock>,
@@ -215,6 +227,7 @@ impl RedisStore {
         }
         let store = RedisStore {
             conn,
+            acks,
             scripts: if cluster { &CLUSTER_SCRIPTS } else { &SCRIPTS },
             layout: Layout {
                 prefix: config.prefix.clone(),
@@ -395,7 +408,7 @@ impl RedisStore {
         if !self.layout.cluster {
             return Ok(());
         }
-        match self.conn.wait_replicated(key, REPLICA_WAIT).await {
+        match self.acks.wait_replicated(key, REPLICA_WAIT).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::Unavailable(
                 "redis: no replica confirmed the write in time".to_owned(),
@@ -715,6 +728,26 @@ impl RedisStore {
         keys: &[String],
         args: Vec<String>,
     ) -> Result<Vec<String>, StoreError> {
+        Self::run_on(&self.conn, script, keys, args).await
+    }
+
+    /// [`RedisStore::run`] for a write that [`RedisStore::replicated`] then waits for:
+    /// on `acks`, the connection the `WAIT` is sent on.
+    async fn run_acked(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        Self::run_on(&self.acks, script, keys, args).await
+    }
+
+    async fn run_on(
+        conn: &RedisConn,
+        script: &Script,
+        keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(k);
@@ -722,7 +755,7 @@ impl RedisStore {
         for a in args {
             inv.arg(a);
         }
-        inv.invoke_async(&mut self.conn.clone())
+        inv.invoke_async(&mut conn.clone())
             .await
             .map_err(unavailable)
     }
@@ -884,7 +917,7 @@ impl JobStore for RedisStore {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let (keys, args) = self.create_args(job);
         self.enter_space(job.id.context()).await?;
-        let reply = self.run(&self.scripts.create, &keys, args).await?;
+        let reply = self.run_acked(&self.scripts.create, &keys, args).await?;
         match reply.as_slice() {
             [ok] if ok == "OK" => {
                 self.created(job.id);
@@ -897,7 +930,9 @@ impl JobStore for RedisStore {
     async fn create_started(&self, job: &Job) -> Result<JobStatus, StoreError> {
         let (keys, args) = self.create_args(job);
         self.enter_space(job.id.context()).await?;
-        let reply = self.run(&self.scripts.create_start, &keys, args).await?;
+        let reply = self
+            .run_acked(&self.scripts.create_start, &keys, args)
+            .await?;
         match reply.as_slice() {
             [ok, status] if ok == "OK" => {
                 self.created(job.id);
@@ -934,7 +969,9 @@ impl JobStore for RedisStore {
                 args.extend_from_slice(fields);
             }
             let keys = [format!("{space}:jobs")];
-            let reply = self.run(&self.scripts.create_batch, &keys, args).await?;
+            let reply = self
+                .run_acked(&self.scripts.create_batch, &keys, args)
+                .await?;
             match reply.split_first() {
                 Some((ok, answers)) if ok == "OK" && answers.len() == places.len() => {
                     for (&i, status) in places.iter().zip(answers) {
@@ -967,7 +1004,7 @@ impl JobStore for RedisStore {
         let args = vec![self.space_of(id), id.to_string(), self.now_ms().to_string()];
         let key = self.job_key(id);
         let reply = self
-            .run(&self.scripts.start, std::slice::from_ref(&key), args)
+            .run_acked(&self.scripts.start, std::slice::from_ref(&key), args)
             .await?;
         match reply.as_slice() {
             [ok, status] if ok == "OK" => {
