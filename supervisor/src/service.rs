@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 mod waiters;
 
-use self::waiters::{Watch, Waiters};
+use self::waiters::{Waiters, Watch};
 use crate::dispatch::{DispatchConfig, Dispatcher, log_writer};
 use crate::job::{Job, JobId, JobParams, JobStatus, Limits, ScriptType};
 use crate::metrics::Metrics;
@@ -183,11 +183,7 @@ impl Supervisor {
         let dispatcher = Dispatcher::new(store.clone(), config.dispatch, metrics.clone());
         dispatcher.start(&pools, &tracker, &shutdown);
         let waiters = Arc::new(Waiters::default());
-        tracker.spawn(
-            waiters
-                .clone()
-                .forward(store.subscribe(), shutdown.clone()),
-        );
+        tracker.spawn(waiters.clone().forward(store.subscribe(), shutdown.clone()));
         Supervisor {
             inner: Arc::new(Inner {
                 store,

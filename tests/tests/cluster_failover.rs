@@ -449,6 +449,9 @@ async fn a_master_without_a_replica_refuses_acknowledgements_but_keeps_running_j
 fn slots_are_computed_as_redis_does() {
     // Values from `CLUSTER KEYSLOT`.
     assert_eq!(common::slot("foo"), 12182);
-    assert_eq!(common::slot("{user1000}.following"), common::slot("{user1000}.followers"));
+    assert_eq!(
+        common::slot("{user1000}.following"),
+        common::slot("{user1000}.followers")
+    );
     assert_eq!(common::slot("123456789"), 0x31C3);
 }

@@ -77,10 +77,13 @@ impl Dispatcher {
             backoff_max: self.config.backoff_max,
         };
         let completion = outcome::decide(&job, verdict, now, outcome::jitter_of(now), policy);
-        self.submit(completion, job.script_type).await;
+        // Not running here any more: nothing left to stop, renew or hand back at
+        // shutdown, and a renewal that finds the lease gone once the completion is
+        // written knows it is not a lost lease (`renew_loop`).
         if let Ok(mut map) = self.running.lock() {
             map.remove(&id);
         }
+        self.submit(completion, job.script_type).await;
     }
 
     /// Runs one attempt; says what happened.

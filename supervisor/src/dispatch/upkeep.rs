@@ -47,10 +47,16 @@ impl Dispatcher {
                 match self.store.renew(&owner, &ids, self.config.lease).await {
                     Ok(lost) => {
                         for id in lost {
-                            // Reclaimed by another instance, deleted, or already ended:
-                            // stop running it here so it does not run twice.
-                            tracing::warn!(job = %id, "lease lost; stopping the local run");
-                            self.stop_local(id);
+                            // Reclaimed by another instance, deleted, or ended through
+                            // another instance: stop running it here so it does not run
+                            // twice. A run that ended here while the renewal was on its
+                            // way (its completion written meanwhile) is no longer in the
+                            // running map: nothing was lost.
+                            if self.stop_local(id) {
+                                tracing::warn!(job = %id, "lease lost; stopping the local run");
+                            } else {
+                                tracing::debug!(job = %id, "lease ended with its run");
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed"),

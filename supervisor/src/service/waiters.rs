@@ -138,7 +138,10 @@ impl Drop for Watch {
         let mut jobs = self.waiters.lock();
         // Drop the receiver under the lock, so no other wait registers in between.
         self.rx.take();
-        if jobs.get(&self.id).is_some_and(|tx| tx.receiver_count() == 0) {
+        if jobs
+            .get(&self.id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
             jobs.remove(&self.id);
         }
     }
