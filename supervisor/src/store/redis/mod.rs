@@ -66,9 +66,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use self::claim::{CLAIM_FIELDS, decode_claimed};
 use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
-use self::events::{ListenerGuard, listen};
+use self::events::{ListenerGuard, Source, listen};
 use self::records::RedisConn;
-use self::scripts::{CLUSTER_SCRIPTS, SCRIPTS, Scripts};
+use self::scripts::{CLUSTER_PLAIN_SCRIPTS, CLUSTER_SCRIPTS, SCRIPTS, Scripts};
 use self::spaces::{Layout, Numbered};
 use super::{
     CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
@@ -112,6 +112,9 @@ pub struct RedisStore {
     scripts: &'static Scripts,
     /// Key names: the prefix, and whether every key carries a hash tag (cluster).
     layout: Layout,
+    /// On a cluster with sharded pub/sub: events go on each namespace's own channel
+    /// (`<namespace>:events`, SPUBLISH), not on the server-wide one.
+    sharded: bool,
     config: StoreConfig,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<StoreEvent>,
@@ -156,14 +159,15 @@ impl RedisStore {
         let conn = records::connect_with(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        Self::start(conn, vec![client], config, clock).await
+        Self::start(conn, vec![client], Vec::new(), config, clock).await
     }
 
     /// Connects to the Redis Cluster that `nodes` (seed URLs `redis://host:port`, any
     /// of its nodes; a few are enough, the rest is discovered) belong to, in cluster
     /// mode: every key carries a hash tag (ARCHITECTURE.md, "Redis Cluster"). Events
-    /// are subscribed to on one node at a time (a PUBLISH reaches every node), moving to
-    /// the next seed when it fails.
+    /// use sharded pub/sub when every master has it (Redis 7+: each namespace's channel
+    /// subscribed to on its master); else plain pub/sub, subscribed to on one node at a
+    /// time (a PUBLISH reaches every node), moving to the next seed when it fails.
     pub async fn connect_cluster(
         nodes: &[String],
         config: StoreConfig,
@@ -182,28 +186,46 @@ impl RedisStore {
         let conn = records::connect_cluster(nodes, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        Self::start(conn, clients, config, clock).await
+        Self::start(conn, clients, nodes.to_vec(), config, clock).await
     }
 
-    /// The store on `conn`, with its event listener on `clients` (tried in turn).
+    /// The store on `conn`, with its event listener: on one Redis or a cluster without
+    /// sharded pub/sub, on `clients` (tried in turn); on a cluster with it, on the
+    /// cluster of the seed URLs `nodes`.
     async fn start(
         conn: RedisConn,
         clients: Vec<Client>,
+        nodes: Vec<String>,
         config: StoreConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let cluster = conn.is_cluster();
+        let sharded = cluster && conn.has_sharded_pubsub().await.map_err(unavailable)?;
+        if cluster && !sharded {
+            tracing::warn!(
+                "redis cluster without sharded pub/sub (SPUBLISH, redis 7+): store events go \
+                 over plain PUBLISH, which the cluster forwards to every node"
+            );
+        }
+        let layout = Layout {
+            prefix: config.prefix.clone(),
+            cluster,
+        };
+        let source = if sharded {
+            Source::Sharded {
+                nodes,
+                layout: layout.clone(),
+            }
+        } else {
+            Source::Plain {
+                clients,
+                channel: format!("{}:events", config.prefix),
+            }
+        };
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let channel = format!("{}:events", config.prefix);
         let numbered = Arc::new(Numbered::default());
-        let task = tokio::spawn(listen(
-            clients,
-            channel,
-            events.clone(),
-            numbered.clone(),
-            ready_tx,
-        ));
+        let task = tokio::spawn(listen(source, events.clone(), numbered.clone(), ready_tx));
         let listener = ListenerGuard(task.abort_handle());
         match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, ready_rx).await {
             Ok(Ok(())) => {}
@@ -215,11 +237,13 @@ impl RedisStore {
         }
         let store = RedisStore {
             conn,
-            scripts: if cluster { &CLUSTER_SCRIPTS } else { &SCRIPTS },
-            layout: Layout {
-                prefix: config.prefix.clone(),
-                cluster,
+            scripts: match (cluster, sharded) {
+                (false, _) => &SCRIPTS,
+                (true, true) => &CLUSTER_SCRIPTS,
+                (true, false) => &CLUSTER_PLAIN_SCRIPTS,
             },
+            layout,
+            sharded,
             config,
             clock,
             events,
@@ -379,8 +403,26 @@ impl RedisStore {
             self.mark_ready(Some(context)).await?;
             let event =
                 serde_json::json!({"k": "work", "script_type": script_type.as_str(), "c": context});
+            self.publish(Some(context), event.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `event` (JSON) about namespace `context` as the scripts do (common.lua
+    /// `publish`): SPUBLISH on the namespace's own channel with sharded pub/sub, else
+    /// PUBLISH on the server-wide one.
+    async fn publish(&self, context: Option<u32>, event: String) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        if self.sharded {
+            let () = redis::cmd("SPUBLISH")
+                .arg(format!("{}:events", self.space(context)))
+                .arg(event)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        } else {
             let () = conn
-                .publish(format!("{}:events", self.config.prefix), event.to_string())
+                .publish(format!("{}:events", self.config.prefix), event)
                 .await
                 .map_err(unavailable)?;
         }
@@ -683,15 +725,20 @@ impl RedisStore {
 
     /// On a cluster, enters numbered context `context` in `spaces` (another slot) before
     /// a script creates jobs there, so a namespace holding jobs is always in it (a
-    /// failed create leaves a harmless entry). On one Redis the script does it.
+    /// failed create leaves a harmless entry); the first time, with sharded pub/sub,
+    /// enter_space.lua announces the context to every event listener, which then
+    /// subscribes to its channel. On one Redis the script does it.
     async fn enter_space(&self, context: Option<u32>) -> Result<(), StoreError> {
         let Some(n) = context.filter(|_| self.layout.cluster) else {
             return Ok(());
         };
-        let () = self
-            .conn
-            .clone()
-            .sadd(self.key("spaces"), n)
+        let _added: i64 = self
+            .scripts
+            .enter_space
+            .key(self.key("spaces"))
+            .arg(n)
+            .arg(self.key("events"))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok(())
