@@ -90,18 +90,14 @@ async fn a_context_per_master(cluster: &RedisCluster) -> Vec<(u16, u32)> {
 
 /// Sharded subscribers of `channel` on the node on `port`.
 async fn shard_subscribers(port: u16, channel: &str) -> i64 {
-    let reply: (String, i64) = on_node(
-        port,
-        redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel),
-    )
-    .await;
+    let reply: (String, i64) =
+        on_node(port, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel)).await;
     reply.1
 }
 
 /// Plain subscribers of `channel` on the node on `port`.
 async fn plain_subscribers(port: u16, channel: &str) -> i64 {
-    let reply: (String, i64) =
-        on_node(port, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel)).await;
+    let reply: (String, i64) = on_node(port, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel)).await;
     reply.1
 }
 

@@ -20,11 +20,13 @@
 //! its master became a replica), an unanswered ping, or a backlog that overflowed. The
 //! whole set is then subscribed to afresh, from a fresh view of the cluster's slots.
 //! A context first heard of while subscribed gets its channel subscribed to, then a
-//! `Resync` too (its events before the subscription were not heard).
+//! `Resync` too (its events before the subscription were not heard). A context this
+//! process is about to create the first job of is subscribed to first
+//! ([`ShardRequests::ensure`]), so its own events are not missed.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -53,6 +55,9 @@ const LISTENER_PING_EVERY: Duration = Duration::from_secs(3);
 /// has not read yet. Beyond it the listener counts its subscription as lost (resubscribe,
 /// then `Resync`) rather than buffering without end.
 const LISTENER_BACKLOG: usize = 4096;
+/// On a cluster with sharded pub/sub: requests from the store to subscribe to a context
+/// (before its first create) that may wait for the listener.
+const SUBSCRIBE_REQUESTS: usize = 64;
 /// On a cluster with sharded pub/sub: channels subscribed to at once when (re)subscribing
 /// to every namespace's (one SSUBSCRIBE each: a command keeps to one slot).
 const SUBSCRIBE_CONCURRENCY: usize = 16;
@@ -144,7 +149,81 @@ pub(super) enum Source {
         nodes: Vec<String>,
         /// The store's key names (cluster layout).
         layout: Layout,
+        /// What the store shares with the listener ([`ShardRequests::new`]).
+        shared: Arc<Subscribed>,
+        requests: mpsc::Receiver<Request>,
     },
+}
+
+/// A request to subscribe to numbered context N's channel, answered once done.
+pub(super) type Request = (u32, oneshot::Sender<()>);
+
+/// What the sharded listener shares with the store: whether it is subscribed, and to
+/// which numbered contexts' channels.
+#[derive(Debug, Default)]
+pub(super) struct Subscribed {
+    /// Subscribed and forwarding (between a successful open and a loss).
+    up: AtomicBool,
+    /// The numbered contexts whose channels are subscribed to now. A std Mutex: nothing
+    /// awaits while it is held.
+    contexts: Mutex<HashSet<u32>>,
+}
+
+impl Subscribed {
+    fn has(&self, n: u32) -> bool {
+        self.contexts.lock().is_ok_and(|c| c.contains(&n))
+    }
+
+    fn add(&self, n: u32) {
+        if let Ok(mut c) = self.contexts.lock() {
+            c.insert(n);
+        }
+    }
+
+    fn set(&self, contexts: HashSet<u32>) {
+        if let Ok(mut c) = self.contexts.lock() {
+            *c = contexts;
+        }
+    }
+}
+
+/// The store's side of the sharded listener: asks it to subscribe to a context before
+/// the context's first job is created, so that this process hears that job's events.
+#[derive(Debug)]
+pub(super) struct ShardRequests {
+    shared: Arc<Subscribed>,
+    requests: mpsc::Sender<Request>,
+}
+
+impl ShardRequests {
+    /// The store's side, and what goes in [`Source::Sharded`] for the listener's.
+    pub(super) fn new() -> (Self, Arc<Subscribed>, mpsc::Receiver<Request>) {
+        let shared = Arc::new(Subscribed::default());
+        let (requests, rx) = mpsc::channel(SUBSCRIBE_REQUESTS);
+        (
+            ShardRequests {
+                shared: shared.clone(),
+                requests,
+            },
+            shared,
+            rx,
+        )
+    }
+
+    /// Makes sure the listener is subscribed to numbered context `n`'s channel, within
+    /// [`RESPONSE_TIMEOUT`]. Nothing to wait for when it already is, or when it is not
+    /// up (it resubscribes to every context in `spaces` and says `Resync` then, or hears
+    /// the context announced).
+    pub(super) async fn ensure(&self, n: u32) {
+        if !self.shared.up.load(Ordering::Acquire) || self.shared.has(n) {
+            return;
+        }
+        let (done, answer) = oneshot::channel();
+        if self.requests.try_send((n, done)).is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(RESPONSE_TIMEOUT, answer).await;
+    }
 }
 
 /// The event listener of `source`, resubscribing after failures. `ready` is answered
@@ -159,8 +238,20 @@ pub(super) async fn listen(
         Source::Plain { clients, channel } => {
             listen_plain(clients, channel, events, numbered, ready).await;
         }
-        Source::Sharded { nodes, layout } => {
-            listen_sharded(nodes, layout, events, numbered, ready).await;
+        Source::Sharded {
+            nodes,
+            layout,
+            shared,
+            requests,
+        } => {
+            let listener = Sharded {
+                nodes,
+                layout,
+                shared,
+                events,
+                numbered,
+            };
+            listener.listen(requests, ready).await;
         }
     }
 }
@@ -238,40 +329,54 @@ async fn listen_plain(
 }
 
 /// The sharded listener: a [`Shards`] subscription, opened afresh after every loss.
-async fn listen_sharded(
+struct Sharded {
     nodes: Vec<String>,
     layout: Layout,
+    shared: Arc<Subscribed>,
     events: broadcast::Sender<StoreEvent>,
     numbered: Arc<Numbered>,
-    ready: oneshot::Sender<()>,
-) {
-    let mut ready = Some(ready);
-    let mut backoff = LISTENER_MIN_BACKOFF;
-    loop {
-        match Shards::open(&nodes, &layout).await {
-            Ok((mut shards, contexts)) => {
-                match ready.take() {
-                    Some(ready) => {
-                        let _ = ready.send(());
+}
+
+impl Sharded {
+    async fn listen(self, mut requests: mpsc::Receiver<Request>, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        let mut backoff = LISTENER_MIN_BACKOFF;
+        loop {
+            match Shards::open(&self.nodes, &self.layout).await {
+                Ok((mut shards, contexts)) => {
+                    let count = contexts.len();
+                    self.shared.set(contexts);
+                    self.shared.up.store(true, Ordering::Release);
+                    match ready.take() {
+                        Some(ready) => {
+                            let _ = ready.send(());
+                        }
+                        // Whatever was published while we were away is lost.
+                        None => {
+                            self.numbered.forget();
+                            let _ = self.events.send(StoreEvent::Resync);
+                        }
                     }
-                    // Whatever was published while we were away is lost.
-                    None => {
-                        numbered.forget();
-                        let _ = events.send(StoreEvent::Resync);
-                    }
+                    self.numbered.learnt(count > 0);
+                    tracing::debug!(
+                        contexts = count,
+                        "store event listener subscribed to every shard"
+                    );
+                    backoff = LISTENER_MIN_BACKOFF;
+                    let why = shards.run(&self, &mut requests).await;
+                    self.shared.up.store(false, Ordering::Release);
+                    tracing::warn!(
+                        reason = why,
+                        "store event listener lost a shard subscription, resubscribing"
+                    );
                 }
-                numbered.learnt(contexts > 0);
-                tracing::debug!(contexts, "store event listener subscribed to every shard");
-                backoff = LISTENER_MIN_BACKOFF;
-                let why = shards.run(&events, &numbered).await;
-                tracing::warn!(reason = why, "store event listener lost a shard subscription, resubscribing");
+                Err(e) => {
+                    tracing::debug!(error = %describe(&e), "store event listener could not subscribe to the shards");
+                }
             }
-            Err(e) => {
-                tracing::debug!(error = %describe(&e), "store event listener could not subscribe to the shards");
-            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LISTENER_MAX_BACKOFF);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(LISTENER_MAX_BACKOFF);
     }
 }
 
@@ -286,16 +391,14 @@ struct Shards {
     /// Set when a push did not fit in [`LISTENER_BACKLOG`] (it was dropped).
     overflowed: Arc<AtomicBool>,
     layout: Layout,
-    /// The numbered contexts whose channels are subscribed to.
-    contexts: HashSet<u32>,
 }
 
 impl Shards {
     /// Connects to the cluster of `nodes`, then SSUBSCRIBEs to the server-wide channel
     /// first (so no context announced meanwhile is missed), then to the default
     /// namespace's and to every numbered one's in `<prefix>:{s}:spaces`. Returns the
-    /// subscription and how many numbered contexts it covers.
-    async fn open(nodes: &[String], layout: &Layout) -> Result<(Shards, usize), RedisError> {
+    /// subscription and the numbered contexts it covers.
+    async fn open(nodes: &[String], layout: &Layout) -> Result<(Shards, HashSet<u32>), RedisError> {
         let (tx, pushes) = mpsc::channel(LISTENER_BACKLOG);
         let overflowed = Arc::new(AtomicBool::new(false));
         let full = overflowed.clone();
@@ -324,7 +427,6 @@ impl Shards {
             pushes,
             overflowed,
             layout: layout.clone(),
-            contexts: HashSet::new(),
         };
         shards.subscribe(shards.layout.server_key("events")).await?;
         shards
@@ -353,20 +455,19 @@ impl Shards {
             .await
             .into_iter()
             .collect::<Result<Vec<()>, _>>()?;
-        let count = numbers.len();
-        shards.contexts = numbers;
-        Ok((shards, count))
+        Ok((shards, numbers))
     }
 
     async fn subscribe(&mut self, channel: String) -> Result<(), RedisError> {
         ssubscribe(&mut self.conn, channel).await
     }
 
-    /// Forwards events until a subscription is lost; returns why.
+    /// Forwards events, and subscribes to the contexts `requests` asks for, until a
+    /// subscription is lost; returns why.
     async fn run(
         &mut self,
-        events: &broadcast::Sender<StoreEvent>,
-        numbered: &Numbered,
+        listener: &Sharded,
+        requests: &mut mpsc::Receiver<Request>,
     ) -> &'static str {
         let mut ping = tokio::time::interval(LISTENER_PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -382,7 +483,7 @@ impl Shards {
                     }
                     match push.kind {
                         PushKind::SMessage => {
-                            if let Err(why) = self.message(&push.data, events, numbered).await {
+                            if let Err(why) = self.message(&push.data, listener).await {
                                 return why;
                             }
                         }
@@ -393,6 +494,12 @@ impl Shards {
                         // Confirmations of our own SSUBSCRIBEs; anything else is not ours.
                         _ => {}
                     }
+                }
+                Some((n, done)) = requests.recv() => {
+                    if let Err(why) = self.requested(n, listener).await {
+                        return why;
+                    }
+                    let _ = done.send(());
                 }
                 _ = ping.tick() => {
                     let mut cmd = redis::cmd("PING");
@@ -416,35 +523,64 @@ impl Shards {
 
     /// One `smessage` push (`[channel, payload]`): forwarded, or for a context announced
     /// on the server-wide channel, its channel subscribed to, then `Resync`.
-    async fn message(
-        &mut self,
-        data: &[Value],
-        events: &broadcast::Sender<StoreEvent>,
-        numbered: &Numbered,
-    ) -> Result<(), &'static str> {
+    async fn message(&mut self, data: &[Value], listener: &Sharded) -> Result<(), &'static str> {
         let Some(Value::BulkString(payload)) = data.get(1) else {
             tracing::warn!("store event without a payload");
             return Ok(());
         };
         match serde_json::from_slice::<WireEvent>(payload) {
             Ok(WireEvent::Space { c }) => {
-                numbered.seen();
-                if self.contexts.contains(&c) {
+                listener.numbered.seen();
+                if listener.shared.has(c) {
                     return Ok(());
                 }
-                let channel = format!("{}:events", self.layout.space(Some(c)));
-                if let Err(e) = self.subscribe(channel).await {
-                    tracing::debug!(error = %describe(&e), context = c, "could not subscribe to a new context's events");
-                    return Err("a new context's channel could not be subscribed to");
-                }
-                self.contexts.insert(c);
-                tracing::debug!(context = c, "store event listener subscribed to a new context");
+                self.subscribe_context(c, listener).await?;
                 // Its first events may have been published before the subscription.
-                let _ = events.send(StoreEvent::Resync);
+                let _ = listener.events.send(StoreEvent::Resync);
             }
-            Ok(e) => e.forward(events, numbered),
+            Ok(e) => e.forward(&listener.events, &listener.numbered),
             Err(e) => tracing::warn!(error = %e, "undecodable store event"),
         }
+        Ok(())
+    }
+
+    /// The store asked for context `n` before creating a job there. Every event of a
+    /// context is published after it entered `spaces` (enter_space.lua runs before any
+    /// script of it): if it is not there once subscribed, no event was missed; if it
+    /// is (another process created it meanwhile), some may have been: `Resync`.
+    async fn requested(&mut self, n: u32, listener: &Sharded) -> Result<(), &'static str> {
+        if listener.shared.has(n) {
+            return Ok(());
+        }
+        self.subscribe_context(n, listener).await?;
+        let entered: Result<Result<bool, RedisError>, _> = tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            redis::cmd("SISMEMBER")
+                .arg(self.layout.server_key("spaces"))
+                .arg(n)
+                .query_async(&mut self.conn),
+        )
+        .await;
+        match entered {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                listener.numbered.seen();
+                let _ = listener.events.send(StoreEvent::Resync);
+            }
+            _ => return Err("redis did not say whether a context holds jobs"),
+        }
+        Ok(())
+    }
+
+    /// SSUBSCRIBE to numbered context `n`'s channel; noted in the shared set.
+    async fn subscribe_context(&mut self, n: u32, listener: &Sharded) -> Result<(), &'static str> {
+        let channel = format!("{}:events", self.layout.space(Some(n)));
+        if let Err(e) = self.subscribe(channel).await {
+            tracing::debug!(error = %describe(&e), context = n, "could not subscribe to a context's events");
+            return Err("a context's channel could not be subscribed to");
+        }
+        listener.shared.add(n);
+        tracing::debug!(context = n, "store event listener subscribed to a context");
         Ok(())
     }
 }

@@ -29,7 +29,7 @@
 //! | `<prefix>:counts` | HASH | `type:<ScriptType>`: jobs stored per script type |
 //! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
 //! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
-//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
+//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}`; on a cluster with sharded pub/sub, each namespace's own `<namespace>:events` (SPUBLISH), and `<prefix>:{s}:events` for `{"k":"space","c":N}` (`events.rs`) |
 //!
 //! # Atomicity
 //! Every change that touches more than one key is one Lua script
@@ -49,7 +49,9 @@
 //! MOVED/ASK and failovers),
 //! with connection and response timeouts, so a dead Redis gives
 //! [`StoreError::Unavailable`] within seconds rather than a hang. Pub/sub runs on a
-//! connection of its own, in one background task that forwards events to the in-process
+//! connection of its own (on a cluster with sharded pub/sub, one RESP3 cluster connection
+//! subscribed to every namespace's channel on its master), in one background task that
+//! forwards events to the in-process
 //! broadcast channel, pings Redis every few seconds (a connection that went silent is
 //! replaced, not waited on forever) and resubscribes after a failure, then sends
 //! [`StoreEvent::Resync`]: waiters re-read the state they care about.
@@ -66,7 +68,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use self::claim::{CLAIM_FIELDS, decode_claimed};
 use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
-use self::events::{ListenerGuard, Source, listen};
+use self::events::{ListenerGuard, ShardRequests, Source, listen};
 use self::records::RedisConn;
 use self::scripts::{CLUSTER_PLAIN_SCRIPTS, CLUSTER_SCRIPTS, SCRIPTS, Scripts};
 use self::spaces::{Layout, Numbered};
@@ -115,6 +117,9 @@ pub struct RedisStore {
     /// On a cluster with sharded pub/sub: events go on each namespace's own channel
     /// (`<namespace>:events`, SPUBLISH), not on the server-wide one.
     sharded: bool,
+    /// With sharded pub/sub: asks the listener to subscribe to a context before this
+    /// process creates its first job there.
+    shard_requests: Option<ShardRequests>,
     config: StoreConfig,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<StoreEvent>,
@@ -211,16 +216,21 @@ impl RedisStore {
             prefix: config.prefix.clone(),
             cluster,
         };
-        let source = if sharded {
-            Source::Sharded {
+        let (source, shard_requests) = if sharded {
+            let (requests, shared, rx) = ShardRequests::new();
+            let source = Source::Sharded {
                 nodes,
                 layout: layout.clone(),
-            }
+                shared,
+                requests: rx,
+            };
+            (source, Some(requests))
         } else {
-            Source::Plain {
+            let source = Source::Plain {
                 clients,
                 channel: format!("{}:events", config.prefix),
-            }
+            };
+            (source, None)
         };
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -244,6 +254,7 @@ impl RedisStore {
             },
             layout,
             sharded,
+            shard_requests,
             config,
             clock,
             events,
@@ -727,11 +738,15 @@ impl RedisStore {
     /// a script creates jobs there, so a namespace holding jobs is always in it (a
     /// failed create leaves a harmless entry); the first time, with sharded pub/sub,
     /// enter_space.lua announces the context to every event listener, which then
-    /// subscribes to its channel. On one Redis the script does it.
+    /// subscribes to its channel. This process's own listener is asked first, so that
+    /// the job's events reach it. On one Redis the script does it.
     async fn enter_space(&self, context: Option<u32>) -> Result<(), StoreError> {
         let Some(n) = context.filter(|_| self.layout.cluster) else {
             return Ok(());
         };
+        if let Some(requests) = &self.shard_requests {
+            requests.ensure(n).await;
+        }
         let _added: i64 = self
             .scripts
             .enter_space

@@ -103,7 +103,9 @@ impl RedisConn {
         let replies: Vec<Value> = match self {
             RedisConn::Single(conn) => vec![cmd.query_async(&mut conn.clone()).await?],
             RedisConn::Cluster(conn) => {
-                use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
+                };
                 let reply = conn
                     .clone()
                     .route_command(
