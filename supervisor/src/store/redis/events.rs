@@ -645,6 +645,16 @@ mod tests {
             .expect("a work event of context 7")
             .forward(&tx, &numbered);
         assert_eq!(numbered.known(), Some(true), "work in context 7 was noted");
+        let numbered = Numbered::default();
+        serde_json::from_str::<WireEvent>(r#"{"k":"space","c":9}"#)
+            .expect("context 9 announced")
+            .forward(&tx, &numbered);
+        assert_eq!(numbered.known(), Some(true), "a new context was noted");
+        assert_eq!(
+            check(r#"{"k":"space","c":9}"#),
+            Some(vec![]),
+            "no store event"
+        );
         assert_eq!(
             check(&format!(r#"{{"k":"log","id":"{a}"}}"#)),
             Some(vec![StoreEvent::LogAppended { id: a }])
