@@ -29,7 +29,7 @@
 //! | `<prefix>:counts` | HASH | `type:<ScriptType>`: jobs stored per script type |
 //! | `<prefix>:done:<Finished\|Error>` | ZSET | ended jobs per terminal status, score = when it ended (ms; rescored to when retention found it still needed): the retention order |
 //! | `<prefix>:job:<id>:required_by` | SET | ids of jobs created naming this one as a prerequisite; pruned by retention of the ones that ended |
-//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}` |
+//! | `<prefix>:events` | pub/sub channel | compact JSON events: `{"k":"job","id":..,"status":..}`, `{"k":"work","script_type":..}`, `{"k":"log","id":..}`, `{"k":"cancel","id":..}`; on a cluster with sharded pub/sub, each namespace's own `<namespace>:events` (SPUBLISH), and `<prefix>:{s}:events` for `{"k":"space","c":N}` (`events.rs`) |
 //!
 //! # Atomicity
 //! Every change that touches more than one key is one Lua script
@@ -49,7 +49,9 @@
 //! MOVED/ASK and failovers),
 //! with connection and response timeouts, so a dead Redis gives
 //! [`StoreError::Unavailable`] within seconds rather than a hang. Pub/sub runs on a
-//! connection of its own, in one background task that forwards events to the in-process
+//! connection of its own (on a cluster with sharded pub/sub, one RESP3 cluster connection
+//! subscribed to every namespace's channel on its master), in one background task that
+//! forwards events to the in-process
 //! broadcast channel, pings Redis every few seconds (a connection that went silent is
 //! replaced, not waited on forever) and resubscribes after a failure, then sends
 //! [`StoreEvent::Resync`]: waiters re-read the state they care about.
@@ -66,9 +68,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use self::claim::{CLAIM_FIELDS, decode_claimed};
 use self::codec::{corrupt, decode_job, encode_job, parse_status, to_json};
-use self::events::{ListenerGuard, listen};
+use self::events::{ListenerGuard, ShardRequests, Source, listen};
 use self::records::RedisConn;
-use self::scripts::{CLUSTER_SCRIPTS, SCRIPTS, Scripts};
+use self::scripts::{CLUSTER_PLAIN_SCRIPTS, CLUSTER_SCRIPTS, SCRIPTS, Scripts};
 use self::spaces::{Layout, Numbered};
 use super::{
     CancelOutcome, ClaimedJob, Completion, EVENT_CHANNEL_CAPACITY, JobCounts, JobFilter, JobPage,
@@ -118,6 +120,12 @@ pub struct RedisStore {
     scripts: &'static Scripts,
     /// Key names: the prefix, and whether every key carries a hash tag (cluster).
     layout: Layout,
+    /// On a cluster with sharded pub/sub: events go on each namespace's own channel
+    /// (`<namespace>:events`, SPUBLISH), not on the server-wide one.
+    sharded: bool,
+    /// With sharded pub/sub: asks the listener to subscribe to a context before this
+    /// process creates its first job there.
+    shard_requests: Option<ShardRequests>,
     config: StoreConfig,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<StoreEvent>,
@@ -163,14 +171,15 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let acks = conn.clone();
-        Self::start(conn, acks, vec![client], config, clock).await
+        Self::start(conn, acks, vec![client], Vec::new(), config, clock).await
     }
 
     /// Connects to the Redis Cluster that `nodes` (seed URLs `redis://host:port`, any
     /// of its nodes; a few are enough, the rest is discovered) belong to, in cluster
     /// mode: every key carries a hash tag (ARCHITECTURE.md, "Redis Cluster"). Events
-    /// are subscribed to on one node at a time (a PUBLISH reaches every node), moving to
-    /// the next seed when it fails.
+    /// use sharded pub/sub when every master has it (Redis 7+: each namespace's channel
+    /// subscribed to on its master); else plain pub/sub, subscribed to on one node at a
+    /// time (a PUBLISH reaches every node), moving to the next seed when it fails.
     pub async fn connect_cluster(
         nodes: &[String],
         config: StoreConfig,
@@ -192,30 +201,52 @@ impl RedisStore {
         let acks = records::connect_cluster(nodes, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        Self::start(conn, acks, clients, config, clock).await
+        Self::start(conn, acks, clients, nodes.to_vec(), config, clock).await
     }
 
-    /// The store on `conn` (`acks` for the acknowledged writes), with its event listener
-    /// on `clients` (tried in turn).
+    /// The store on `conn` (`acks` for the acknowledged writes), with its event
+    /// listener: on one Redis or a cluster without sharded pub/sub, on `clients` (tried
+    /// in turn); on a cluster with it, on the cluster of the seed URLs `nodes`.
     async fn start(
         conn: RedisConn,
         acks: RedisConn,
         clients: Vec<Client>,
+        nodes: Vec<String>,
         config: StoreConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let cluster = conn.is_cluster();
+        let sharded = cluster && conn.has_sharded_pubsub().await.map_err(unavailable)?;
+        if cluster && !sharded {
+            tracing::warn!(
+                "redis cluster without sharded pub/sub (SPUBLISH, redis 7+): store events go \
+                 over plain PUBLISH, which the cluster forwards to every node"
+            );
+        }
+        let layout = Layout {
+            prefix: config.prefix.clone(),
+            cluster,
+        };
+        let (source, shard_requests) = if sharded {
+            let (requests, shared, rx) = ShardRequests::new();
+            let source = Source::Sharded {
+                nodes,
+                layout: layout.clone(),
+                shared,
+                requests: rx,
+            };
+            (source, Some(requests))
+        } else {
+            let source = Source::Plain {
+                clients,
+                channel: format!("{}:events", config.prefix),
+            };
+            (source, None)
+        };
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let channel = format!("{}:events", config.prefix);
         let numbered = Arc::new(Numbered::default());
-        let task = tokio::spawn(listen(
-            clients,
-            channel,
-            events.clone(),
-            numbered.clone(),
-            ready_tx,
-        ));
+        let task = tokio::spawn(listen(source, events.clone(), numbered.clone(), ready_tx));
         let listener = ListenerGuard(task.abort_handle());
         match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, ready_rx).await {
             Ok(Ok(())) => {}
@@ -228,11 +259,14 @@ impl RedisStore {
         let store = RedisStore {
             conn,
             acks,
-            scripts: if cluster { &CLUSTER_SCRIPTS } else { &SCRIPTS },
-            layout: Layout {
-                prefix: config.prefix.clone(),
-                cluster,
+            scripts: match (cluster, sharded) {
+                (false, _) => &SCRIPTS,
+                (true, true) => &CLUSTER_SCRIPTS,
+                (true, false) => &CLUSTER_PLAIN_SCRIPTS,
             },
+            layout,
+            sharded,
+            shard_requests,
             config,
             clock,
             events,
@@ -392,8 +426,26 @@ impl RedisStore {
             self.mark_ready(Some(context)).await?;
             let event =
                 serde_json::json!({"k": "work", "script_type": script_type.as_str(), "c": context});
+            self.publish(Some(context), event.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `event` (JSON) about namespace `context` as the scripts do (common.lua
+    /// `publish`): SPUBLISH on the namespace's own channel with sharded pub/sub, else
+    /// PUBLISH on the server-wide one.
+    async fn publish(&self, context: Option<u32>, event: String) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        if self.sharded {
+            let () = redis::cmd("SPUBLISH")
+                .arg(format!("{}:events", self.space(context)))
+                .arg(event)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        } else {
             let () = conn
-                .publish(format!("{}:events", self.config.prefix), event.to_string())
+                .publish(format!("{}:events", self.config.prefix), event)
                 .await
                 .map_err(unavailable)?;
         }
@@ -696,15 +748,24 @@ impl RedisStore {
 
     /// On a cluster, enters numbered context `context` in `spaces` (another slot) before
     /// a script creates jobs there, so a namespace holding jobs is always in it (a
-    /// failed create leaves a harmless entry). On one Redis the script does it.
+    /// failed create leaves a harmless entry); the first time, with sharded pub/sub,
+    /// enter_space.lua announces the context to every event listener, which then
+    /// subscribes to its channel. This process's own listener is asked first, so that
+    /// the job's events reach it. On one Redis the script does it.
     async fn enter_space(&self, context: Option<u32>) -> Result<(), StoreError> {
         let Some(n) = context.filter(|_| self.layout.cluster) else {
             return Ok(());
         };
-        let () = self
-            .conn
-            .clone()
-            .sadd(self.key("spaces"), n)
+        if let Some(requests) = &self.shard_requests {
+            requests.ensure(n).await;
+        }
+        let _added: i64 = self
+            .scripts
+            .enter_space
+            .key(self.key("spaces"))
+            .arg(n)
+            .arg(self.key("events"))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok(())

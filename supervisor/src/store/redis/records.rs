@@ -93,6 +93,39 @@ impl RedisConn {
         let acked: i64 = redis::from_redis_value(reply)?;
         Ok(acked >= 1)
     }
+
+    /// Whether the Redis answering has sharded pub/sub (`SPUBLISH`, Redis 7+): asked
+    /// with `COMMAND INFO SPUBLISH`, which names no command (`[nil]`) before 7. On a
+    /// cluster, asked of every master: all must have it.
+    pub(crate) async fn has_sharded_pubsub(&self) -> Result<bool, RedisError> {
+        let mut cmd = redis::cmd("COMMAND");
+        cmd.arg("INFO").arg("SPUBLISH");
+        let replies: Vec<Value> = match self {
+            RedisConn::Single(conn) => vec![cmd.query_async(&mut conn.clone()).await?],
+            RedisConn::Cluster(conn) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
+                };
+                let reply = conn
+                    .clone()
+                    .route_command(
+                        cmd,
+                        RoutingInfo::MultiNode((
+                            MultipleNodeRoutingInfo::AllMasters,
+                            Some(ResponsePolicy::CombineArrays),
+                        )),
+                    )
+                    .await?;
+                vec![reply]
+            }
+        };
+        Ok(replies.iter().all(|reply| match reply {
+            Value::Array(entries) => {
+                !entries.is_empty() && entries.iter().all(|e| !matches!(e, Value::Nil))
+            }
+            _ => false,
+        }))
+    }
 }
 
 impl ConnectionLike for RedisConn {

@@ -2,10 +2,13 @@
 //! once per process. [`redis::Script`] sends `EVALSHA` and falls back to `EVAL` (loading
 //! the script) when Redis does not know it yet, so a restarted Redis needs nothing more.
 //!
-//! Two registries of the same sources: [`SCRIPTS`] for one Redis, [`CLUSTER_SCRIPTS`]
-//! for a Redis Cluster. They differ only in the first line, `local CLUSTER = false|true`,
-//! which `common.lua` reads: on a cluster, a script leaves the server-wide keys (the
-//! ready sets, `spaces`) to the Rust side, since they live in another hash slot.
+//! Three registries of the same sources: [`SCRIPTS`] for one Redis, [`CLUSTER_SCRIPTS`]
+//! for a Redis Cluster with sharded pub/sub (Redis 7+), [`CLUSTER_PLAIN_SCRIPTS`] for
+//! one without. They differ only in their first two lines, `local CLUSTER = false|true`
+//! and `local SHARDED = false|true`, which `common.lua` reads: on a cluster, a script
+//! leaves the server-wide keys (the ready sets, `spaces`) to the Rust side, since they
+//! live in another hash slot; with `SHARDED` it SPUBLISHes its events on its
+//! namespace's own channel instead of PUBLISHing them on the server-wide one.
 //!
 //! Each script heads its file with its KEYS, ARGV and Returns; the Rust side that calls
 //! it lives next to the operation in `mod.rs` (or `claim.rs` for the claim reply).
@@ -56,6 +59,7 @@ macro_rules! registry {
             mark_indexed: lua!($head, "mark_indexed.lua"),
             route: lua!($head, "route.lua"),
             ready: lua!($head, "ready.lua"),
+            enter_space: lua!($head, "enter_space.lua"),
         }
     };
 }
@@ -83,12 +87,18 @@ pub(super) struct Scripts {
     pub(super) mark_indexed: Script,
     pub(super) route: Script,
     pub(super) ready: Script,
+    pub(super) enter_space: Script,
 }
 
 /// The registry for one Redis, built on first use.
 pub(super) static SCRIPTS: LazyLock<Scripts> =
-    LazyLock::new(|| registry!("local CLUSTER = false\n"));
+    LazyLock::new(|| registry!("local CLUSTER = false\nlocal SHARDED = false\n"));
 
-/// The registry for a Redis Cluster, built on first use.
+/// The registry for a Redis Cluster with sharded pub/sub, built on first use.
 pub(super) static CLUSTER_SCRIPTS: LazyLock<Scripts> =
-    LazyLock::new(|| registry!("local CLUSTER = true\n"));
+    LazyLock::new(|| registry!("local CLUSTER = true\nlocal SHARDED = true\n"));
+
+/// The registry for a Redis Cluster without sharded pub/sub (before Redis 7): events on
+/// the server-wide channel, as on one Redis. Built on first use.
+pub(super) static CLUSTER_PLAIN_SCRIPTS: LazyLock<Scripts> =
+    LazyLock::new(|| registry!("local CLUSTER = true\nlocal SHARDED = false\n"));

@@ -4,14 +4,16 @@
 -- call is about: the default one (`<root>`, e.g. `hero`) or a numbered context's
 -- (`<root>:{c<N>}`, one hash tag per context). Every job key, queue and index a script
 -- touches is of that one namespace (a job may wait only on jobs of its own context).
--- Server-wide keys are few and named here: the event channel `<root>:events`, and for
+-- Server-wide keys are few and named here: the event channel `<root>:events` (on a
+-- cluster with sharded pub/sub, each namespace's `<prefix>:events` instead), and for
 -- a numbered namespace the ready set `<root>:ready:<T>` that enqueue and claim keep
 -- (see ARCHITECTURE.md "Contexts and keys" for what Redis Cluster changes about them).
 -- Times are epoch milliseconds passed in ARGV by the caller (never Redis' clock).
 -- `CLUSTER` (the line before this file, scripts.rs) is true on a Redis Cluster: there
 -- the server-wide keys are in a slot of their own (`<root>:{s}:...`), so scripts leave
 -- them alone and the caller keeps them (ready sets, `spaces`); the default namespace is
--- `<root>:{d}` there.
+-- `<root>:{d}` there. `SHARDED` (the second line) is true on a cluster with sharded
+-- pub/sub: events then go on each namespace's own channel (`publish` below).
 
 local function jkey(prefix, id)
   return prefix .. ':job:' .. id
@@ -75,9 +77,18 @@ local function index_add(prefix, status, pairs)
   end
 end
 
+-- Publishes `event` about namespace `prefix`: on one Redis (and a cluster without
+-- sharded pub/sub) PUBLISH on the server-wide `<root>:events`; with `SHARDED` (a cluster
+-- with Redis 7's sharded pub/sub) SPUBLISH on the namespace's own `<prefix>:events`,
+-- which is in the script's slot (a script may SPUBLISH only there), so the event goes
+-- to that slot's master and its subscribers only, not over the cluster bus to all.
 local function publish(prefix, event)
-  local root = split_space(prefix)
-  redis.call('PUBLISH', root .. ':events', cjson.encode(event))
+  if SHARDED then
+    redis.call('SPUBLISH', prefix .. ':events', cjson.encode(event))
+  else
+    local root = split_space(prefix)
+    redis.call('PUBLISH', root .. ':events', cjson.encode(event))
+  end
 end
 
 local function changed(prefix, id, status)
