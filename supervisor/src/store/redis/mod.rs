@@ -339,19 +339,23 @@ impl RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let mut adds = redis::pipe();
-        let mut any = false;
-        for (t, len) in ScriptType::ALL.iter().zip(lens) {
-            if len > 0 {
-                adds.sadd(self.key(&format!("ready:{t}")), n).ignore();
-                any = true;
-            }
-        }
-        if any {
-            let () = adds
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
+        // Each SADD on its own, not one pipeline: redis-rs sends a cluster pipeline
+        // that met an ASK (a ready set already moved, mid-migration) to the target again
+        // as a whole, with ASKING, so the other sets' SADDs would create them on the
+        // target too while the source still has them (`MIGRATE` then fails, BUSYKEY):
+        // seen in `tests/cluster_migration.rs`.
+        let adds: Vec<redis::Cmd> = ScriptType::ALL
+            .iter()
+            .zip(lens)
+            .filter(|(_, len)| *len > 0)
+            .map(|(t, _)| {
+                let mut cmd = redis::cmd("SADD");
+                cmd.arg(self.key(&format!("ready:{t}"))).arg(n);
+                cmd
+            })
+            .collect();
+        if !adds.is_empty() {
+            let _: Vec<i64> = self.conn.query_each(adds).await.map_err(unavailable)?;
         }
         Ok(())
     }
