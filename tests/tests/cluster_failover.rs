@@ -254,26 +254,13 @@ async fn master_killed_mid_run(fault: Fault) {
             .await
             .expect("a store on the recovered cluster"),
     );
-    let mut pending: HashSet<JobId> = all.acked.iter().copied().collect();
-    let until = Instant::now() + Duration::from_secs(120);
-    while !pending.is_empty() {
-        let ids: Vec<JobId> = pending.iter().copied().collect();
-        for (id, job) in ids.iter().zip(common::get_all(&store, &ids).await) {
-            if let Ok(job) = job
-                && job.status.is_terminal()
-            {
-                pending.remove(id);
-            }
-        }
-        if !pending.is_empty() {
-            assert!(
-                Instant::now() < until,
-                "{} acknowledged jobs not ended after 120 s",
-                pending.len()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    common::wait_all_terminal(
+        &store,
+        store.subscribe(),
+        &all.acked,
+        Duration::from_secs(120),
+    )
+    .await;
 
     common::report(format!("all ended at {:.1?}", started.elapsed()));
     let runs = common::read_ledger(&ledger);

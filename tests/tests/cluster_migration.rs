@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -177,27 +177,7 @@ async fn slots_moved_while_jobs_run_lose_nothing_and_run_nothing_twice() {
             .await
             .expect("a store on the cluster"),
     );
-    let mut pending: HashSet<JobId> = acked.iter().copied().collect();
-    let until = Instant::now() + Duration::from_secs(90);
-    while !pending.is_empty() {
-        let ids: Vec<JobId> = pending.iter().copied().collect();
-        for (id, job) in ids.iter().zip(common::get_all(&store, &ids).await) {
-            if let Ok(job) = job
-                && job.status.is_terminal()
-            {
-                pending.remove(id);
-            }
-        }
-        if !pending.is_empty() {
-            assert!(
-                Instant::now() < until,
-                "{} acknowledged jobs not ended 90 s after the moves; e.g. {:?}",
-                pending.len(),
-                pending.iter().take(3).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    common::wait_all_terminal(&store, store.subscribe(), &acked, Duration::from_secs(90)).await;
 
     // Every acknowledged job Finished, run once: one execution, attempt 1.
     let runs = common::read_ledger(&ledger);
